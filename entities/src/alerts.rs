@@ -1,0 +1,55 @@
+//! Alerts raised by rules; at most one `active` alert per (device, rule).
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "alerts")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub device_id: Uuid,
+    pub rule_id: Option<Uuid>,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    pub message: String,
+    pub value: Option<f64>,
+    pub threshold: Option<f64>,
+    /// `active`, `acknowledged` or `resolved`.
+    pub status: String,
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_at: Option<DateTimeUtc>,
+    pub resolved_at: Option<DateTimeUtc>,
+    pub created_at: DateTimeUtc,
+    pub metadata: Option<Json>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::devices::Entity",
+        from = "Column::DeviceId",
+        to = "super::devices::Column::Id",
+        on_delete = "Cascade"
+    )]
+    Device,
+    #[sea_orm(
+        belongs_to = "super::rules::Entity",
+        from = "Column::RuleId",
+        to = "super::rules::Column::Id",
+        on_delete = "SetNull"
+    )]
+    Rule,
+}
+
+impl Related<super::devices::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Device.def()
+    }
+}
+
+impl Related<super::rules::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Rule.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

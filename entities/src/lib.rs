@@ -1,0 +1,23 @@
+//! sea-orm entities of insa-iiot, one module per table (see `docs/API.md` for what each holds).
+//!
+//! - [`users`], [`refresh_tokens`]: people and their sessions
+//! - [`devices`], [`telemetry`]: field devices and every point they sent
+//! - [`rules`], [`alerts`], [`notification_deliveries`]: thresholds, what they raised, whom we told
+//! - [`api_keys`]: device credentials (stored hashed)
+//! - [`audit_log`]: who did what, including failed logins
+//!
+//! The string enums ([`Role`], [`DeviceStatus`]) are stored as text so both PostgreSQL and SQLite
+//! hold the same values.
+
+pub mod alerts;
+pub mod api_keys;
+pub mod audit_log;
+pub mod devices;
+pub mod notification_deliveries;
+pub mod refresh_tokens;
+pub mod rules;
+pub mod telemetry;
+pub mod users;
+
+mod enums;
+pub use enums::{DeviceStatus, Role};

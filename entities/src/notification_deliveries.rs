@@ -1,0 +1,42 @@
+//! The notification outbox: written before sending, updated on every attempt.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "notification_deliveries")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub alert_id: Option<Uuid>,
+    /// `email` or `webhook`.
+    pub channel: String,
+    /// An address or a URL.
+    pub target: String,
+    pub payload: Json,
+    /// `pending`, `sent` or `failed`.
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: Option<DateTimeUtc>,
+    pub last_error: Option<String>,
+    pub sent_at: Option<DateTimeUtc>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::alerts::Entity",
+        from = "Column::AlertId",
+        to = "super::alerts::Column::Id",
+        on_delete = "Cascade"
+    )]
+    Alert,
+}
+
+impl Related<super::alerts::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Alert.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,19 @@
+//! Schema migrations of insa-iiot, run by the platform at start-up (and by `insa-iiot migrate`).
+//!
+//! Every migration works on both PostgreSQL and SQLite: only portable column types are used
+//! (`uuid`, `json_binary`, `timestamp_with_time_zone`), and nothing here imports the entities crate,
+//! so the history of the schema never changes when the entities do.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_initial;
+
+/// All migrations of the platform, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261127_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,678 @@
+//! The first schema: the seed's six tables plus refresh tokens, the notification outbox and the audit log.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+fn created_updated(table: &mut TableCreateStatement) -> &mut TableCreateStatement {
+    table
+        .col(
+            ColumnDef::new(Common::CreatedAt)
+                .timestamp_with_time_zone()
+                .not_null(),
+        )
+        .col(
+            ColumnDef::new(Common::UpdatedAt)
+                .timestamp_with_time_zone()
+                .not_null(),
+        )
+}
+
+fn uuid_pk<T: IntoIden>(name: T) -> ColumnDef {
+    ColumnDef::new(name).uuid().not_null().primary_key().take()
+}
+
+fn bigint_pk<T: IntoIden>(name: T) -> ColumnDef {
+    ColumnDef::new(name)
+        .big_integer()
+        .not_null()
+        .auto_increment()
+        .primary_key()
+        .take()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                created_updated(
+                    Table::create()
+                        .table(Users::Table)
+                        .if_not_exists()
+                        .col(uuid_pk(Users::Id))
+                        .col(
+                            ColumnDef::new(Users::Email)
+                                .string_len(255)
+                                .not_null()
+                                .unique_key(),
+                        )
+                        .col(ColumnDef::new(Users::PasswordHash).text().not_null())
+                        .col(ColumnDef::new(Users::Role).string_len(20).not_null())
+                        .col(ColumnDef::new(Users::Name).string_len(255).null())
+                        .col(
+                            ColumnDef::new(Users::IsActive)
+                                .boolean()
+                                .not_null()
+                                .default(true),
+                        )
+                        .col(
+                            ColumnDef::new(Users::LastLoginAt)
+                                .timestamp_with_time_zone()
+                                .null(),
+                        )
+                        .col(
+                            ColumnDef::new(Users::PasswordChangedAt)
+                                .timestamp_with_time_zone()
+                                .null(),
+                        ),
+                )
+                .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                created_updated(
+                    Table::create()
+                        .table(Devices::Table)
+                        .if_not_exists()
+                        .col(uuid_pk(Devices::Id))
+                        .col(ColumnDef::new(Devices::Name).string_len(255).not_null())
+                        .col(ColumnDef::new(Devices::Type).string_len(50).not_null())
+                        .col(ColumnDef::new(Devices::Location).string_len(255).null())
+                        .col(ColumnDef::new(Devices::Area).string_len(100).null())
+                        .col(ColumnDef::new(Devices::Protocol).string_len(50).null())
+                        .col(ColumnDef::new(Devices::ConnectionString).text().null())
+                        .col(ColumnDef::new(Devices::Config).json_binary().null())
+                        .col(
+                            ColumnDef::new(Devices::Status)
+                                .string_len(20)
+                                .not_null()
+                                .default("offline"),
+                        )
+                        .col(
+                            ColumnDef::new(Devices::LastSeen)
+                                .timestamp_with_time_zone()
+                                .null(),
+                        )
+                        .col(ColumnDef::new(Devices::Metadata).json_binary().null()),
+                )
+                .to_owned(),
+            )
+            .await?;
+        for (name, col) in [
+            ("idx_devices_status", Devices::Status),
+            ("idx_devices_area", Devices::Area),
+            ("idx_devices_type", Devices::Type),
+        ] {
+            manager
+                .create_index(
+                    Index::create()
+                        .name(name)
+                        .table(Devices::Table)
+                        .col(col)
+                        .to_owned(),
+                )
+                .await?;
+        }
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Telemetry::Table)
+                    .if_not_exists()
+                    .col(bigint_pk(Telemetry::Id))
+                    .col(
+                        ColumnDef::new(Telemetry::Timestamp)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Telemetry::DeviceId).uuid().not_null())
+                    .col(ColumnDef::new(Telemetry::Key).string_len(100).not_null())
+                    .col(ColumnDef::new(Telemetry::Value).double().null())
+                    .col(ColumnDef::new(Telemetry::Unit).string_len(20).null())
+                    .col(
+                        ColumnDef::new(Telemetry::Quality)
+                            .integer()
+                            .null()
+                            .default(100),
+                    )
+                    .col(ColumnDef::new(Telemetry::Metadata).json_binary().null())
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_telemetry_device")
+                            .from(Telemetry::Table, Telemetry::DeviceId)
+                            .to(Devices::Table, Devices::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_telemetry_device_key_time")
+                    .table(Telemetry::Table)
+                    .col(Telemetry::DeviceId)
+                    .col(Telemetry::Key)
+                    .col(Telemetry::Timestamp)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                created_updated(
+                    Table::create()
+                        .table(Rules::Table)
+                        .if_not_exists()
+                        .col(uuid_pk(Rules::Id))
+                        .col(ColumnDef::new(Rules::Name).string_len(255).not_null())
+                        .col(ColumnDef::new(Rules::Description).text().null())
+                        .col(ColumnDef::new(Rules::DeviceId).uuid().null())
+                        .col(ColumnDef::new(Rules::DeviceType).string_len(50).null())
+                        .col(ColumnDef::new(Rules::Area).string_len(100).null())
+                        .col(ColumnDef::new(Rules::Key).string_len(100).not_null())
+                        .col(ColumnDef::new(Rules::Condition).string_len(10).not_null())
+                        .col(ColumnDef::new(Rules::Threshold).double().null())
+                        .col(ColumnDef::new(Rules::ThresholdHigh).double().null())
+                        .col(
+                            ColumnDef::new(Rules::ForSeconds)
+                                .integer()
+                                .not_null()
+                                .default(0),
+                        )
+                        .col(
+                            ColumnDef::new(Rules::Hysteresis)
+                                .double()
+                                .not_null()
+                                .default(0.0),
+                        )
+                        .col(ColumnDef::new(Rules::Severity).string_len(20).not_null())
+                        .col(ColumnDef::new(Rules::Actions).json_binary().not_null())
+                        .col(
+                            ColumnDef::new(Rules::AutoResolve)
+                                .boolean()
+                                .not_null()
+                                .default(true),
+                        )
+                        .col(
+                            ColumnDef::new(Rules::Enabled)
+                                .boolean()
+                                .not_null()
+                                .default(true),
+                        )
+                        .col(ColumnDef::new(Rules::CreatedBy).uuid().null())
+                        .foreign_key(
+                            ForeignKey::create()
+                                .name("fk_rules_device")
+                                .from(Rules::Table, Rules::DeviceId)
+                                .to(Devices::Table, Devices::Id)
+                                .on_delete(ForeignKeyAction::Cascade),
+                        ),
+                )
+                .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alerts::Table)
+                    .if_not_exists()
+                    .col(uuid_pk(Alerts::Id))
+                    .col(ColumnDef::new(Alerts::DeviceId).uuid().not_null())
+                    .col(ColumnDef::new(Alerts::RuleId).uuid().null())
+                    .col(ColumnDef::new(Alerts::Severity).string_len(20).not_null())
+                    .col(ColumnDef::new(Alerts::Message).text().not_null())
+                    .col(ColumnDef::new(Alerts::Value).double().null())
+                    .col(ColumnDef::new(Alerts::Threshold).double().null())
+                    .col(
+                        ColumnDef::new(Alerts::Status)
+                            .string_len(20)
+                            .not_null()
+                            .default("active"),
+                    )
+                    .col(
+                        ColumnDef::new(Alerts::AcknowledgedBy)
+                            .string_len(255)
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alerts::AcknowledgedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alerts::ResolvedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Alerts::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Alerts::Metadata).json_binary().null())
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_alerts_device")
+                            .from(Alerts::Table, Alerts::DeviceId)
+                            .to(Devices::Table, Devices::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_alerts_rule")
+                            .from(Alerts::Table, Alerts::RuleId)
+                            .to(Rules::Table, Rules::Id)
+                            .on_delete(ForeignKeyAction::SetNull),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_alerts_status_severity")
+                    .table(Alerts::Table)
+                    .col(Alerts::Status)
+                    .col(Alerts::Severity)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_alerts_device")
+                    .table(Alerts::Table)
+                    .col(Alerts::DeviceId)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(ApiKeys::Table)
+                    .if_not_exists()
+                    .col(uuid_pk(ApiKeys::Id))
+                    .col(ColumnDef::new(ApiKeys::Name).string_len(255).not_null())
+                    .col(
+                        ColumnDef::new(ApiKeys::KeyHash)
+                            .string_len(64)
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(ColumnDef::new(ApiKeys::Prefix).string_len(16).not_null())
+                    .col(ColumnDef::new(ApiKeys::DeviceId).uuid().null())
+                    .col(
+                        ColumnDef::new(ApiKeys::Permissions)
+                            .json_binary()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(ApiKeys::RateLimit).integer().not_null())
+                    .col(
+                        ColumnDef::new(ApiKeys::ExpiresAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(ApiKeys::RevokedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(ApiKeys::LastUsedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(ColumnDef::new(ApiKeys::CreatedBy).uuid().null())
+                    .col(
+                        ColumnDef::new(ApiKeys::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_api_keys_device")
+                            .from(ApiKeys::Table, ApiKeys::DeviceId)
+                            .to(Devices::Table, Devices::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_api_keys_creator")
+                            .from(ApiKeys::Table, ApiKeys::CreatedBy)
+                            .to(Users::Table, Users::Id)
+                            .on_delete(ForeignKeyAction::SetNull),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(RefreshTokens::Table)
+                    .if_not_exists()
+                    .col(uuid_pk(RefreshTokens::Id))
+                    .col(ColumnDef::new(RefreshTokens::UserId).uuid().not_null())
+                    .col(ColumnDef::new(RefreshTokens::FamilyId).uuid().not_null())
+                    .col(
+                        ColumnDef::new(RefreshTokens::ExpiresAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(RefreshTokens::RevokedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(ColumnDef::new(RefreshTokens::ReplacedBy).uuid().null())
+                    .col(
+                        ColumnDef::new(RefreshTokens::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_refresh_tokens_user")
+                            .from(RefreshTokens::Table, RefreshTokens::UserId)
+                            .to(Users::Table, Users::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_refresh_tokens_family")
+                    .table(RefreshTokens::Table)
+                    .col(RefreshTokens::FamilyId)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                created_updated(
+                    Table::create()
+                        .table(NotificationDeliveries::Table)
+                        .if_not_exists()
+                        .col(uuid_pk(NotificationDeliveries::Id))
+                        .col(
+                            ColumnDef::new(NotificationDeliveries::AlertId)
+                                .uuid()
+                                .null(),
+                        )
+                        .col(
+                            ColumnDef::new(NotificationDeliveries::Channel)
+                                .string_len(20)
+                                .not_null(),
+                        )
+                        .col(
+                            ColumnDef::new(NotificationDeliveries::Target)
+                                .text()
+                                .not_null(),
+                        )
+                        .col(
+                            ColumnDef::new(NotificationDeliveries::Payload)
+                                .json_binary()
+                                .not_null(),
+                        )
+                        .col(
+                            ColumnDef::new(NotificationDeliveries::Status)
+                                .string_len(20)
+                                .not_null()
+                                .default("pending"),
+                        )
+                        .col(
+                            ColumnDef::new(NotificationDeliveries::Attempts)
+                                .integer()
+                                .not_null()
+                                .default(0),
+                        )
+                        .col(
+                            ColumnDef::new(NotificationDeliveries::NextAttemptAt)
+                                .timestamp_with_time_zone()
+                                .null(),
+                        )
+                        .col(
+                            ColumnDef::new(NotificationDeliveries::LastError)
+                                .text()
+                                .null(),
+                        )
+                        .col(
+                            ColumnDef::new(NotificationDeliveries::SentAt)
+                                .timestamp_with_time_zone()
+                                .null(),
+                        )
+                        .foreign_key(
+                            ForeignKey::create()
+                                .name("fk_deliveries_alert")
+                                .from(
+                                    NotificationDeliveries::Table,
+                                    NotificationDeliveries::AlertId,
+                                )
+                                .to(Alerts::Table, Alerts::Id)
+                                .on_delete(ForeignKeyAction::Cascade),
+                        ),
+                )
+                .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_deliveries_status_next")
+                    .table(NotificationDeliveries::Table)
+                    .col(NotificationDeliveries::Status)
+                    .col(NotificationDeliveries::NextAttemptAt)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditLog::Table)
+                    .if_not_exists()
+                    .col(bigint_pk(AuditLog::Id))
+                    .col(
+                        ColumnDef::new(AuditLog::At)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(AuditLog::ActorId).uuid().null())
+                    .col(ColumnDef::new(AuditLog::Actor).string_len(255).null())
+                    .col(ColumnDef::new(AuditLog::Action).string_len(64).not_null())
+                    .col(ColumnDef::new(AuditLog::TargetType).string_len(32).null())
+                    .col(ColumnDef::new(AuditLog::TargetId).string_len(64).null())
+                    .col(ColumnDef::new(AuditLog::Ip).string_len(64).null())
+                    .col(ColumnDef::new(AuditLog::Success).boolean().not_null())
+                    .col(ColumnDef::new(AuditLog::Details).json_binary().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_audit_log_at")
+                    .table(AuditLog::Table)
+                    .col(AuditLog::At)
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            AuditLog::Table.into_iden(),
+            NotificationDeliveries::Table.into_iden(),
+            RefreshTokens::Table.into_iden(),
+            ApiKeys::Table.into_iden(),
+            Alerts::Table.into_iden(),
+            Rules::Table.into_iden(),
+            Telemetry::Table.into_iden(),
+            Devices::Table.into_iden(),
+            Users::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum Common {
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Users {
+    Table,
+    Id,
+    Email,
+    PasswordHash,
+    Role,
+    Name,
+    IsActive,
+    LastLoginAt,
+    PasswordChangedAt,
+}
+
+#[derive(DeriveIden)]
+enum Devices {
+    Table,
+    Id,
+    Name,
+    Type,
+    Location,
+    Area,
+    Protocol,
+    ConnectionString,
+    Config,
+    Status,
+    LastSeen,
+    Metadata,
+}
+
+#[derive(DeriveIden)]
+enum Telemetry {
+    Table,
+    Id,
+    Timestamp,
+    DeviceId,
+    Key,
+    Value,
+    Unit,
+    Quality,
+    Metadata,
+}
+
+#[derive(DeriveIden)]
+enum Rules {
+    Table,
+    Id,
+    Name,
+    Description,
+    DeviceId,
+    DeviceType,
+    Area,
+    Key,
+    Condition,
+    Threshold,
+    ThresholdHigh,
+    ForSeconds,
+    Hysteresis,
+    Severity,
+    Actions,
+    AutoResolve,
+    Enabled,
+    CreatedBy,
+}
+
+#[derive(DeriveIden)]
+enum Alerts {
+    Table,
+    Id,
+    DeviceId,
+    RuleId,
+    Severity,
+    Message,
+    Value,
+    Threshold,
+    Status,
+    AcknowledgedBy,
+    AcknowledgedAt,
+    ResolvedAt,
+    CreatedAt,
+    Metadata,
+}
+
+#[derive(DeriveIden)]
+enum ApiKeys {
+    Table,
+    Id,
+    Name,
+    KeyHash,
+    Prefix,
+    DeviceId,
+    Permissions,
+    RateLimit,
+    ExpiresAt,
+    RevokedAt,
+    LastUsedAt,
+    CreatedBy,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum RefreshTokens {
+    Table,
+    Id,
+    UserId,
+    FamilyId,
+    ExpiresAt,
+    RevokedAt,
+    ReplacedBy,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum NotificationDeliveries {
+    Table,
+    Id,
+    AlertId,
+    Channel,
+    Target,
+    Payload,
+    Status,
+    Attempts,
+    NextAttemptAt,
+    LastError,
+    SentAt,
+}
+
+#[derive(DeriveIden)]
+enum AuditLog {
+    Table,
+    Id,
+    At,
+    ActorId,
+    Actor,
+    Action,
+    TargetType,
+    TargetId,
+    Ip,
+    Success,
+    Details,
+}

@@ -1,0 +1,28 @@
+//! Authentication and authorisation.
+//!
+//! - [`password`]: argon2id hashing and password rules
+//! - [`tokens`]: HS256 access and refresh tokens (a token of one kind is never accepted as the other)
+//! - [`extract`]: the [`AuthUser`], [`DeviceKey`] and [`Caller`] extractors handlers ask for
+//! - [`throttle`]: login attempts per account and per client address
+//! - [`api_keys`]: generating and hashing device keys
+
+pub mod api_keys;
+pub mod extract;
+pub mod password;
+pub mod throttle;
+pub mod tokens;
+
+pub use extract::{AuthUser, Caller, DeviceKey};
+pub use password::{looks_like_email, password_problem};
+
+use insa_entities::Role;
+
+/// How much a role may do; each role may do everything the ones below it may.
+pub fn rank(role: Role) -> u8 {
+    match role {
+        Role::Admin => 3,
+        Role::Engineer => 2,
+        Role::Operator => 1,
+        Role::Viewer => 0,
+    }
+}

@@ -1,0 +1,120 @@
+//! Database connection: PostgreSQL or SQLite through sea-orm, migrated at start-up.
+
+use std::path::Path;
+use std::time::Duration;
+
+use insa_migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+
+use crate::settings::DatabaseSettings;
+
+/// Why the database could not be used; the URL is always shown without its password.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot create the folder `{path}` for the SQLite database: {source}")]
+    Folder {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the database at {url}: {source}")]
+    Connect { url: String, source: DbErr },
+    #[error("cannot migrate the database at {url}: {source}")]
+    Migrate { url: String, source: DbErr },
+}
+
+/// The URL with any password replaced by `***`, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // userinfo ends at the last '@' before the first '/'.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            format!("{scheme}://{masked}{}", &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Creates the folder a SQLite URL points into (`sqlite://data/x.db` -> `data/`).
+fn ensure_sqlite_folder(url: &str) -> Result<(), DbError> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|source| DbError::Folder {
+                path: parent.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Connects with the configured pool (without migrating).
+pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbError> {
+    let url = settings.url.expose();
+    let shown = redact_url(url);
+    if settings.is_sqlite() {
+        ensure_sqlite_folder(url)?;
+    }
+    let mut options = ConnectOptions::new(url.to_string());
+    options
+        .max_connections(settings.max_connections)
+        .min_connections(settings.min_connections)
+        .connect_timeout(Duration::from_secs(settings.connect_timeout_secs))
+        .acquire_timeout(Duration::from_secs(settings.connect_timeout_secs))
+        .sqlx_logging(false);
+    Database::connect(options)
+        .await
+        .map_err(|source| DbError::Connect { url: shown, source })
+}
+
+/// Connects and brings the schema up to date.
+pub async fn connect_and_migrate(
+    settings: &DatabaseSettings,
+) -> Result<DatabaseConnection, DbError> {
+    let db = connect(settings).await?;
+    Migrator::up(&db, None)
+        .await
+        .map_err(|source| DbError::Migrate {
+            url: redact_url(settings.url.expose()),
+            source,
+        })?;
+    Ok(db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_hidden_from_urls() {
+        assert_eq!(
+            redact_url("postgres://iiot:s3cr@t@db.local:5432/insa"),
+            "postgres://iiot:***@db.local:5432/insa"
+        );
+        assert_eq!(
+            redact_url("postgres://iiot@db.local/insa"),
+            "postgres://iiot@db.local/insa"
+        );
+        assert_eq!(
+            redact_url("sqlite://data/insa-iiot.db?mode=rwc"),
+            "sqlite://data/insa-iiot.db?mode=rwc"
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! insa-iiot: an Industrial IoT platform for oil & gas sites.
+//!
+//! - [`startup`]: [`startup::Application`], the platform built from [`settings::Settings`]
+//! - [`settings`]: layered settings, validated at start-up
+//! - [`db`]: PostgreSQL / SQLite connection and migrations
+//! - [`routes`]: the REST API, one module per resource; [`error`]: how errors are answered
+//! - [`auth`]: passwords, tokens, API keys, the extractors handlers use for access control
+//! - [`accounts`]: users, shared by the API, the CLI and first start
+//! - [`audit`]: the audit log
+//! - [`cli`]: the `migrate` and `user` commands of the binary
+//!
+//! Actors live in the `insa-actors` crate, tables in `insa-entities`, the schema in `insa-migration`.
+
+pub mod accounts;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod db;
+pub mod error;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod state;
+pub mod telemetry_log;
+
+/// Makes rustls on ring the process-wide TLS provider (the one TLS stack of the platform).
+/// Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,311 @@
+//! `/api-keys`: device credentials. The key is shown once, at creation; only its hash is kept.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use insa_entities::{api_keys, devices, Role};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::audit::Audit;
+use crate::auth::api_keys::{generate_key, hash_key, prefix};
+use crate::auth::extract::client_ip;
+use crate::auth::AuthUser;
+use crate::error::{ApiError, Code, FieldProblem};
+use crate::routes::page;
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api-keys")
+            .route(web::get().to(list_api_keys))
+            .route(web::post().to(create_api_key)),
+    )
+    .service(
+        web::resource("/api-keys/{id}")
+            .route(web::get().to(get_api_key))
+            .route(web::delete().to(revoke_api_key)),
+    );
+}
+
+const MAX_RATE_LIMIT: u32 = 10_000_000;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Permissions {
+    #[serde(default)]
+    pub read: bool,
+    #[serde(default)]
+    pub write: bool,
+}
+
+/// A key without its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyInfo {
+    pub id: Uuid,
+    pub name: String,
+    /// The first characters of the key.
+    pub prefix: String,
+    pub device_id: Option<Uuid>,
+    pub permissions: Permissions,
+    /// Requests per hour.
+    pub rate_limit: i32,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<api_keys::Model> for ApiKeyInfo {
+    fn from(key: api_keys::Model) -> Self {
+        let flag = |name: &str| {
+            key.permissions
+                .get(name)
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+        };
+        Self {
+            permissions: Permissions {
+                read: flag("read"),
+                write: flag("write"),
+            },
+            id: key.id,
+            name: key.name,
+            prefix: key.prefix,
+            device_id: key.device_id,
+            rate_limit: key.rate_limit,
+            created_at: key.created_at,
+            expires_at: key.expires_at,
+            revoked_at: key.revoked_at,
+            last_used_at: key.last_used_at,
+        }
+    }
+}
+
+/// The seed's creation answer: the key once, with a warning.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    pub message: &'static str,
+    /// The key itself. It cannot be retrieved later.
+    pub api_key: String,
+    pub key_info: ApiKeyInfo,
+    pub warning: &'static str,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    #[schema(example = "Production Sensor Key")]
+    pub name: Option<String>,
+    /// Binds the key to one device.
+    pub device_id: Option<Uuid>,
+    /// Default `{"read": false, "write": true}`.
+    pub permissions: Option<Permissions>,
+    /// Requests per hour; default from settings (1000).
+    pub rate_limit: Option<u32>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyList {
+    pub api_keys: Vec<ApiKeyInfo>,
+    pub total: u64,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyQuery {
+    pub device_id: Option<Uuid>,
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+}
+
+/// Create a key for a device (or for any device when `device_id` is omitted).
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", request_body = CreateApiKey,
+    responses((status = 201, body = CreatedApiKey), (status = 422, description = "`validation_failed`")),
+    security(("bearer" = [])))]
+pub async fn create_api_key(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: AuthUser,
+    body: web::Json<CreateApiKey>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Engineer)?;
+    let body = body.into_inner();
+    let mut problems = Vec::new();
+    let name = body.name.unwrap_or_default().trim().to_string();
+    if name.is_empty() || name.chars().count() > 255 {
+        problems.push(FieldProblem::new(
+            "name",
+            "is required, at most 255 characters",
+        ));
+    }
+    let rate_limit = body
+        .rate_limit
+        .unwrap_or(state.settings.api_keys.default_rate_limit);
+    if !(1..=MAX_RATE_LIMIT).contains(&rate_limit) {
+        problems.push(FieldProblem::new(
+            "rate_limit",
+            format!("requests per hour, between 1 and {MAX_RATE_LIMIT}"),
+        ));
+    }
+    if body.expires_at.is_some_and(|at| at <= Utc::now()) {
+        problems.push(FieldProblem::new("expires_at", "must be in the future"));
+    }
+    let permissions = body.permissions.unwrap_or(Permissions {
+        read: false,
+        write: true,
+    });
+    if !permissions.read && !permissions.write {
+        problems.push(FieldProblem::new(
+            "permissions",
+            "grant read, write or both",
+        ));
+    }
+    if let Some(device_id) = body.device_id {
+        if devices::Entity::find_by_id(device_id)
+            .one(&state.db)
+            .await?
+            .is_none()
+        {
+            problems.push(FieldProblem::new(
+                "device_id",
+                format!("no device with id {device_id}"),
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::validation(problems));
+    }
+
+    let key = generate_key();
+    let created = api_keys::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        name: Set(name),
+        key_hash: Set(hash_key(&key)),
+        prefix: Set(prefix(&key)),
+        device_id: Set(body.device_id),
+        permissions: Set(json!(permissions)),
+        rate_limit: Set(i32::try_from(rate_limit).unwrap_or(i32::MAX)),
+        expires_at: Set(body.expires_at),
+        revoked_at: Set(None),
+        last_used_at: Set(None),
+        created_by: Set(Some(user.id)),
+        created_at: Set(Utc::now()),
+    }
+    .insert(&state.db)
+    .await?;
+    Audit::new("api_key.create")
+        .actor(Some(user.id), &user.email)
+        .target("api_key", created.id)
+        .ip(client_ip(&req))
+        .details(json!({ "name": created.name, "device_id": created.device_id }))
+        .record(&state.db)
+        .await;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/api-keys/{}", created.id)))
+        .json(CreatedApiKey {
+            message: "API key created successfully",
+            api_key: key,
+            key_info: created.into(),
+            warning: "Save this API key securely. It cannot be retrieved later.",
+        }))
+}
+
+/// List keys (never their secrets), newest first, revoked ones included.
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys", params(ApiKeyQuery),
+    responses((status = 200, body = ApiKeyList)),
+    security(("bearer" = [])))]
+pub async fn list_api_keys(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<ApiKeyQuery>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Engineer)?;
+    let (limit, offset) = page(query.limit, query.offset)?;
+    let mut select = api_keys::Entity::find();
+    if let Some(device_id) = query.device_id {
+        select = select.filter(api_keys::Column::DeviceId.eq(device_id));
+    }
+    let total = select.clone().count(&state.db).await?;
+    let keys = select
+        .order_by_desc(api_keys::Column::CreatedAt)
+        .limit(limit)
+        .offset(offset)
+        .all(&state.db)
+        .await?;
+    Ok(HttpResponse::Ok().json(ApiKeyList {
+        api_keys: keys.into_iter().map(ApiKeyInfo::from).collect(),
+        total,
+        limit,
+        offset,
+    }))
+}
+
+async fn find_key(state: &AppState, id: Uuid) -> Result<api_keys::Model, ApiError> {
+    api_keys::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::new(Code::ApiKeyNotFound, format!("no API key with id {id}")))
+}
+
+/// One key (without its secret).
+#[utoipa::path(get, path = "/api/v1/api-keys/{id}", tag = "api-keys",
+    params(("id" = Uuid, Path, description = "API key id")),
+    responses((status = 200, body = ApiKeyInfo), (status = 404, description = "`api_key_not_found`")),
+    security(("bearer" = [])))]
+pub async fn get_api_key(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Engineer)?;
+    Ok(HttpResponse::Ok().json(ApiKeyInfo::from(find_key(&state, *id).await?)))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevokedApiKey {
+    pub message: &'static str,
+    pub key_info: ApiKeyInfo,
+}
+
+/// Revoke a key: it stops working at once. Revoking twice keeps the first time.
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys",
+    params(("id" = Uuid, Path, description = "API key id")),
+    responses((status = 200, body = RevokedApiKey), (status = 404, description = "`api_key_not_found`")),
+    security(("bearer" = [])))]
+pub async fn revoke_api_key(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Engineer)?;
+    let key = find_key(&state, *id).await?;
+    let key = if key.revoked_at.is_some() {
+        key
+    } else {
+        let mut active: api_keys::ActiveModel = key.into();
+        active.revoked_at = Set(Some(Utc::now()));
+        let key = active.update(&state.db).await?;
+        Audit::new("api_key.revoke")
+            .actor(Some(user.id), &user.email)
+            .target("api_key", key.id)
+            .ip(client_ip(&req))
+            .details(json!({ "name": key.name }))
+            .record(&state.db)
+            .await;
+        key
+    };
+    Ok(HttpResponse::Ok().json(RevokedApiKey {
+        message: "API key revoked",
+        key_info: key.into(),
+    }))
+}

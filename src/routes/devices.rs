@@ -1,0 +1,552 @@
+//! `/devices`: register, list, inspect, change and remove field devices.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use insa_entities::{devices, DeviceStatus, Role};
+use sea_orm::sea_query::{Expr, Func, LikeExpr};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::audit::Audit;
+use crate::auth::extract::client_ip;
+use crate::auth::{AuthUser, Caller};
+use crate::error::{ApiError, Code, FieldProblem};
+use crate::routes::{page, present};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/devices")
+            .route(web::get().to(list_devices))
+            .route(web::post().to(create_device)),
+    )
+    .service(
+        web::resource("/devices/{id}")
+            .route(web::get().to(get_device))
+            .route(web::put().to(update_device))
+            .route(web::delete().to(delete_device)),
+    );
+}
+
+/// A device as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceResponse {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(rename = "type")]
+    #[schema(example = "temperature")]
+    pub device_type: String,
+    pub location: Option<String>,
+    pub area: Option<String>,
+    pub protocol: Option<String>,
+    pub connection_string: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Value>,
+    #[schema(example = "offline")]
+    pub status: &'static str,
+    pub last_seen: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<devices::Model> for DeviceResponse {
+    fn from(d: devices::Model) -> Self {
+        Self {
+            id: d.id,
+            name: d.name,
+            device_type: d.device_type,
+            location: d.location,
+            area: d.area,
+            protocol: d.protocol,
+            connection_string: d.connection_string,
+            config: d.config,
+            status: d.status.as_str(),
+            last_seen: d.last_seen,
+            metadata: d.metadata,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceList {
+    pub devices: Vec<DeviceResponse>,
+    pub total: u64,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceQuery {
+    /// online, offline, maintenance or error
+    pub status: Option<String>,
+    pub area: Option<String>,
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub device_type: Option<String>,
+    pub protocol: Option<String>,
+    /// Case-insensitive search in the name.
+    pub q: Option<String>,
+    /// 1..=1000, default 100
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+}
+
+/// Limits of the text fields: (field, longest).
+const NAME_MAX: usize = 255;
+const TYPE_MAX: usize = 50;
+const LOCATION_MAX: usize = 255;
+const AREA_MAX: usize = 100;
+const PROTOCOL_MAX: usize = 50;
+const CONNECTION_MAX: usize = 2048;
+
+fn check_text(problems: &mut Vec<FieldProblem>, field: &str, value: Option<&str>, max: usize) {
+    if let Some(value) = value {
+        if value.chars().count() > max {
+            problems.push(FieldProblem::new(
+                field,
+                format!("must be at most {max} characters"),
+            ));
+        }
+    }
+}
+
+fn check_required(problems: &mut Vec<FieldProblem>, field: &str, value: Option<&str>, max: usize) {
+    match value {
+        Some(v) if !v.trim().is_empty() => check_text(problems, field, Some(v), max),
+        _ => problems.push(FieldProblem::new(
+            field,
+            "is required and must not be empty",
+        )),
+    }
+}
+
+fn check_object(problems: &mut Vec<FieldProblem>, field: &str, value: Option<&Value>) {
+    if value.is_some_and(|v| !v.is_object()) {
+        problems.push(FieldProblem::new(field, "must be a JSON object"));
+    }
+}
+
+fn parse_status(problems: &mut Vec<FieldProblem>, value: Option<&str>) -> Option<DeviceStatus> {
+    let value = value?;
+    let status = DeviceStatus::parse(value);
+    if status.is_none() {
+        problems.push(FieldProblem::new(
+            "status",
+            "must be one of online, offline, maintenance, error",
+        ));
+    }
+    status
+}
+
+async fn find_device(state: &AppState, id: Uuid) -> Result<devices::Model, ApiError> {
+    devices::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::new(Code::DeviceNotFound, format!("no device with id {id}")))
+}
+
+/// `%` and `_` in a search term match themselves.
+fn like_contains(term: &str) -> LikeExpr {
+    let mut escaped = String::with_capacity(term.len() + 2);
+    escaped.push('%');
+    for c in term.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped.push('%');
+    LikeExpr::new(escaped).escape('\\')
+}
+
+/// List devices, filtered and paged.
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(DeviceQuery),
+    responses((status = 200, body = DeviceList), (status = 400, description = "`invalid_query`")),
+    security(("bearer" = [])))]
+pub async fn list_devices(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<DeviceQuery>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Viewer)?;
+    let query = query.into_inner();
+    let (limit, offset) = page(query.limit, query.offset)?;
+    let mut select = devices::Entity::find();
+    if let Some(status) = &query.status {
+        let status = DeviceStatus::parse(status).ok_or_else(|| {
+            ApiError::new(
+                Code::InvalidQuery,
+                "status must be one of online, offline, maintenance, error",
+            )
+        })?;
+        select = select.filter(devices::Column::Status.eq(status));
+    }
+    if let Some(area) = query.area {
+        select = select.filter(devices::Column::Area.eq(area));
+    }
+    if let Some(device_type) = query.device_type {
+        select = select.filter(devices::Column::DeviceType.eq(device_type));
+    }
+    if let Some(protocol) = query.protocol {
+        select = select.filter(devices::Column::Protocol.eq(protocol));
+    }
+    if let Some(q) = query.q.filter(|q| !q.is_empty()) {
+        select = select.filter(
+            Expr::expr(Func::lower(Expr::col((
+                devices::Entity,
+                devices::Column::Name,
+            ))))
+            .like(like_contains(&q)),
+        );
+    }
+    let total = select.clone().count(&state.db).await?;
+    let devices = select
+        .order_by_asc(devices::Column::Name)
+        .order_by_asc(devices::Column::Id)
+        .limit(limit)
+        .offset(offset)
+        .all(&state.db)
+        .await?;
+    Ok(HttpResponse::Ok().json(DeviceList {
+        devices: devices.into_iter().map(DeviceResponse::from).collect(),
+        total,
+        limit,
+        offset,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDevice {
+    #[schema(example = "Temperature Sensor 01")]
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    #[schema(example = "temperature")]
+    pub device_type: Option<String>,
+    pub location: Option<String>,
+    pub area: Option<String>,
+    pub protocol: Option<String>,
+    pub connection_string: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// `offline` (default) or `maintenance`; devices turn themselves online.
+    pub status: Option<String>,
+}
+
+/// Register a device. It starts `offline` until it sends data.
+#[utoipa::path(post, path = "/api/v1/devices", tag = "devices", request_body = CreateDevice,
+    responses((status = 201, body = DeviceResponse), (status = 422, description = "`validation_failed`")),
+    security(("bearer" = [])))]
+pub async fn create_device(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: AuthUser,
+    body: web::Json<CreateDevice>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Engineer)?;
+    let body = body.into_inner();
+    let mut problems = Vec::new();
+    check_required(&mut problems, "name", body.name.as_deref(), NAME_MAX);
+    check_required(&mut problems, "type", body.device_type.as_deref(), TYPE_MAX);
+    check_text(
+        &mut problems,
+        "location",
+        body.location.as_deref(),
+        LOCATION_MAX,
+    );
+    check_text(&mut problems, "area", body.area.as_deref(), AREA_MAX);
+    check_text(
+        &mut problems,
+        "protocol",
+        body.protocol.as_deref(),
+        PROTOCOL_MAX,
+    );
+    check_text(
+        &mut problems,
+        "connection_string",
+        body.connection_string.as_deref(),
+        CONNECTION_MAX,
+    );
+    check_object(&mut problems, "config", body.config.as_ref());
+    check_object(&mut problems, "metadata", body.metadata.as_ref());
+    let status =
+        parse_status(&mut problems, body.status.as_deref()).unwrap_or(DeviceStatus::Offline);
+    if !matches!(status, DeviceStatus::Offline | DeviceStatus::Maintenance) {
+        problems.push(FieldProblem::new(
+            "status",
+            "a new device starts offline or in maintenance; it turns online when it sends data",
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::validation(problems));
+    }
+    let now = Utc::now();
+    let device = devices::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        name: Set(body.name.unwrap_or_default().trim().to_string()),
+        device_type: Set(body.device_type.unwrap_or_default().trim().to_string()),
+        location: Set(body.location),
+        area: Set(body.area),
+        protocol: Set(body.protocol),
+        connection_string: Set(body.connection_string),
+        config: Set(body.config),
+        status: Set(status),
+        last_seen: Set(None),
+        metadata: Set(body.metadata),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&state.db)
+    .await?;
+    Audit::new("device.create")
+        .actor(Some(user.id), &user.email)
+        .target("device", device.id)
+        .ip(client_ip(&req))
+        .details(json!({ "name": device.name }))
+        .record(&state.db)
+        .await;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/devices/{}", device.id)))
+        .json(DeviceResponse::from(device)))
+}
+
+/// One device. Users of any role, or a device key with `read` for this device.
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices",
+    params(("id" = Uuid, Path, description = "Device id")),
+    responses((status = 200, body = DeviceResponse), (status = 404, description = "`device_not_found`")),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn get_device(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    match &caller {
+        Caller::User(user) => user.require(Role::Viewer)?,
+        Caller::Device(key) if !key.read => {
+            return Err(ApiError::forbidden("this API key has no read permission"))
+        }
+        Caller::Device(key) if !key.covers(id) => {
+            return Err(ApiError::forbidden(
+                "this API key belongs to another device",
+            ))
+        }
+        Caller::Device(_) => {}
+    }
+    Ok(HttpResponse::Ok().json(DeviceResponse::from(find_device(&state, id).await?)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDevice {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    #[serde(default, rename = "type", deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub device_type: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub location: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub area: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub protocol: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub connection_string: Option<Option<String>>,
+    /// Merged into the stored config (RFC 7396: `null` removes a key).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Option<Value>>,
+    /// Merged into the stored metadata (RFC 7396).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Option<Value>>,
+    /// online, offline, maintenance or error
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub status: Option<Option<String>>,
+}
+
+/// RFC 7396 merge of `patch` into `current`; `null` clears the whole document.
+fn merge_patch(current: Option<Value>, patch: Option<Value>) -> Option<Value> {
+    let patch = patch?;
+    let mut doc = current.unwrap_or_else(|| json!({}));
+    json_patch::merge(&mut doc, &patch);
+    Some(doc)
+}
+
+/// Change a device: only the fields given; `config` and `metadata` are merged.
+#[utoipa::path(put, path = "/api/v1/devices/{id}", tag = "devices", request_body = UpdateDevice,
+    params(("id" = Uuid, Path, description = "Device id")),
+    responses((status = 200, body = DeviceResponse), (status = 404, description = "`device_not_found`"),
+              (status = 422, description = "`validation_failed`")),
+    security(("bearer" = [])))]
+pub async fn update_device(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: web::Json<UpdateDevice>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Engineer)?;
+    let body = body.into_inner();
+    let mut problems = Vec::new();
+    if let Some(name) = &body.name {
+        check_required(&mut problems, "name", name.as_deref(), NAME_MAX);
+    }
+    if let Some(device_type) = &body.device_type {
+        check_required(&mut problems, "type", device_type.as_deref(), TYPE_MAX);
+    }
+    for (field, value, max) in [
+        ("location", &body.location, LOCATION_MAX),
+        ("area", &body.area, AREA_MAX),
+        ("protocol", &body.protocol, PROTOCOL_MAX),
+        ("connection_string", &body.connection_string, CONNECTION_MAX),
+    ] {
+        check_text(
+            &mut problems,
+            field,
+            value.as_ref().and_then(Option::as_deref),
+            max,
+        );
+    }
+    check_object(
+        &mut problems,
+        "config",
+        body.config.as_ref().and_then(Option::as_ref),
+    );
+    check_object(
+        &mut problems,
+        "metadata",
+        body.metadata.as_ref().and_then(Option::as_ref),
+    );
+    let status = match &body.status {
+        Some(None) => {
+            problems.push(FieldProblem::new("status", "must not be null"));
+            None
+        }
+        Some(Some(status)) => parse_status(&mut problems, Some(status)),
+        None => None,
+    };
+    if !problems.is_empty() {
+        return Err(ApiError::validation(problems));
+    }
+
+    let existing = find_device(&state, id.into_inner()).await?;
+    let previous_status = existing.status;
+    let mut device: devices::ActiveModel = existing.clone().into();
+    if let Some(Some(name)) = body.name {
+        device.name = Set(name.trim().to_string());
+    }
+    if let Some(Some(device_type)) = body.device_type {
+        device.device_type = Set(device_type.trim().to_string());
+    }
+    if let Some(location) = body.location {
+        device.location = Set(location);
+    }
+    if let Some(area) = body.area {
+        device.area = Set(area);
+    }
+    if let Some(protocol) = body.protocol {
+        device.protocol = Set(protocol);
+    }
+    if let Some(connection_string) = body.connection_string {
+        device.connection_string = Set(connection_string);
+    }
+    if let Some(patch) = body.config {
+        device.config = Set(merge_patch(existing.config, patch));
+    }
+    if let Some(patch) = body.metadata {
+        device.metadata = Set(merge_patch(existing.metadata, patch));
+    }
+    if let Some(status) = status {
+        device.status = Set(status);
+    }
+    device.updated_at = Set(Utc::now());
+    let updated = device.update(&state.db).await?;
+    Audit::new("device.update")
+        .actor(Some(user.id), &user.email)
+        .target("device", updated.id)
+        .ip(client_ip(&req))
+        .details(json!({
+            "status": (updated.status != previous_status)
+                .then(|| json!({ "from": previous_status.as_str(), "to": updated.status.as_str() })),
+        }))
+        .record(&state.db)
+        .await;
+    Ok(HttpResponse::Ok().json(DeviceResponse::from(updated)))
+}
+
+/// Remove a device with its telemetry, alerts and API keys.
+#[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices",
+    params(("id" = Uuid, Path, description = "Device id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "`device_not_found`")),
+    security(("bearer" = [])))]
+pub async fn delete_device(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Engineer)?;
+    let device = find_device(&state, id.into_inner()).await?;
+    devices::Entity::delete_by_id(device.id)
+        .exec(&state.db)
+        .await?;
+    Audit::new("device.delete")
+        .actor(Some(user.id), &user.email)
+        .target("device", device.id)
+        .ip(client_ip(&req))
+        .details(json!({ "name": device.name }))
+        .record(&state.db)
+        .await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let current =
+            Some(json!({"sampling_rate": 60, "alert_threshold": 50, "nested": {"a": 1, "b": 2}}));
+        let patch = Some(json!({"sampling_rate": 30, "alert_threshold": null, "nested": {"b": 3}}));
+        assert_eq!(
+            merge_patch(current, patch),
+            Some(json!({"sampling_rate": 30, "nested": {"a": 1, "b": 3}}))
+        );
+        assert_eq!(
+            merge_patch(None, Some(json!({"x": 1}))),
+            Some(json!({"x": 1}))
+        );
+        assert_eq!(merge_patch(Some(json!({"x": 1})), None), None);
+    }
+
+    #[test]
+    fn search_terms_escape_wildcards() {
+        let like = like_contains("50%_Valve");
+        let sql = sea_orm::sea_query::Query::select()
+            .expr(Expr::val("x").like(like))
+            .to_string(sea_orm::sea_query::SqliteQueryBuilder);
+        assert!(sql.contains(r"'%50\%\_valve%'"), "{sql}");
+        assert!(sql.contains("ESCAPE"), "{sql}");
+    }
+}

@@ -1,0 +1,103 @@
+//! `/health` (liveness and database) and `/api/v1/status` (version, uptime, device counts).
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use insa_entities::{devices, DeviceStatus};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub fn configure_root(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health));
+}
+
+pub fn configure_api(cfg: &mut web::ServiceConfig) {
+    cfg.route("/status", web::get().to(status));
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `degraded`
+    pub status: &'static str,
+    /// `ok` or `unavailable`
+    pub database: &'static str,
+    pub version: &'static str,
+}
+
+/// Liveness and database reachability: 200 when usable, 503 when the database is down.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    match state.db.ping().await {
+        Ok(()) => HttpResponse::Ok().json(Health {
+            status: "ok",
+            database: "ok",
+            version: VERSION,
+        }),
+        Err(err) => {
+            tracing::warn!(error = %err, "health check: database unavailable");
+            HttpResponse::ServiceUnavailable()
+                .insert_header(("Retry-After", "5"))
+                .json(Health {
+                    status: "degraded",
+                    database: "unavailable",
+                    version: VERSION,
+                })
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceCounts {
+    pub total: u64,
+    /// Keys: online, offline, maintenance, error.
+    pub by_status: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub started_at: DateTime<Utc>,
+    pub uptime_seconds: u64,
+    /// `postgres` or `sqlite`
+    pub database: &'static str,
+    pub partitions: u32,
+    pub devices: DeviceCounts,
+}
+
+/// Version, uptime and device counts by status.
+#[utoipa::path(get, path = "/api/v1/status", tag = "operations",
+    responses((status = 200, body = Status), (status = 503, description = "`database_unavailable`")))]
+pub async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mut by_status = BTreeMap::new();
+    let mut total = 0;
+    for status in DeviceStatus::ALL {
+        let count = devices::Entity::find()
+            .filter(devices::Column::Status.eq(status))
+            .count(&state.db)
+            .await?;
+        total += count;
+        by_status.insert(status.as_str(), count);
+    }
+    Ok(HttpResponse::Ok().json(Status {
+        name: "insa-iiot",
+        version: VERSION,
+        started_at: state.started_at,
+        uptime_seconds: state.started.elapsed().as_secs(),
+        database: if state.settings.database.is_sqlite() {
+            "sqlite"
+        } else {
+            "postgres"
+        },
+        partitions: state.registry.partitions(),
+        devices: DeviceCounts { total, by_status },
+    }))
+}

@@ -1,0 +1,49 @@
+//! The HTTP API: one module per resource, each with `configure`.
+
+pub mod api_keys;
+pub mod audit;
+pub mod auth;
+pub mod devices;
+pub mod health;
+pub mod openapi;
+pub mod users;
+
+use actix_web::web;
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{ApiError, Code};
+
+/// Routes under `/api/v1`.
+pub fn configure_api(cfg: &mut web::ServiceConfig) {
+    auth::configure(cfg);
+    users::configure(cfg);
+    devices::configure(cfg);
+    api_keys::configure(cfg);
+    audit::configure(cfg);
+    health::configure_api(cfg);
+    openapi::configure(cfg);
+}
+
+pub const DEFAULT_LIMIT: u64 = 100;
+pub const MAX_LIMIT: u64 = 1000;
+
+/// `limit` (1..=1000, default 100) and `offset` (default 0), checked.
+pub fn page(limit: Option<u64>, offset: Option<u64>) -> Result<(u64, u64), ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::new(
+            Code::InvalidQuery,
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    Ok((limit, offset.unwrap_or(0)))
+}
+
+/// For PUT bodies: tells "absent" (`None`) from "null" (`Some(None)`).
+pub fn present<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}

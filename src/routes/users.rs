@@ -1,0 +1,352 @@
+//! `/users`: accounts, for administrators.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use insa_entities::{users, Role};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::accounts::{self, check_password};
+use crate::audit::Audit;
+use crate::auth::extract::client_ip;
+use crate::auth::{looks_like_email, AuthUser};
+use crate::error::{ApiError, Code, FieldProblem};
+use crate::routes::{page, present};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/users")
+            .route(web::get().to(list_users))
+            .route(web::post().to(create_user)),
+    )
+    .service(
+        web::resource("/users/{id}")
+            .route(web::get().to(get_user))
+            .route(web::put().to(update_user))
+            .route(web::delete().to(delete_user)),
+    );
+}
+
+/// A user as the API shows it (never the password hash).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserResponse {
+    pub id: Uuid,
+    pub email: String,
+    #[schema(example = "engineer")]
+    pub role: &'static str,
+    pub name: Option<String>,
+    pub is_active: bool,
+    pub last_login_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<users::Model> for UserResponse {
+    fn from(user: users::Model) -> Self {
+        Self {
+            id: user.id,
+            email: user.email,
+            role: user.role.as_str(),
+            name: user.name,
+            is_active: user.is_active,
+            last_login_at: user.last_login_at,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    pub users: Vec<UserResponse>,
+    pub total: u64,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UserQuery {
+    /// admin, engineer, operator or viewer
+    pub role: Option<String>,
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+}
+
+fn parse_role(field: &str, role: &str) -> Result<Role, ApiError> {
+    Role::parse(role).ok_or_else(|| {
+        ApiError::validation(vec![FieldProblem::new(
+            field,
+            "must be one of admin, engineer, operator, viewer",
+        )])
+    })
+}
+
+async fn find_user(state: &AppState, id: Uuid) -> Result<users::Model, ApiError> {
+    users::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::new(Code::UserNotFound, format!("no user with id {id}")))
+}
+
+/// List users.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(UserQuery),
+    responses((status = 200, body = UserList), (status = 403, description = "Not an admin")),
+    security(("bearer" = [])))]
+pub async fn list_users(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<UserQuery>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Admin)?;
+    let (limit, offset) = page(query.limit, query.offset)?;
+    let mut select = users::Entity::find();
+    if let Some(role) = &query.role {
+        let role = Role::parse(role).ok_or_else(|| {
+            ApiError::new(
+                Code::InvalidQuery,
+                "role must be one of admin, engineer, operator, viewer",
+            )
+        })?;
+        select = select.filter(users::Column::Role.eq(role));
+    }
+    let total = select.clone().count(&state.db).await?;
+    let users = select
+        .order_by_asc(users::Column::Email)
+        .limit(limit)
+        .offset(offset)
+        .all(&state.db)
+        .await?;
+    Ok(HttpResponse::Ok().json(UserList {
+        users: users.into_iter().map(UserResponse::from).collect(),
+        total,
+        limit,
+        offset,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    /// admin, engineer, operator or viewer (default viewer)
+    pub role: Option<String>,
+    pub name: Option<String>,
+}
+
+/// Create a user.
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser,
+    responses((status = 201, body = UserResponse), (status = 409, description = "`email_taken`"),
+              (status = 422, description = "Invalid fields")),
+    security(("bearer" = [])))]
+pub async fn create_user(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    admin: AuthUser,
+    body: web::Json<CreateUser>,
+) -> Result<HttpResponse, ApiError> {
+    admin.require(Role::Admin)?;
+    let body = body.into_inner();
+    let mut problems = Vec::new();
+    let email = body.email.unwrap_or_default();
+    if !looks_like_email(&email) {
+        problems.push(FieldProblem::new("email", "must be an email address"));
+    }
+    let password = body.password.unwrap_or_default();
+    if let Some(problem) = crate::auth::password_problem(&password) {
+        problems.push(FieldProblem::new("password", problem));
+    }
+    let role = match body.role.as_deref() {
+        None => Some(Role::Viewer),
+        Some(role) => Role::parse(role),
+    };
+    if role.is_none() {
+        problems.push(FieldProblem::new(
+            "role",
+            "must be one of admin, engineer, operator, viewer",
+        ));
+    }
+    if body.name.as_ref().is_some_and(|n| n.chars().count() > 255) {
+        problems.push(FieldProblem::new("name", "must be at most 255 characters"));
+    }
+    let (Some(role), true) = (role, problems.is_empty()) else {
+        return Err(ApiError::validation(problems));
+    };
+    let created = accounts::create_user(&state.db, &email, &password, role, body.name).await?;
+    Audit::new("user.create")
+        .actor(Some(admin.id), &admin.email)
+        .target("user", created.id)
+        .ip(client_ip(&req))
+        .details(json!({ "email": created.email, "role": role.as_str() }))
+        .record(&state.db)
+        .await;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/users/{}", created.id)))
+        .json(UserResponse::from(created)))
+}
+
+/// One user.
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = Uuid, Path, description = "User id")),
+    responses((status = 200, body = UserResponse), (status = 404, description = "`user_not_found`")),
+    security(("bearer" = [])))]
+pub async fn get_user(
+    state: web::Data<AppState>,
+    admin: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    admin.require(Role::Admin)?;
+    Ok(HttpResponse::Ok().json(UserResponse::from(find_user(&state, *id).await?)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    pub email: Option<String>,
+    pub role: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    pub is_active: Option<bool>,
+    /// Sets a new password and logs the user out everywhere.
+    pub password: Option<String>,
+}
+
+/// Change a user: only the fields given. The last active admin cannot be demoted or disabled.
+#[utoipa::path(put, path = "/api/v1/users/{id}", tag = "users", request_body = UpdateUser,
+    params(("id" = Uuid, Path, description = "User id")),
+    responses((status = 200, body = UserResponse), (status = 404, description = "`user_not_found`"),
+              (status = 409, description = "`email_taken` or `last_admin`")),
+    security(("bearer" = [])))]
+pub async fn update_user(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    admin: AuthUser,
+    id: web::Path<Uuid>,
+    body: web::Json<UpdateUser>,
+) -> Result<HttpResponse, ApiError> {
+    admin.require(Role::Admin)?;
+    let body = body.into_inner();
+    let existing = find_user(&state, *id).await?;
+    let role = body
+        .role
+        .as_deref()
+        .map(|r| parse_role("role", r))
+        .transpose()?;
+    if let Some(password) = &body.password {
+        check_password("password", password)?;
+    }
+    let loses_admin = existing.role == Role::Admin
+        && existing.is_active
+        && (role.is_some_and(|r| r != Role::Admin) || body.is_active == Some(false));
+    if loses_admin && accounts::active_admins(&state.db).await? <= 1 {
+        return Err(ApiError::new(
+            Code::LastAdmin,
+            "this is the last active admin; make another admin first",
+        ));
+    }
+    let mut active: users::ActiveModel = existing.clone().into();
+    if let Some(email) = &body.email {
+        if !looks_like_email(email) {
+            return Err(ApiError::validation(vec![FieldProblem::new(
+                "email",
+                "must be an email address",
+            )]));
+        }
+        let email = accounts::normalize_email(email);
+        if email != existing.email {
+            if accounts::find_by_email(&state.db, &email).await?.is_some() {
+                return Err(ApiError::new(
+                    Code::EmailTaken,
+                    format!("a user with email {email} already exists"),
+                ));
+            }
+            active.email = Set(email);
+        }
+    }
+    if let Some(role) = role {
+        active.role = Set(role);
+    }
+    if let Some(name) = body.name {
+        if name.as_ref().is_some_and(|n| n.chars().count() > 255) {
+            return Err(ApiError::validation(vec![FieldProblem::new(
+                "name",
+                "must be at most 255 characters",
+            )]));
+        }
+        active.name = Set(name);
+    }
+    if let Some(is_active) = body.is_active {
+        active.is_active = Set(is_active);
+    }
+    active.updated_at = Set(Utc::now());
+    let mut updated = active.update(&state.db).await?;
+    if let Some(password) = &body.password {
+        updated = accounts::set_password(&state.db, updated, password, None).await?;
+    }
+    if body.is_active == Some(false) {
+        accounts::end_sessions(&state.db, updated.id, None).await?;
+    }
+    Audit::new("user.update")
+        .actor(Some(admin.id), &admin.email)
+        .target("user", updated.id)
+        .ip(client_ip(&req))
+        .details(json!({
+            "role": role.map(Role::as_str),
+            "is_active": body.is_active,
+            "password_changed": body.password.is_some(),
+        }))
+        .record(&state.db)
+        .await;
+    Ok(HttpResponse::Ok().json(UserResponse::from(updated)))
+}
+
+/// Delete a user (not oneself, not the last admin).
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = Uuid, Path, description = "User id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "`user_not_found`"),
+              (status = 409, description = "`cannot_delete_self` or `last_admin`")),
+    security(("bearer" = [])))]
+pub async fn delete_user(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    admin: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    admin.require(Role::Admin)?;
+    let existing = find_user(&state, *id).await?;
+    if existing.id == admin.id {
+        return Err(ApiError::new(
+            Code::CannotDeleteSelf,
+            "you cannot delete your own account",
+        ));
+    }
+    if existing.role == Role::Admin
+        && existing.is_active
+        && accounts::active_admins(&state.db).await? <= 1
+    {
+        return Err(ApiError::new(
+            Code::LastAdmin,
+            "this is the last active admin",
+        ));
+    }
+    users::Entity::delete_by_id(existing.id)
+        .exec(&state.db)
+        .await?;
+    Audit::new("user.delete")
+        .actor(Some(admin.id), &admin.email)
+        .target("user", existing.id)
+        .ip(client_ip(&req))
+        .details(json!({ "email": existing.email }))
+        .record(&state.db)
+        .await;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,377 @@
+//! Settings: `settings/default.toml` < `settings/$INSA_ENV.toml` < environment `INSA__SECTION__KEY`.
+//!
+//! The defaults are compiled in, so the binary starts anywhere; files in the settings folder
+//! (`INSA_SETTINGS_DIR`, default `settings`) and the environment override them. Unknown keys are
+//! refused and [`Settings::validate`] names every bad key at once.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+const EMBEDDED_DEFAULTS: &str = include_str!("../settings/default.toml");
+
+/// A value that must never reach a log: `Debug` prints `***`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Which layer of settings files applies, from `INSA_ENV`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Folder for the platform's own files (SQLite database, generated JWT secret).
+    pub data_dir: PathBuf,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub auth: AuthSettings,
+    pub api_keys: ApiKeySettings,
+    pub mqtt: MqttSettings,
+    pub smtp: SmtpSettings,
+    pub actors: ActorSettings,
+    pub log: LogSettings,
+    /// Set from `INSA_ENV`, not from files.
+    #[serde(skip, default = "development")]
+    pub environment: RunMode,
+}
+
+fn development() -> RunMode {
+    RunMode::Development
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+    /// HTTP worker threads; 0 = one per core.
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// May hold a password: shown only through [`crate::db::redact_url`].
+    pub url: Secret,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub connect_timeout_secs: u64,
+    pub allow_sqlite_in_production: bool,
+}
+
+impl DatabaseSettings {
+    pub fn is_sqlite(&self) -> bool {
+        self.url.expose().starts_with("sqlite:")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub jwt_secret: Option<Secret>,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    pub admin_email: String,
+    pub admin_password: Option<Secret>,
+    pub login_attempts_per_account_per_minute: u32,
+    pub login_attempts_per_address_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySettings {
+    /// Requests per hour for keys created without a `rate_limit`.
+    pub default_rate_limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MqttMode {
+    Auto,
+    Embedded,
+    External,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSettings {
+    pub mode: MqttMode,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    /// May hold credentials.
+    pub url: Option<Secret>,
+    pub from: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorSettings {
+    pub partitions: u32,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// Settings that cannot be used, with every problem and the key it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read settings: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid settings:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Settings {
+    /// Loads the layered settings for `INSA_ENV` (default `development`).
+    pub fn load() -> Result<Settings, SettingsError> {
+        let env_name = std::env::var("INSA_ENV").unwrap_or_else(|_| "development".into());
+        let environment = match env_name.as_str() {
+            "production" => RunMode::Production,
+            "development" | "dev" | "test" => RunMode::Development,
+            other => {
+                return Err(SettingsError::Invalid(vec![format!(
+                    "INSA_ENV: `{other}` is not one of development, production"
+                )]))
+            }
+        };
+        let dir =
+            PathBuf::from(std::env::var("INSA_SETTINGS_DIR").unwrap_or_else(|_| "settings".into()));
+        let config = Config::builder()
+            .add_source(File::from_str(EMBEDDED_DEFAULTS, FileFormat::Toml))
+            .add_source(File::from(dir.join("default.toml")).required(false))
+            .add_source(File::from(dir.join(format!("{env_name}.toml"))).required(false))
+            .add_source(
+                Environment::with_prefix("INSA")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?;
+        let mut settings: Settings = config.try_deserialize()?;
+        settings.environment = environment;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The compiled-in defaults alone, without files or environment (tests start from these).
+    pub fn defaults() -> Result<Settings, SettingsError> {
+        let config = Config::builder()
+            .add_source(File::from_str(EMBEDDED_DEFAULTS, FileFormat::Toml))
+            .build()?;
+        Ok(config.try_deserialize()?)
+    }
+
+    /// Checks every value and reports all problems at once, each naming its key.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, msg: String| {
+            if !ok {
+                problems.push(msg);
+            }
+        };
+        check(
+            !self.server.host.trim().is_empty(),
+            "server.host: must not be empty".into(),
+        );
+        check(
+            (1024..=64 * 1024 * 1024).contains(&self.server.max_body_bytes),
+            format!(
+                "server.max_body_bytes: {} is outside 1024..=67108864",
+                self.server.max_body_bytes
+            ),
+        );
+        let url = self.database.url.expose();
+        check(
+            url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"),
+            format!(
+                "database.url: `{}` must start with sqlite:, postgres:// or postgresql://",
+                crate::db::redact_url(url)
+            ),
+        );
+        check(
+            self.database.max_connections >= 1,
+            "database.max_connections: must be at least 1".into(),
+        );
+        check(
+            self.database.min_connections <= self.database.max_connections,
+            "database.min_connections: must not exceed database.max_connections".into(),
+        );
+        check(
+            self.database.connect_timeout_secs >= 1,
+            "database.connect_timeout_secs: must be at least 1".into(),
+        );
+        if let Some(secret) = &self.auth.jwt_secret {
+            check(
+                secret.expose().len() >= 32,
+                "auth.jwt_secret: must be at least 32 characters".into(),
+            );
+        }
+        check(
+            self.auth.access_token_ttl_secs >= 1,
+            "auth.access_token_ttl_secs: must be at least 1".into(),
+        );
+        check(
+            self.auth.refresh_token_ttl_secs > self.auth.access_token_ttl_secs,
+            "auth.refresh_token_ttl_secs: must be longer than auth.access_token_ttl_secs".into(),
+        );
+        check(
+            crate::auth::looks_like_email(&self.auth.admin_email),
+            format!(
+                "auth.admin_email: `{}` is not an email address",
+                self.auth.admin_email
+            ),
+        );
+        if let Some(password) = &self.auth.admin_password {
+            check(
+                crate::auth::password_problem(password.expose()).is_none(),
+                "auth.admin_password: must be 8 to 1024 characters".into(),
+            );
+        }
+        check(
+            self.auth.login_attempts_per_account_per_minute >= 1,
+            "auth.login_attempts_per_account_per_minute: must be at least 1".into(),
+        );
+        check(
+            self.auth.login_attempts_per_address_per_minute >= 1,
+            "auth.login_attempts_per_address_per_minute: must be at least 1".into(),
+        );
+        check(
+            self.api_keys.default_rate_limit >= 1,
+            "api_keys.default_rate_limit: must be at least 1 request per hour".into(),
+        );
+        check(
+            ["mqtt://", "mqtts://", "tcp://"]
+                .iter()
+                .any(|p| self.mqtt.url.starts_with(p)),
+            format!(
+                "mqtt.url: `{}` must start with mqtt://, mqtts:// or tcp://",
+                self.mqtt.url
+            ),
+        );
+        if let Some(smtp) = &self.smtp.url {
+            check(
+                ["smtp://", "smtps://", "smtp+starttls://"]
+                    .iter()
+                    .any(|p| smtp.expose().starts_with(p)),
+                "smtp.url: must start with smtp://, smtp+starttls:// or smtps://".into(),
+            );
+        }
+        check(
+            (1..=65_536).contains(&self.actors.partitions),
+            format!(
+                "actors.partitions: {} is outside 1..=65536",
+                self.actors.partitions
+            ),
+        );
+        check(
+            tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
+            format!("log.level: `{}` is not a valid filter", self.log.level),
+        );
+        if self.environment == RunMode::Production {
+            check(
+                self.auth.jwt_secret.is_some(),
+                "auth.jwt_secret: required when INSA_ENV=production (set INSA__AUTH__JWT_SECRET)"
+                    .into(),
+            );
+            check(
+                !self.database.is_sqlite() || self.database.allow_sqlite_in_production,
+                "database.url: SQLite is refused when INSA_ENV=production; use PostgreSQL or set database.allow_sqlite_in_production = true".into(),
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError::Invalid(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let settings = Settings::defaults().expect("defaults load");
+        settings.validate().expect("defaults validate");
+        assert_eq!(settings.server.port, 5002);
+        assert_eq!(settings.server.host, "127.0.0.1");
+        assert_eq!(settings.actors.partitions, 64);
+    }
+
+    #[test]
+    fn production_needs_a_secret_and_refuses_sqlite() {
+        let mut settings = Settings::defaults().expect("defaults load");
+        settings.environment = RunMode::Production;
+        let message = settings.validate().expect_err("must refuse").to_string();
+        assert!(message.contains("auth.jwt_secret"), "{message}");
+        assert!(message.contains("database.url"), "{message}");
+
+        settings.auth.jwt_secret = Some(Secret::new("x".repeat(40)));
+        settings.database.allow_sqlite_in_production = true;
+        settings.validate().expect("explicitly allowed");
+    }
+
+    #[test]
+    fn every_bad_key_is_named() {
+        let mut settings = Settings::defaults().expect("defaults load");
+        settings.database.url = Secret::new("mysql://root:hunter2@db/x");
+        settings.actors.partitions = 0;
+        settings.auth.admin_email = "nobody".into();
+        let message = settings.validate().expect_err("must refuse").to_string();
+        for key in ["database.url", "actors.partitions", "auth.admin_email"] {
+            assert!(message.contains(key), "{key} missing from: {message}");
+        }
+        assert!(!message.contains("hunter2"), "password leaked: {message}");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let secret = Secret::new("top-secret-value");
+        assert_eq!(format!("{secret:?}"), "***");
+    }
+}

@@ -1,0 +1,126 @@
+//! Building and running the platform: [`Application::build`] is used by `main` and by the tests.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::Server;
+use actix_web::middleware::{Compress, ErrorHandlers};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use chrono::Utc;
+use insa_actors::DeviceRegistry;
+use sea_orm::DatabaseConnection;
+use tracing_actix_web::TracingLogger;
+
+use crate::auth::throttle::LoginThrottle;
+use crate::auth::tokens::{load_or_create_secret, JwtKeys};
+use crate::error::{ensure_json_error, json_error, path_error, query_error};
+use crate::routes;
+use crate::settings::Settings;
+use crate::state::AppState;
+
+/// A built, bound, not yet running platform.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Connects and migrates the database, creates the first admin if there are no users, and binds
+    /// the HTTP listener (port 0 picks a free one).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        let db = crate::db::connect_and_migrate(&settings.database).await?;
+        let created = crate::accounts::bootstrap_admin(&db, &settings.auth)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if let Some((email, Some(password))) = created {
+            print_generated_admin(&email, &password);
+        }
+        let secret = load_or_create_secret(
+            settings.auth.jwt_secret.as_ref(),
+            settings.environment,
+            &settings.data_dir,
+        )?;
+        let state = web::Data::new(AppState {
+            jwt: JwtKeys::new(&secret, &settings.auth),
+            login_throttle: LoginThrottle::new(
+                settings.auth.login_attempts_per_account_per_minute,
+                settings.auth.login_attempts_per_address_per_minute,
+            ),
+            registry: DeviceRegistry::single_node(settings.actors.partitions),
+            started_at: Utc::now(),
+            started: Instant::now(),
+            db,
+            settings: settings.clone(),
+        });
+
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener =
+            TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
+        let port = listener.local_addr()?.port();
+        let server = serve(listener, state.clone(), &settings)?;
+        tracing::info!(%address, port, "insa-iiot listening");
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The database the platform uses (tests use it to inspect and to simulate outages).
+    pub fn db(&self) -> DatabaseConnection {
+        self.state.db.clone()
+    }
+
+    /// Serves until SIGTERM / ctrl-c, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn print_generated_admin(email: &str, password: &str) {
+    // Printed once, on the first start only; it is not stored anywhere in clear.
+    let line = "=".repeat(64);
+    eprintln!(
+        "\n{line}\n First start: administrator account created\n   email:    {email}\n   password: {password}\n Log in and change it: POST /api/v1/auth/password\n{line}\n"
+    );
+    tracing::warn!(%email, "administrator created with a generated password (printed above, once)");
+}
+
+fn serve(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    settings: &Settings,
+) -> anyhow::Result<Server> {
+    let max_body = settings.server.max_body_bytes;
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(ErrorHandlers::new().default_handler(ensure_json_error))
+            .wrap(Compress::default())
+            .wrap(TracingLogger::default())
+            .app_data(state.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(max_body)
+                    .error_handler(json_error),
+            )
+            .app_data(web::PathConfig::default().error_handler(path_error))
+            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .app_data(web::PayloadConfig::default().limit(max_body))
+            .configure(routes::health::configure_root)
+            .service(web::scope("/api/v1").configure(routes::configure_api))
+    })
+    .shutdown_timeout(settings.server.shutdown_timeout_secs)
+    .listen(listener)?;
+    if settings.server.workers > 0 {
+        server = server.workers(settings.server.workers);
+    }
+    Ok(server.run())
+}
