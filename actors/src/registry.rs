@@ -60,9 +60,10 @@ mod tests {
     #[test]
     fn partition_is_stable_for_a_known_id() {
         let id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
-        // Pinned: if this changes, devices would move partitions after an upgrade.
-        assert_eq!(partition_of(id, 64), partition_of(id, 64));
-        assert_eq!(partition_of(id, 64), (xxh3_64(id.as_bytes()) % 64) as u32);
+        // Pinned: if these change, devices would move partitions after an upgrade.
+        assert_eq!(partition_of(id, 64), 15);
+        assert_eq!(partition_of(Uuid::nil(), 64), 40);
+        assert_eq!(partition_of(id, 1), 0);
     }
 
     #[test]

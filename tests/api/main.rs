@@ -1,1 +1,13 @@
+//! Integration tests: each test starts the real platform on a free port with a fresh database
+//! (SQLite by default, PostgreSQL when `DATABASE_URL` is set) and talks to it over HTTP.
 
+mod api_keys;
+mod auth;
+mod cli;
+mod devices;
+mod errors;
+mod health;
+mod helpers;
+mod openapi;
+mod roles;
+mod users;

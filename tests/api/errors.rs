@@ -1,0 +1,94 @@
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{read, spawn_app, spawn_app_with, As};
+
+#[actix_web::test]
+async fn malformed_json_is_400_invalid_json() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let reply = read(
+        app.client
+            .post(app.url("/api/v1/devices"))
+            .bearer_auth(&token)
+            .header("Content-Type", "application/json")
+            .body(r#"{"name": "Sensor", "type": "#)
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+    assert_eq!(reply.code(), "invalid_json");
+    assert!(reply.body["error"]["message"].is_string());
+    assert!(reply.body["error"].get("details").is_some());
+}
+
+#[actix_web::test]
+async fn a_body_that_is_not_json_is_415() {
+    let app = spawn_app().await;
+    let reply = read(
+        app.client
+            .post(app.url("/api/v1/auth/login"))
+            .header("Content-Type", "text/plain")
+            .body("email=admin@insa.com")
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "{reply:?}"
+    );
+    assert_eq!(reply.code(), "unsupported_media_type");
+}
+
+#[actix_web::test]
+async fn an_oversized_body_is_413_and_nothing_is_stored() {
+    let app = spawn_app_with(|s| s.server.max_body_bytes = 4096).await;
+    let token = app.admin_token().await;
+    let big = json!({"name": "Big", "type": "flow", "metadata": {"notes": "x".repeat(5000)}});
+    let reply = app.post("/api/v1/devices", As::Bearer(&token), &big).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{reply:?}");
+    assert_eq!(reply.code(), "payload_too_large");
+    assert_eq!(
+        app.get("/api/v1/devices", As::Bearer(&token)).await.body["total"],
+        0
+    );
+}
+
+#[actix_web::test]
+async fn unknown_routes_and_wrong_methods_answer_json_errors() {
+    let app = spawn_app().await;
+    let missing = app.get("/api/v1/nothing-here", As::Nobody).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.code(), "not_found");
+    let token = app.admin_token().await;
+    let wrong = app
+        .send(
+            reqwest::Method::PATCH,
+            "/api/v1/devices",
+            As::Bearer(&token),
+            None,
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED, "{wrong:?}");
+    assert_eq!(wrong.code(), "method_not_allowed");
+}
+
+#[actix_web::test]
+async fn every_error_has_code_message_and_details() {
+    let app = spawn_app().await;
+    for reply in [
+        app.get("/api/v1/devices", As::Nobody).await,
+        app.login("admin@insa.com", "wrong-password").await,
+        app.get("/api/v1/nope", As::Nobody).await,
+    ] {
+        let error = &reply.body["error"];
+        assert!(error["code"].is_string(), "{reply:?}");
+        assert!(error["message"].is_string(), "{reply:?}");
+        assert!(error.get("details").is_some(), "{reply:?}");
+    }
+}
