@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 /// Stable error codes. Adding one is fine; renaming one breaks clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
+    BadRequest,
     InvalidJson,
     InvalidId,
     InvalidQuery,
@@ -48,8 +49,43 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, for documentation checks.
+    pub const ALL: [Code; 30] = [
+        Code::BadRequest,
+        Code::InvalidJson,
+        Code::InvalidId,
+        Code::InvalidQuery,
+        Code::ValidationFailed,
+        Code::UnsupportedMediaType,
+        Code::PayloadTooLarge,
+        Code::MissingCredentials,
+        Code::InvalidCredentials,
+        Code::InvalidToken,
+        Code::TokenExpired,
+        Code::SessionEnded,
+        Code::InvalidApiKey,
+        Code::ApiKeyExpired,
+        Code::ApiKeyRevoked,
+        Code::AccountDisabled,
+        Code::Forbidden,
+        Code::WrongPassword,
+        Code::NotFound,
+        Code::DeviceNotFound,
+        Code::UserNotFound,
+        Code::ApiKeyNotFound,
+        Code::MethodNotAllowed,
+        Code::EmailTaken,
+        Code::LastAdmin,
+        Code::CannotDeleteSelf,
+        Code::LoginRateLimited,
+        Code::RateLimited,
+        Code::Internal,
+        Code::DatabaseUnavailable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
+            Code::BadRequest => "bad_request",
             Code::InvalidJson => "invalid_json",
             Code::InvalidId => "invalid_id",
             Code::InvalidQuery => "invalid_query",
@@ -84,7 +120,9 @@ impl Code {
 
     pub fn status(self) -> StatusCode {
         match self {
-            Code::InvalidJson | Code::InvalidId | Code::InvalidQuery => StatusCode::BAD_REQUEST,
+            Code::BadRequest | Code::InvalidJson | Code::InvalidId | Code::InvalidQuery => {
+                StatusCode::BAD_REQUEST
+            }
             Code::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -291,4 +329,18 @@ pub fn ensure_json_error<B: MessageBody + 'static>(
         HeaderValue::from_static("application/json"),
     );
     Ok(ErrorHandlerResponse::Response(res))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Code;
+
+    #[test]
+    fn every_error_code_is_documented_with_its_status() {
+        let doc = include_str!("../docs/API.md");
+        for code in Code::ALL {
+            let row = format!("| `{}` | {} |", code.as_str(), code.status().as_u16());
+            assert!(doc.contains(&row), "docs/API.md lacks the row {row}");
+        }
+    }
 }

@@ -95,6 +95,9 @@ pub struct CreatedApiKey {
     pub api_key: String,
     pub key_info: ApiKeyInfo,
     pub warning: &'static str,
+    /// Present when `expires_at` is already past: the key exists but will be refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<&'static str>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -156,9 +159,6 @@ pub async fn create_api_key(
             format!("requests per hour, between 1 and {MAX_RATE_LIMIT}"),
         ));
     }
-    if body.expires_at.is_some_and(|at| at <= Utc::now()) {
-        problems.push(FieldProblem::new("expires_at", "must be in the future"));
-    }
     let permissions = body.permissions.unwrap_or(Permissions {
         read: false,
         write: true,
@@ -185,6 +185,8 @@ pub async fn create_api_key(
         return Err(ApiError::validation(problems));
     }
 
+    // Accepted (the request is well-formed), but said plainly: the key will not work.
+    let already_expired = body.expires_at.is_some_and(|at| at <= Utc::now());
     let key = generate_key();
     let created = api_keys::ActiveModel {
         id: Set(Uuid::new_v4()),
@@ -216,6 +218,9 @@ pub async fn create_api_key(
             api_key: key,
             key_info: created.into(),
             warning: "Save this API key securely. It cannot be retrieved later.",
+            notice: already_expired.then_some(
+                "expires_at is in the past: this key is already expired and will be refused",
+            ),
         }))
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use insa_entities::{devices, DeviceStatus};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, QuerySelect};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -77,16 +77,20 @@ pub struct Status {
 #[utoipa::path(get, path = "/api/v1/status", tag = "operations",
     responses((status = 200, body = Status), (status = 503, description = "`database_unavailable`")))]
 pub async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut by_status = BTreeMap::new();
-    let mut total = 0;
-    for status in DeviceStatus::ALL {
-        let count = devices::Entity::find()
-            .filter(devices::Column::Status.eq(status))
-            .count(&state.db)
-            .await?;
-        total += count;
-        by_status.insert(status.as_str(), count);
+    let counts: Vec<(DeviceStatus, i64)> = devices::Entity::find()
+        .select_only()
+        .column(devices::Column::Status)
+        .column_as(devices::Column::Id.count(), "count")
+        .group_by(devices::Column::Status)
+        .into_tuple()
+        .all(&state.db)
+        .await?;
+    let mut by_status: BTreeMap<&'static str, u64> =
+        DeviceStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    for (status, count) in counts {
+        by_status.insert(status.as_str(), u64::try_from(count).unwrap_or(0));
     }
+    let total = by_status.values().sum();
     Ok(HttpResponse::Ok().json(Status {
         name: "insa-iiot",
         version: VERSION,

@@ -203,10 +203,6 @@ async fn invalid_key_requests_are_named_in_a_422() {
         ),
         (json!({"name": "k", "rate_limit": 0}), "rate_limit"),
         (
-            json!({"name": "k", "expires_at": "2001-01-01T00:00:00Z"}),
-            "expires_at",
-        ),
-        (
             json!({"name": "k", "permissions": {"read": false, "write": false}}),
             "permissions",
         ),
@@ -244,4 +240,46 @@ async fn invalid_key_requests_are_named_in_a_422() {
         )
         .await;
     assert_eq!(missing.code(), "api_key_not_found");
+}
+
+#[actix_web::test]
+async fn a_key_created_already_expired_is_accepted_with_a_notice_and_refused_in_use() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let device = app.create_device(&token, seed_device()).await;
+    // The product README's example date, which has passed.
+    let reply = app
+        .post(
+            "/api/v1/api-keys",
+            As::Bearer(&token),
+            &json!({
+                "name": "Production Sensor Key",
+                "device_id": device["id"],
+                "permissions": {"read": true, "write": true},
+                "rate_limit": 10000,
+                "expires_at": "2026-10-27T00:00:00Z"
+            }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    assert!(reply.body["notice"]
+        .as_str()
+        .is_some_and(|n| n.contains("expired")));
+    let key = reply.body["api_key"].as_str().expect("key");
+    let path = format!("/api/v1/devices/{}", device["id"].as_str().expect("id"));
+    let used = app.get(&path, As::ApiKey(key)).await;
+    assert_eq!(used.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(used.code(), "api_key_expired");
+
+    let fresh = app
+        .post(
+            "/api/v1/api-keys",
+            As::Bearer(&token),
+            &json!({"name": "fresh"}),
+        )
+        .await;
+    assert!(
+        fresh.body.get("notice").is_none(),
+        "no notice for a valid key"
+    );
 }

@@ -10,4 +10,5 @@ mod health;
 mod helpers;
 mod openapi;
 mod roles;
+mod schema;
 mod users;
