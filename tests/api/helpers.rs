@@ -116,6 +116,14 @@ impl Reply {
             .unwrap_or("<no error code>")
     }
 
+    /// The fields named by a 422 `validation_failed` body, in order.
+    pub fn fields(&self) -> Vec<&str> {
+        self.body["error"]["details"]["fields"]
+            .as_array()
+            .map(|fields| fields.iter().filter_map(|f| f["field"].as_str()).collect())
+            .unwrap_or_default()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
