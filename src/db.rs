@@ -78,7 +78,14 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         .min_connections(settings.min_connections)
         .connect_timeout(Duration::from_secs(settings.connect_timeout_secs))
         .acquire_timeout(Duration::from_secs(settings.connect_timeout_secs))
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        // WAL: readers do not block the writer; FULL: a committed batch survives a power cut.
+        .map_sqlx_sqlite_opts(|options| {
+            options
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10))
+        });
     Database::connect(options)
         .await
         .map_err(|source| DbError::Connect { url: shown, source })

@@ -46,11 +46,13 @@ pub enum Code {
     RateLimited,
     Internal,
     DatabaseUnavailable,
+    IngestSaturated,
+    NotStored,
 }
 
 impl Code {
     /// Every code, for documentation checks.
-    pub const ALL: [Code; 30] = [
+    pub const ALL: [Code; 32] = [
         Code::BadRequest,
         Code::InvalidJson,
         Code::InvalidId,
@@ -81,6 +83,8 @@ impl Code {
         Code::RateLimited,
         Code::Internal,
         Code::DatabaseUnavailable,
+        Code::IngestSaturated,
+        Code::NotStored,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -115,6 +119,8 @@ impl Code {
             Code::RateLimited => "rate_limited",
             Code::Internal => "internal_error",
             Code::DatabaseUnavailable => "database_unavailable",
+            Code::IngestSaturated => "ingest_saturated",
+            Code::NotStored => "not_stored",
         }
     }
 
@@ -142,7 +148,9 @@ impl Code {
             Code::EmailTaken | Code::LastAdmin | Code::CannotDeleteSelf => StatusCode::CONFLICT,
             Code::LoginRateLimited | Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Code::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::DatabaseUnavailable | Code::IngestSaturated | Code::NotStored => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -156,6 +164,8 @@ pub struct ApiError {
     pub details: Value,
     /// Seconds, sent as `Retry-After` with 429 and 503.
     pub retry_after: Option<u64>,
+    /// More headers for the answer (`X-RateLimit-*`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -165,7 +175,13 @@ impl ApiError {
             message: message.into(),
             details: Value::Null,
             retry_after: None,
+            headers: Vec::new(),
         }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl ToString) -> Self {
+        self.headers.push((name, value.to_string()));
+        self
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -251,6 +267,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if let Some(secs) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        for (name, value) in &self.headers {
+            response.insert_header((*name, value.as_str()));
         }
         response.json(body(self.code.as_str(), &self.message, &self.details))
     }

@@ -4,6 +4,7 @@
 //! - [`settings`]: layered settings, validated at start-up
 //! - [`db`]: PostgreSQL / SQLite connection and migrations
 //! - [`routes`]: the REST API, one module per resource; [`error`]: how errors are answered
+//! - [`query`]: aggregation intervals of telemetry queries (pure)
 //! - [`auth`]: passwords, tokens, API keys, the extractors handlers use for access control
 //! - [`accounts`]: users, shared by the API, the CLI and first start
 //! - [`audit`]: the audit log
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod cli;
 pub mod db;
 pub mod error;
+pub mod query;
 pub mod routes;
 pub mod settings;
 pub mod startup;

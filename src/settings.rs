@@ -53,6 +53,8 @@ pub struct Settings {
     pub mqtt: MqttSettings,
     pub smtp: SmtpSettings,
     pub actors: ActorSettings,
+    pub devices: DeviceSettings,
+    pub ingest: IngestSettings,
     pub log: LogSettings,
     /// Set from `INSA_ENV`, not from files.
     #[serde(skip, default = "development")]
@@ -138,6 +140,29 @@ pub struct SmtpSettings {
 #[serde(deny_unknown_fields)]
 pub struct ActorSettings {
     pub partitions: u32,
+    /// Threads for device actors; 0 = one per core.
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSettings {
+    pub inactivity_timeout_secs: u64,
+    pub mailbox: usize,
+    pub state_flush_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    pub batch_max_points: usize,
+    pub batch_max_delay_ms: u64,
+    pub max_in_flight_batches: usize,
+    pub max_pending_points: usize,
+    pub max_body_bytes: usize,
+    pub max_keys_per_reading: usize,
+    pub max_records_per_request: usize,
+    pub ack_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -306,6 +331,47 @@ impl Settings {
                 "actors.partitions: {} is outside 1..=65536",
                 self.actors.partitions
             ),
+        );
+        check(
+            self.devices.inactivity_timeout_secs >= 1,
+            "devices.inactivity_timeout_secs: must be at least 1".into(),
+        );
+        check(
+            (1..=1_000_000).contains(&self.devices.mailbox),
+            "devices.mailbox: must be 1..=1000000".into(),
+        );
+        check(
+            (10..=60_000).contains(&self.devices.state_flush_ms),
+            "devices.state_flush_ms: must be 10..=60000".into(),
+        );
+        check(
+            (1..=1_000_000).contains(&self.ingest.batch_max_points),
+            "ingest.batch_max_points: must be 1..=1000000".into(),
+        );
+        check(
+            self.ingest.batch_max_delay_ms <= 10_000,
+            "ingest.batch_max_delay_ms: must be at most 10000".into(),
+        );
+        check(
+            (1..=64).contains(&self.ingest.max_in_flight_batches),
+            "ingest.max_in_flight_batches: must be 1..=64".into(),
+        );
+        check(
+            self.ingest.max_pending_points >= self.ingest.batch_max_points,
+            "ingest.max_pending_points: must be at least ingest.batch_max_points".into(),
+        );
+        check(
+            (1024..=256 * 1024 * 1024).contains(&self.ingest.max_body_bytes),
+            "ingest.max_body_bytes: must be 1024..=268435456".into(),
+        );
+        check(
+            self.ingest.max_keys_per_reading >= 1 && self.ingest.max_records_per_request >= 1,
+            "ingest.max_keys_per_reading, ingest.max_records_per_request: must be at least 1"
+                .into(),
+        );
+        check(
+            self.ingest.ack_timeout_secs >= 1,
+            "ingest.ack_timeout_secs: must be at least 1".into(),
         );
         check(
             tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),

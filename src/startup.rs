@@ -2,14 +2,16 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
 use actix_web::middleware::{Compress, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use chrono::Utc;
-use insa_actors::DeviceRegistry;
+use insa_actors::pipeline::PipelineConfig;
+use insa_actors::writer::WriterConfig;
+use insa_actors::Pipeline;
 use sea_orm::DatabaseConnection;
 use tracing_actix_web::TracingLogger;
 
@@ -50,11 +52,21 @@ impl Application {
                 settings.auth.login_attempts_per_account_per_minute,
                 settings.auth.login_attempts_per_address_per_minute,
             ),
-            registry: DeviceRegistry::single_node(settings.actors.partitions),
+            pipeline: start_pipeline(&db, &settings),
+            keys: Default::default(),
             started_at: Utc::now(),
             started: Instant::now(),
             db,
             settings: settings.clone(),
+        });
+
+        let pipeline = state.pipeline.clone();
+        actix_web::rt::spawn(async move {
+            match pipeline.resume_online_devices().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(devices = n, "resumed online devices"),
+                Err(err) => tracing::error!(error = %err, "cannot resume online devices"),
+            }
         });
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);
@@ -79,10 +91,41 @@ impl Application {
         self.state.db.clone()
     }
 
+    /// The telemetry pipeline (tests use it to observe device actors).
+    pub fn pipeline(&self) -> Pipeline {
+        self.state.pipeline.clone()
+    }
+
     /// Serves until SIGTERM / ctrl-c, then lets in-flight requests finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+fn start_pipeline(db: &DatabaseConnection, settings: &Settings) -> Pipeline {
+    let ingest = &settings.ingest;
+    Pipeline::start(
+        db.clone(),
+        PipelineConfig {
+            partitions: settings.actors.partitions,
+            threads: settings.actors.threads,
+            writer: WriterConfig {
+                batch_max_points: ingest.batch_max_points,
+                batch_max_delay: Duration::from_millis(ingest.batch_max_delay_ms),
+                // SQLite has one writer at a time; more batches in flight would only wait.
+                max_in_flight: if settings.database.is_sqlite() {
+                    1
+                } else {
+                    ingest.max_in_flight_batches
+                },
+                mailbox: 65_536,
+            },
+            max_pending_points: ingest.max_pending_points,
+            device_mailbox: settings.devices.mailbox,
+            default_inactivity: Duration::from_secs(settings.devices.inactivity_timeout_secs),
+            state_flush: Duration::from_millis(settings.devices.state_flush_ms),
+        },
+    )
 }
 
 fn print_generated_admin(email: &str, password: &str) {
@@ -100,6 +143,7 @@ fn serve(
     settings: &Settings,
 ) -> anyhow::Result<Server> {
     let max_body = settings.server.max_body_bytes;
+    let ingest_max_body = settings.ingest.max_body_bytes;
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(ErrorHandlers::new().default_handler(ensure_json_error))
@@ -113,9 +157,11 @@ fn serve(
             )
             .app_data(web::PathConfig::default().error_handler(path_error))
             .app_data(web::QueryConfig::default().error_handler(query_error))
-            .app_data(web::PayloadConfig::default().limit(max_body))
+            .app_data(web::PayloadConfig::default().limit(max_body.max(ingest_max_body)))
             .configure(routes::health::configure_root)
-            .service(web::scope("/api/v1").configure(routes::configure_api))
+            .service(
+                web::scope("/api/v1").configure(|cfg| routes::configure_api(cfg, ingest_max_body)),
+            )
     })
     .shutdown_timeout(settings.server.shutdown_timeout_secs)
     .listen(listener)?;

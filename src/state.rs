@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use insa_actors::DeviceRegistry;
+use insa_actors::Pipeline;
 use sea_orm::DatabaseConnection;
 
+use crate::auth::key_cache::KeyCache;
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::tokens::JwtKeys;
 use crate::settings::Settings;
@@ -16,8 +17,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub jwt: JwtKeys,
     pub login_throttle: LoginThrottle,
-    /// Device -> partition (and, with the telemetry pipeline, -> actor).
-    pub registry: DeviceRegistry,
+    /// Device actors, batched writers: where readings go.
+    pub pipeline: Pipeline,
+    /// Verified API keys and their rate limits.
+    pub keys: KeyCache,
     pub started_at: DateTime<Utc>,
     pub started: Instant,
 }

@@ -1,11 +1,26 @@
-//! Actors of insa-iiot.
+//! Actors of insa-iiot: the telemetry pipeline.
 //!
-//! - [`registry`]: where a device's actor is found, and which partition a device belongs to.
-//!
-//! Device actors, the ingest actors and the batched writers are added here by the telemetry
-//! pipeline (see `docs/ARCHITECTURE.md`); the partition function is fixed now so that routing never
-//! changes when a multi-node mode changes which partitions a node owns.
+//! - [`pipeline`]: [`Pipeline`], the handle the HTTP and MQTT ingest use
+//! - [`registry`]: device id -> partition -> device actor; [`partition_of`] is fixed for good
+//! - [`device`]: [`device::DeviceActor`], one per active device: status, last_seen, latest values,
+//!   inactivity timer
+//! - [`writer`]: the batched telemetry writer (group commit) and its memory [`writer::Gate`]
+//! - [`state`]: status and `last_seen`, written behind
+//! - [`store`]: the SQL of both (COPY on PostgreSQL, multi-row INSERT on SQLite)
+//! - [`payload`]: decoding and checking telemetry payloads (pure)
+//! - [`point`], [`events`]: the data that flows
 
+pub mod device;
+pub mod events;
+pub mod payload;
+pub mod pipeline;
+pub mod point;
 pub mod registry;
+pub mod state;
+pub mod store;
+pub mod writer;
 
+pub use events::DeviceEvent;
+pub use pipeline::{IngestError, Pipeline, PipelineConfig};
+pub use point::Point;
 pub use registry::{partition_of, DeviceRegistry};

@@ -1,7 +1,7 @@
 //! sea-orm entities of insa-iiot, one module per table (see `docs/API.md` for what each holds).
 //!
 //! - [`users`], [`refresh_tokens`]: people and their sessions
-//! - [`devices`], [`telemetry`]: field devices and every point they sent
+//! - [`devices`], [`telemetry`], [`telemetry_latest`]: field devices, every point they sent, the newest per key
 //! - [`rules`], [`alerts`], [`notification_deliveries`]: thresholds, what they raised, whom we told
 //! - [`api_keys`]: device credentials (stored hashed)
 //! - [`audit_log`]: who did what, including failed logins
@@ -17,6 +17,7 @@ pub mod notification_deliveries;
 pub mod refresh_tokens;
 pub mod rules;
 pub mod telemetry;
+pub mod telemetry_latest;
 pub mod users;
 
 mod enums;

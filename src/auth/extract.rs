@@ -12,12 +12,13 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use insa_entities::{api_keys, refresh_tokens, users, Role};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use uuid::Uuid;
 
 use super::api_keys::hash_key;
+use super::key_cache::RateInfo;
 use super::rank;
 use super::tokens::TokenKind;
 use crate::error::{ApiError, Code};
@@ -27,7 +28,7 @@ use crate::state::AppState;
 pub const API_KEY_HEADER: &str = "X-API-Key";
 
 /// `last_used_at` is written at most this often per key, so ingest does not write per request.
-const LAST_USED_GRANULARITY_SECS: i64 = 60;
+const LAST_USED_GRANULARITY_SECS: u64 = 60;
 
 type Extracted<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
 
@@ -69,14 +70,22 @@ pub struct DeviceKey {
     pub device_id: Option<Uuid>,
     pub read: bool,
     pub write: bool,
-    /// Requests per hour.
-    pub rate_limit: u32,
+    /// This request's place in the key's hourly allowance.
+    pub rate: RateInfo,
 }
 
 impl DeviceKey {
     /// Whether the key may act for `device`.
     pub fn covers(&self, device: Uuid) -> bool {
         self.device_id.is_none_or(|own| own == device)
+    }
+
+    /// The `X-RateLimit-*` headers for the answer.
+    pub fn rate_headers(&self) -> [(&'static str, String); 2] {
+        [
+            ("X-RateLimit-Limit", self.rate.limit.to_string()),
+            ("X-RateLimit-Remaining", self.rate.remaining.to_string()),
+        ]
     }
 }
 
@@ -157,17 +166,26 @@ pub async fn authenticate_user(state: &AppState, token: &str) -> Result<AuthUser
     })
 }
 
-/// Checks an API key.
+/// Checks an API key (from the cache when fresh) and counts the request against its rate limit.
 pub async fn authenticate_key(state: &AppState, key: &str) -> Result<DeviceKey, ApiError> {
     let invalid = || ApiError::new(Code::InvalidApiKey, "the API key is not valid");
     if key.is_empty() || key.len() > 256 {
         return Err(invalid());
     }
-    let row = api_keys::Entity::find()
-        .filter(api_keys::Column::KeyHash.eq(hash_key(key)))
-        .one(&state.db)
-        .await?
-        .ok_or_else(invalid)?;
+    let hash = hash_key(key);
+    let cached = match state.keys.get(&hash) {
+        Some(cached) => cached,
+        None => {
+            let row = api_keys::Entity::find()
+                .filter(api_keys::Column::KeyHash.eq(hash.as_str()))
+                .one(&state.db)
+                .await?
+                .ok_or_else(invalid)?;
+            state.keys.put(hash.clone(), row, None);
+            state.keys.get(&hash).ok_or_else(invalid)?
+        }
+    };
+    let row = &cached.row;
     let now = Utc::now();
     if row.revoked_at.is_some() {
         return Err(ApiError::new(
@@ -181,10 +199,29 @@ pub async fn authenticate_key(state: &AppState, key: &str) -> Result<DeviceKey, 
             "the API key has expired",
         ));
     }
-    let stale = row
-        .last_used_at
-        .is_none_or(|at| now - at >= Duration::seconds(LAST_USED_GRANULARITY_SECS));
+    let rate_limit = u32::try_from(row.rate_limit).unwrap_or(1);
+    let rate = state.keys.check_rate(row.id, rate_limit).map_err(|over| {
+        ApiError::new(
+            Code::RateLimited,
+            format!(
+                "API key rate limit exceeded: {} requests per hour; retry in {} s",
+                over.limit, over.retry_after_secs
+            ),
+        )
+        .with_details(serde_json::json!({
+            "limit": "api_key",
+            "requests_per_hour": over.limit,
+            "retry_after_secs": over.retry_after_secs,
+        }))
+        .retry_after(over.retry_after_secs)
+        .header("X-RateLimit-Limit", over.limit)
+        .header("X-RateLimit-Remaining", 0)
+    })?;
+    let stale = cached
+        .touched
+        .is_none_or(|at| at.elapsed().as_secs() >= LAST_USED_GRANULARITY_SECS);
     if stale {
+        state.keys.mark_touched(&hash);
         touch_key(state.db.clone(), row.id);
     }
     let permission = |name: &str| {
@@ -199,7 +236,7 @@ pub async fn authenticate_key(state: &AppState, key: &str) -> Result<DeviceKey, 
         device_id: row.device_id,
         read: permission("read"),
         write: permission("write"),
-        rate_limit: u32::try_from(row.rate_limit).unwrap_or(1),
+        rate,
     })
 }
 

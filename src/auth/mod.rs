@@ -8,6 +8,7 @@
 
 pub mod api_keys;
 pub mod extract;
+pub mod key_cache;
 pub mod password;
 pub mod throttle;
 pub mod tokens;

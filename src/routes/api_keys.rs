@@ -300,6 +300,7 @@ pub async fn revoke_api_key(
         let mut active: api_keys::ActiveModel = key.into();
         active.revoked_at = Set(Some(Utc::now()));
         let key = active.update(&state.db).await?;
+        state.keys.evict(key.id);
         Audit::new("api_key.revoke")
             .actor(Some(user.id), &user.email)
             .target("api_key", key.id)

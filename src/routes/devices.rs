@@ -481,6 +481,12 @@ pub async fn update_device(
     }
     device.updated_at = Set(Utc::now());
     let updated = device.update(&state.db).await?;
+    state.pipeline.device_changed(
+        updated.id,
+        previous_status,
+        updated.status,
+        updated.config.clone(),
+    );
     Audit::new("device.update")
         .actor(Some(user.id), &user.email)
         .target("device", updated.id)
@@ -510,6 +516,8 @@ pub async fn delete_device(
     devices::Entity::delete_by_id(device.id)
         .exec(&state.db)
         .await?;
+    state.pipeline.device_removed(device.id);
+    state.keys.evict_device(device.id);
     Audit::new("device.delete")
         .actor(Some(user.id), &user.email)
         .target("device", device.id)

@@ -62,6 +62,34 @@ pub struct DeviceCounts {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+pub struct IngestStatus {
+    /// Device actors in memory (devices heard from recently).
+    pub active_device_actors: usize,
+    /// Device actors found dead and recreated since start.
+    pub actor_restarts: u64,
+    /// Points accepted and not yet stored (the writer's queue).
+    pub pending_points: usize,
+    pub points_written: u64,
+    pub batches_written: u64,
+    pub batches_failed: u64,
+}
+
+impl IngestStatus {
+    fn of(pipeline: &insa_actors::Pipeline) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = pipeline.stats();
+        Self {
+            active_device_actors: pipeline.registry().active(),
+            actor_restarts: pipeline.registry().restarts(),
+            pending_points: pipeline.pending_points(),
+            points_written: stats.points_written.load(Relaxed),
+            batches_written: stats.batches_written.load(Relaxed),
+            batches_failed: stats.batches_failed.load(Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Status {
     pub name: &'static str,
     pub version: &'static str,
@@ -71,6 +99,7 @@ pub struct Status {
     pub database: &'static str,
     pub partitions: u32,
     pub devices: DeviceCounts,
+    pub ingest: IngestStatus,
 }
 
 /// Version, uptime and device counts by status.
@@ -101,7 +130,8 @@ pub async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         } else {
             "postgres"
         },
-        partitions: state.registry.partitions(),
+        partitions: state.pipeline.registry().partitions(),
+        ingest: IngestStatus::of(&state.pipeline),
         devices: DeviceCounts { total, by_status },
     }))
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod devices;
 pub mod health;
 pub mod openapi;
+pub mod telemetry;
 pub mod users;
 
 use actix_web::web;
@@ -14,8 +15,9 @@ use serde::{Deserialize, Deserializer};
 use crate::error::{ApiError, Code};
 
 /// Routes under `/api/v1`.
-pub fn configure_api(cfg: &mut web::ServiceConfig) {
+pub fn configure_api(cfg: &mut web::ServiceConfig, ingest_max_body_bytes: usize) {
     auth::configure(cfg);
+    telemetry::configure(cfg, ingest_max_body_bytes);
     users::configure(cfg);
     devices::configure(cfg);
     api_keys::configure(cfg);

@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api_keys, audit, auth, devices, health, users};
+use super::{api_keys, audit, auth, devices, health, telemetry, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,6 +32,9 @@ use super::{api_keys, audit, auth, devices, health, users};
         api_keys::get_api_key,
         api_keys::revoke_api_key,
         audit::list_audit_log,
+        telemetry::post_telemetry,
+        telemetry::get_telemetry,
+        telemetry::get_latest,
         openapi_json,
     ),
     modifiers(&Security),
@@ -41,6 +44,7 @@ use super::{api_keys, audit, auth, devices, health, users};
         (name = "devices", description = "Field devices"),
         (name = "api-keys", description = "Device credentials"),
         (name = "audit", description = "Audit log (admin)"),
+        (name = "telemetry", description = "Readings in, history and latest values out"),
         (name = "operations", description = "Health, status, this document"),
     )
 )]

@@ -17,6 +17,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The platform's own database connection, to inspect state or simulate an outage.
     pub db: DatabaseConnection,
+    /// The telemetry pipeline, to observe device actors.
+    pub pipeline: insa_actors::Pipeline,
     _dir: tempfile::TempDir,
 }
 
@@ -89,6 +91,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let db = app.db();
+    let pipeline = app.pipeline();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -97,6 +100,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
             .build()
             .expect("client"),
         db,
+        pipeline,
         _dir: dir,
     }
 }

@@ -11,4 +11,5 @@ mod helpers;
 mod openapi;
 mod roles;
 mod schema;
+mod telemetry;
 mod users;

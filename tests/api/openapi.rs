@@ -37,6 +37,9 @@ async fn the_openapi_document_covers_every_route() {
         ("get", "/api/v1/api-keys/{id}"),
         ("delete", "/api/v1/api-keys/{id}"),
         ("get", "/api/v1/audit-log"),
+        ("post", "/api/v1/telemetry"),
+        ("get", "/api/v1/telemetry"),
+        ("get", "/api/v1/telemetry/latest"),
     ];
     for (method, path) in routes {
         assert!(

@@ -2,7 +2,8 @@ use insa_migration::{Migrator, MigratorTrait, SchemaManager};
 
 use crate::helpers::spawn_app;
 
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 10] = [
+    "telemetry_latest",
     "devices",
     "telemetry",
     "alerts",

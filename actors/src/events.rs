@@ -1,0 +1,16 @@
+//! Events device actors publish for the live feed, alerts and the MQTT status topic.
+
+use chrono::{DateTime, Utc};
+use insa_entities::DeviceStatus;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceEvent {
+    /// A device's status changed, by itself (first reading, inactivity) or by a person.
+    StatusChanged {
+        device_id: Uuid,
+        from: DeviceStatus,
+        to: DeviceStatus,
+        at: DateTime<Utc>,
+    },
+}

@@ -1,0 +1,118 @@
+//! Pure helpers of the telemetry queries: aggregation intervals and how many buckets a request
+//! would produce.
+
+use chrono::Duration;
+
+/// Buckets per key one aggregate request may produce; beyond, a coarser interval is suggested.
+pub const MAX_BUCKETS: i64 = 10_000;
+
+/// An aggregation interval such as `30s`, `5m`, `1h`, `7d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval {
+    pub seconds: i64,
+}
+
+impl Interval {
+    /// Parses `<n><unit>`, unit one of s, m, h, d, n at least 1.
+    pub fn parse(text: &str) -> Option<Interval> {
+        let text = text.trim();
+        let unit = text.chars().last()?;
+        let count: i64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+        let scale = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3_600,
+            'd' => 86_400,
+            _ => return None,
+        };
+        let seconds = count.checked_mul(scale)?;
+        (count >= 1 && seconds <= 366 * 86_400 * 100).then_some(Interval { seconds })
+    }
+
+    /// The shortest way to write it.
+    pub fn label(self) -> String {
+        let s = self.seconds;
+        if s % 86_400 == 0 {
+            format!("{}d", s / 86_400)
+        } else if s % 3_600 == 0 {
+            format!("{}h", s / 3_600)
+        } else if s % 60 == 0 {
+            format!("{}m", s / 60)
+        } else {
+            format!("{s}s")
+        }
+    }
+}
+
+/// Buckets of `interval` needed to cover `range`.
+pub fn buckets(range: Duration, interval: Interval) -> i64 {
+    let secs = range.num_seconds().max(0);
+    (secs + interval.seconds - 1) / interval.seconds.max(1)
+}
+
+/// The finest usual interval that covers `range` within [`MAX_BUCKETS`].
+pub fn suggest(range: Duration) -> Interval {
+    const USUAL: [i64; 17] = [
+        1, 5, 10, 15, 30, 60, 300, 600, 900, 1_800, 3_600, 7_200, 10_800, 21_600, 43_200, 86_400,
+        604_800,
+    ];
+    USUAL
+        .iter()
+        .map(|&seconds| Interval { seconds })
+        .find(|&interval| buckets(range, interval) <= MAX_BUCKETS)
+        .unwrap_or_else(|| {
+            let days =
+                (range.num_seconds().max(1) + MAX_BUCKETS * 86_400 - 1) / (MAX_BUCKETS * 86_400);
+            Interval {
+                seconds: days.max(1) * 86_400,
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_parse_and_print() {
+        assert_eq!(Interval::parse("1m"), Some(Interval { seconds: 60 }));
+        assert_eq!(
+            Interval::parse("90s").map(Interval::label),
+            Some("90s".into())
+        );
+        assert_eq!(
+            Interval::parse("120m").map(Interval::label),
+            Some("2h".into())
+        );
+        assert_eq!(Interval::parse("1d").map(|i| i.seconds), Some(86_400));
+        for bad in [
+            "",
+            "m",
+            "0h",
+            "-1h",
+            "1w",
+            "1.5h",
+            "h1",
+            "99999999999999999d",
+        ] {
+            assert_eq!(Interval::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_over_large_request_gets_a_coarser_suggestion() {
+        let day = Duration::days(1);
+        assert_eq!(buckets(day, Interval { seconds: 60 }), 1_440);
+        assert_eq!(buckets(day, Interval { seconds: 1 }), 86_400);
+        assert_eq!(suggest(day).label(), "10s");
+        assert_eq!(suggest(Duration::days(365)).label(), "1h");
+        assert_eq!(suggest(Duration::days(365 * 100)).label(), "7d");
+        assert_eq!(suggest(Duration::days(365 * 1000)).label(), "37d");
+        assert!(
+            buckets(
+                Duration::days(365 * 100),
+                suggest(Duration::days(365 * 100))
+            ) <= MAX_BUCKETS
+        );
+    }
+}
