@@ -18,6 +18,7 @@ pub mod auth;
 pub mod cli;
 pub mod db;
 pub mod error;
+pub mod mqtt;
 pub mod query;
 pub mod routes;
 pub mod settings;

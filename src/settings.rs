@@ -119,6 +119,7 @@ pub enum MqttMode {
     Auto,
     Embedded,
     External,
+    Off,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +127,27 @@ pub enum MqttMode {
 pub struct MqttSettings {
     pub mode: MqttMode,
     pub url: String,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub persistent_session: bool,
+    pub max_unacked: usize,
+}
+
+impl MqttSettings {
+    /// Host and port of `url` (`mqtt://host:port`, port 1883 by default).
+    pub fn host_port(&self) -> Option<(String, u16)> {
+        let rest = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, r)| r);
+        let rest = rest.trim_end_matches('/');
+        match rest.rsplit_once(':') {
+            Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
+            None if !rest.is_empty() => Some((rest.to_string(), 1883)),
+            None => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -309,13 +331,22 @@ impl Settings {
             "api_keys.default_rate_limit: must be at least 1 request per hour".into(),
         );
         check(
-            ["mqtt://", "mqtts://", "tcp://"]
+            ["mqtt://", "tcp://"]
                 .iter()
-                .any(|p| self.mqtt.url.starts_with(p)),
+                .any(|p| self.mqtt.url.starts_with(p))
+                && self.mqtt.host_port().is_some(),
             format!(
-                "mqtt.url: `{}` must start with mqtt://, mqtts:// or tcp://",
+                "mqtt.url: `{}` must be mqtt://host:port (or tcp://host:port)",
                 self.mqtt.url
             ),
+        );
+        check(
+            !self.mqtt.client_id.is_empty() && self.mqtt.client_id.len() <= 64,
+            "mqtt.client_id: 1 to 64 characters".into(),
+        );
+        check(
+            self.mqtt.max_unacked >= 1,
+            "mqtt.max_unacked: must be at least 1".into(),
         );
         if let Some(smtp) = &self.smtp.url {
             check(

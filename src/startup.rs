@@ -27,6 +27,8 @@ pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    /// Keeps the embedded broker (if any) running as long as the application.
+    _mqtt: Option<crate::mqtt::Mqtt>,
 }
 
 impl Application {
@@ -54,6 +56,7 @@ impl Application {
             ),
             pipeline: start_pipeline(&db, &settings),
             keys: Default::default(),
+            mqtt: Default::default(),
             started_at: Utc::now(),
             started: Instant::now(),
             db,
@@ -69,6 +72,12 @@ impl Application {
             }
         });
 
+        let mqtt = crate::mqtt::start(state.clone(), &settings).await?;
+        let _ = state.mqtt.set(crate::state::MqttInfo {
+            mode: mqtt.as_ref().map_or("off", |m| m.mode),
+            stats: mqtt.as_ref().map(|m| m.ingest.stats.clone()),
+        });
+
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener =
             TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
@@ -79,6 +88,7 @@ impl Application {
             port,
             server,
             state,
+            _mqtt: mqtt,
         })
     }
 

@@ -21,6 +21,15 @@ pub struct AppState {
     pub pipeline: Pipeline,
     /// Verified API keys and their rate limits.
     pub keys: KeyCache,
+    /// The MQTT ingest, once connected (`None` inside when `mqtt.mode = off`).
+    pub mqtt: std::sync::OnceLock<MqttInfo>,
     pub started_at: DateTime<Utc>,
     pub started: Instant,
+}
+
+/// What `/api/v1/status` shows of MQTT.
+pub struct MqttInfo {
+    /// `embedded`, `external` or `off`.
+    pub mode: &'static str,
+    pub stats: Option<std::sync::Arc<insa_actors::mqtt::MqttStats>>,
 }

@@ -7,11 +7,13 @@
 //! - [`writer`]: the batched telemetry writer (group commit) and its memory [`writer::Gate`]
 //! - [`state`]: status and `last_seen`, written behind
 //! - [`store`]: the SQL of both (COPY on PostgreSQL, multi-row INSERT on SQLite)
+//! - [`mqtt`]: the MQTT subscriber (acks after commit, in order) and status publisher
 //! - [`payload`]: decoding and checking telemetry payloads (pure)
 //! - [`point`], [`events`]: the data that flows
 
 pub mod device;
 pub mod events;
+pub mod mqtt;
 pub mod payload;
 pub mod pipeline;
 pub mod point;

@@ -240,9 +240,10 @@ pub async fn authenticate_key(state: &AppState, key: &str) -> Result<DeviceKey, 
     })
 }
 
-/// Records use of a key without holding up the request.
+/// Records use of a key without holding up the request (on whichever runtime the caller runs:
+/// an HTTP worker or the embedded broker).
 fn touch_key(db: sea_orm::DatabaseConnection, key_id: Uuid) {
-    actix_web::rt::spawn(async move {
+    tokio::spawn(async move {
         let result = api_keys::Entity::update_many()
             .col_expr(
                 api_keys::Column::LastUsedAt,

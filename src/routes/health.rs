@@ -90,6 +90,35 @@ impl IngestStatus {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+pub struct MqttStatus {
+    /// `embedded`, `external` or `off`.
+    pub mode: &'static str,
+    pub connected: bool,
+    pub messages_received: u64,
+    pub messages_stored: u64,
+    /// Messages dropped as malformed (bad topic, payload or unknown device).
+    pub messages_malformed: u64,
+    /// Well-formed messages for devices that are not registered.
+    pub messages_unknown_device: u64,
+}
+
+impl MqttStatus {
+    fn of(state: &AppState) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let info = state.mqtt.get();
+        let stats = info.and_then(|i| i.stats.as_ref());
+        Self {
+            mode: info.map_or("off", |i| i.mode),
+            connected: stats.is_some_and(|s| s.connected.load(Relaxed)),
+            messages_received: stats.map_or(0, |s| s.received.load(Relaxed)),
+            messages_stored: stats.map_or(0, |s| s.stored.load(Relaxed)),
+            messages_malformed: stats.map_or(0, |s| s.malformed.load(Relaxed)),
+            messages_unknown_device: stats.map_or(0, |s| s.unknown_device.load(Relaxed)),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Status {
     pub name: &'static str,
     pub version: &'static str,
@@ -100,6 +129,7 @@ pub struct Status {
     pub partitions: u32,
     pub devices: DeviceCounts,
     pub ingest: IngestStatus,
+    pub mqtt: MqttStatus,
 }
 
 /// Version, uptime and device counts by status.
@@ -132,6 +162,7 @@ pub async fn status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         },
         partitions: state.pipeline.registry().partitions(),
         ingest: IngestStatus::of(&state.pipeline),
+        mqtt: MqttStatus::of(&state),
         devices: DeviceCounts { total, by_status },
     }))
 }

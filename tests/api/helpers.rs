@@ -14,6 +14,8 @@ pub const ADMIN_PASSWORD: &str = "admin-test-password";
 
 pub struct TestApp {
     pub address: String,
+    /// Where the platform's MQTT broker is (`host`, `port`), when MQTT is on.
+    pub mqtt: Option<(String, u16)>,
     pub client: reqwest::Client,
     /// The platform's own database connection, to inspect state or simulate an outage.
     pub db: DatabaseConnection,
@@ -67,10 +69,41 @@ pub async fn test_settings(dir: &std::path::Path) -> Settings {
     settings.database.url = Secret::new(fresh_database_url(dir).await);
     settings.database.max_connections = 5;
     settings.auth.admin_password = Some(Secret::new(ADMIN_PASSWORD));
+    // MQTT only where a test asks for it (`with_mqtt`).
+    settings.mqtt.mode = insa_iiot::settings::MqttMode::Off;
     // Tests log in often; the throttling tests lower these.
     settings.auth.login_attempts_per_account_per_minute = 1000;
     settings.auth.login_attempts_per_address_per_minute = 1000;
     settings
+}
+
+/// The broker the MQTT tests use: Mosquitto (or any broker) at `MQTT_URL` when set, else the
+/// embedded broker on a free port.
+pub fn with_mqtt(settings: &mut Settings) {
+    settings.mqtt.client_id = format!("insa-test-{}", &Uuid::new_v4().simple().to_string()[..12]);
+    settings.mqtt.persistent_session = false;
+    match std::env::var("MQTT_URL") {
+        Ok(url) if !url.is_empty() => {
+            settings.mqtt.mode = insa_iiot::settings::MqttMode::External;
+            settings.mqtt.url = url;
+        }
+        _ => {
+            settings.mqtt.mode = insa_iiot::settings::MqttMode::Embedded;
+            settings.mqtt.url = format!("mqtt://127.0.0.1:{}", free_port());
+        }
+    }
+}
+
+/// Whether MQTT tests run against an external broker (`MQTT_URL`).
+pub fn external_broker() -> bool {
+    std::env::var("MQTT_URL").is_ok_and(|url| !url.is_empty())
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -86,6 +119,9 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = test_settings(dir.path()).await;
     customize(&mut settings);
+    let mqtt = (settings.mqtt.mode != insa_iiot::settings::MqttMode::Off)
+        .then(|| settings.mqtt.host_port())
+        .flatten();
     let app = Application::build(settings)
         .await
         .expect("application builds");
@@ -95,6 +131,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
+        mqtt,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -8,6 +8,7 @@ mod devices;
 mod errors;
 mod health;
 mod helpers;
+mod mqtt;
 mod openapi;
 mod roles;
 mod schema;
