@@ -5,6 +5,7 @@ mod api_keys;
 mod auth;
 mod cli;
 mod devices;
+mod durability;
 mod errors;
 mod health;
 mod helpers;

@@ -1,0 +1,156 @@
+//! An acknowledged reading survives `kill -9` of the platform.
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use insa_entities::telemetry;
+use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter};
+use serde_json::json;
+
+use crate::helpers::{eventually, free_port, fresh_database_url, ADMIN_PASSWORD};
+
+/// The platform binary as a separate process; killed (SIGKILL) when dropped.
+struct Platform(Child);
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &std::path::Path, database_url: &str, port: u16) -> Platform {
+    let child = Command::new(env!("CARGO_BIN_EXE_insa-iiot"))
+        .current_dir(dir)
+        .env_remove("INSA_ENV")
+        .env("INSA_SETTINGS_DIR", dir.join("no-settings"))
+        .env("INSA__DATA_DIR", dir.join("data"))
+        .env("INSA__DATABASE__URL", database_url)
+        .env("INSA__SERVER__PORT", port.to_string())
+        .env("INSA__AUTH__ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("INSA__MQTT__MODE", "off")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start insa-iiot");
+    Platform(child)
+}
+
+async fn wait_healthy(client: &reqwest::Client, base: &str) {
+    eventually(Duration::from_secs(30), "platform healthy", || async {
+        let reply = client.get(format!("{base}/health")).send().await.ok()?;
+        reply.status().is_success().then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn no_acknowledged_reading_is_lost_when_the_platform_is_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database_url = fresh_database_url(dir.path()).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let platform = start(dir.path(), &database_url, port);
+    wait_healthy(&client, &base).await;
+
+    let login: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": "admin@insa.com", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["access_token"].as_str().expect("token").to_string();
+    let device: serde_json::Value = client
+        .post(format!("{base}/api/v1/devices"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Wellhead 4", "type": "pressure"}))
+        .send()
+        .await
+        .expect("device")
+        .json()
+        .await
+        .expect("json");
+    let device_id = device["id"].as_str().expect("id").to_string();
+    let created: serde_json::Value = client
+        .post(format!("{base}/api/v1/api-keys"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "k", "device_id": device_id, "rate_limit": 10000000}))
+        .send()
+        .await
+        .expect("key")
+        .json()
+        .await
+        .expect("json");
+    let key = created["api_key"].as_str().expect("key").to_string();
+
+    // Four senders stream readings; every 201 is recorded.
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut senders = Vec::new();
+    for sender in 0..4u64 {
+        let (client, base, key, device_id, acked) = (
+            client.clone(),
+            base.clone(),
+            key.clone(),
+            device_id.clone(),
+            acked.clone(),
+        );
+        senders.push(actix_web::rt::spawn(async move {
+            for i in 0.. {
+                let seq = sender * 1_000_000 + i;
+                let reading = json!({"device_id": device_id, "telemetry": {"seq": seq}});
+                let sent = client
+                    .post(format!("{base}/api/v1/telemetry"))
+                    .header("X-API-Key", &key)
+                    .json(&reading)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(reply) if reply.status() == reqwest::StatusCode::CREATED => {
+                        acked.lock().expect("lock").insert(seq);
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    eventually(
+        Duration::from_secs(30),
+        "a stream of acknowledged readings",
+        || async { (acked.lock().expect("lock").len() >= 400).then_some(()) },
+    )
+    .await;
+    drop(platform); // SIGKILL, mid-stream
+    for sender in senders {
+        let _ = sender.await;
+    }
+    let acked = acked.lock().expect("lock").clone();
+
+    let platform = start(dir.path(), &database_url, port);
+    wait_healthy(&client, &base).await;
+    let db = Database::connect(&database_url).await.expect("connect");
+    let stored: BTreeSet<u64> = telemetry::Entity::find()
+        .filter(telemetry::Column::DeviceId.eq(uuid::Uuid::parse_str(&device_id).expect("uuid")))
+        .all(&db)
+        .await
+        .expect("rows")
+        .into_iter()
+        .filter_map(|row| row.value.map(|v| v as u64))
+        .collect();
+    let lost: Vec<_> = acked.difference(&stored).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged readings lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    assert!(acked.len() >= 400);
+    drop(platform);
+}
