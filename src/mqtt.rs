@@ -249,6 +249,12 @@ pub mod embedded {
                 crate::auth::api_keys::generate_key(),
             );
             let max_packet = u32::try_from(settings.ingest.max_body_bytes).unwrap_or(u32::MAX);
+            // Messages in flight to one client awaiting its PUBACK: for the platform's subscriber,
+            // what it holds until commit.
+            let max_inflight = u16::try_from(settings.mqtt.max_unacked)
+                .ok()
+                .and_then(NonZeroU16::new)
+                .unwrap_or(NonZeroU16::MAX);
             let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let auth = DeviceAuth {
@@ -296,7 +302,7 @@ pub mod embedded {
                             .max_packet_size(max_packet)
                             // The platform's subscriber acknowledges after commit: let many
                             // messages be in flight to it, and queue plenty while it catches up.
-                            .max_inflight(NonZeroU16::MAX)
+                            .max_inflight(max_inflight)
                             .max_mqueue_len(1_000_000)
                             .bind()
                             .and_then(|l| l.tcp());

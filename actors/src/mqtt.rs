@@ -2,9 +2,9 @@
 //!
 //! Each message goes through the same [`Pipeline`] as HTTP readings. A QoS 1 message is
 //! acknowledged (PUBACK) only after its points are committed, in the order messages arrived; a
-//! persistent session makes the broker redeliver anything unacknowledged after a crash. When the
-//! writer is saturated the subscriber stops reading (the broker holds the messages) and resumes when
-//! there is room. Malformed messages are counted, logged with the device, acknowledged (there is
+//! persistent session makes the broker redeliver anything unacknowledged after a crash. The broker's
+//! in-flight window bounds the messages held unacknowledged; when the writer is saturated the
+//! subscriber stops taking messages (the broker holds the rest) and resumes when there is room. Malformed messages are counted, logged with the device, acknowledged (there is
 //! nothing to store) and never stop the ingest.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,7 +32,8 @@ pub struct MqttIngestConfig {
     pub credentials: Option<(String, String)>,
     /// Keep the session (and the broker's queue for it) across disconnects.
     pub persistent_session: bool,
-    /// Messages received and not yet acknowledged, at most; beyond, reading pauses.
+    /// Messages received and not yet acknowledged that the platform is sized for. The broker's
+    /// in-flight window (the embedded broker's is set to this) is what actually bounds them.
     pub max_unacked: usize,
     pub max_packet_bytes: usize,
     pub limits: Limits,
@@ -89,10 +90,12 @@ pub fn start(pipeline: Pipeline, config: MqttIngestConfig) -> MqttIngest {
     if let Some((user, password)) = &config.credentials {
         options.set_credentials(user.clone(), password.clone());
     }
-    let (client, eventloop) = AsyncClient::new(options, 4096);
+    // The request channel (acks, subscribe, status) must hold every outstanding ack, so the
+    // acknowledger never waits on it: acks only leave it while the receive loop polls.
+    let (client, eventloop) = AsyncClient::new(options, config.max_unacked * 2 + 8192);
     let stats = Arc::new(MqttStats::default());
     let generation = Arc::new(AtomicU64::new(0));
-    let (queue, pending) = mpsc::channel(config.max_unacked.max(1));
+    let (queue, pending) = mpsc::unbounded_channel();
 
     actix::spawn(acknowledge(
         pending,
@@ -122,7 +125,7 @@ async fn receive(
     config: MqttIngestConfig,
     stats: Arc<MqttStats>,
     generation: Arc<AtomicU64>,
-    queue: mpsc::Sender<Pending>,
+    queue: mpsc::UnboundedSender<Pending>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -145,8 +148,9 @@ async fn receive(
                     done,
                     generation: generation.load(Ordering::Acquire),
                 };
-                // A full queue stops this loop, so the broker holds further messages.
-                if queue.send(pending).await.is_err() {
+                // Never wait on the acknowledger here: only polling drains the acks it sends. The
+                // broker bounds what is unacknowledged (its in-flight window), and so this queue.
+                if queue.send(pending).is_err() {
                     return;
                 }
             }
@@ -221,7 +225,7 @@ fn decode(publish: &Publish, device: Uuid, limits: &Limits) -> Result<Vec<crate:
 /// Acknowledges messages in arrival order once their points are stored; a failed batch is
 /// resubmitted until it is stored (the message stays unacknowledged meanwhile).
 async fn acknowledge(
-    mut pending: mpsc::Receiver<Pending>,
+    mut pending: mpsc::UnboundedReceiver<Pending>,
     client: AsyncClient,
     pipeline: Pipeline,
     limits: Limits,

@@ -40,7 +40,11 @@ fn newest_per_key(points: &[Point]) -> Vec<&Point> {
             })
             .or_insert(point);
     }
-    newest.into_values().collect()
+    let mut newest: Vec<&Point> = newest.into_values().collect();
+    // Every batch locks latest-value rows in the same order, so concurrent batches cannot
+    // deadlock on them.
+    newest.sort_unstable_by(|a, b| (a.device_id, &a.key).cmp(&(b.device_id, &b.key)));
+    newest
 }
 
 async fn write_postgres(

@@ -1,0 +1,555 @@
+//! `insa-bench`: load a running insa-iiot over HTTP or MQTT, count what it persisted in the
+//! database, and measure a raw COPY of the same rows into the same table in the same run, so
+//! results are ratios to what the database alone can take.
+//!
+//! ```text
+//! insa-bench http --concurrency 16 --records 100 --duration 20 --pid $(pidof insa-iiot)
+//! insa-bench mqtt --devices 1000 --rate 20000 --duration 20 --pid $(pidof insa-iiot)
+//! ```
+//! The platform must use PostgreSQL (`--database-url`, the same database) for the baseline.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(name = "insa-bench", about = "Benchmarks for insa-iiot")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// HTTP ingest: `concurrency` keep-alive clients posting readings as fast as they are answered.
+    Http {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Readings (of 3 points) per request: 1 = the single-reading form, more = the batch form.
+        #[arg(long, default_value_t = 1)]
+        records: usize,
+    },
+    /// MQTT ingest: devices publishing the seed's 3-key reading at a total rate.
+    Mqtt {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value = "127.0.0.1")]
+        mqtt_host: String,
+        #[arg(long, default_value_t = 1883)]
+        mqtt_port: u16,
+        /// Messages per second over all devices.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Publishing connections (devices are spread over them, as a gateway would).
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    #[arg(long, default_value = "http://127.0.0.1:5002")]
+    url: String,
+    /// The platform's PostgreSQL database: persisted rows are counted there and the baseline
+    /// COPY runs there.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    #[arg(long, default_value = "admin@insa.com")]
+    email: String,
+    #[arg(long, env = "INSA_BENCH_PASSWORD")]
+    password: String,
+    #[arg(long, default_value_t = 100)]
+    devices: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// The platform's process id, to report its CPU and peak memory.
+    #[arg(long)]
+    pid: Option<u32>,
+}
+
+/// What one run measured.
+#[derive(Debug, Default)]
+struct Report {
+    mode: String,
+    seconds: f64,
+    acked_points: u64,
+    persisted_points: u64,
+    requests: u64,
+    errors: u64,
+    latencies_us: Vec<u64>,
+    cpu_percent: Option<f64>,
+    peak_rss_mb: Option<f64>,
+    copy_rows_per_sec: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let report = match cli.command {
+        Command::Http {
+            common,
+            concurrency,
+            records,
+        } => http(common, concurrency, records).await?,
+        Command::Mqtt {
+            common,
+            mqtt_host,
+            mqtt_port,
+            rate,
+            connections,
+            qos,
+        } => mqtt(common, mqtt_host, mqtt_port, rate, connections, qos).await?,
+    };
+    print(&report);
+    Ok(())
+}
+
+struct Fleet {
+    devices: Vec<Uuid>,
+    key: String,
+}
+
+/// Logs in, registers the devices and a gateway key with room for any rate.
+async fn fleet(client: &reqwest::Client, common: &Common) -> anyhow::Result<Fleet> {
+    let login: Value = client
+        .post(format!("{}/api/v1/auth/login", common.url))
+        .json(&json!({"email": common.email, "password": common.password}))
+        .send()
+        .await?
+        .error_for_status()
+        .context("login")?
+        .json()
+        .await?;
+    let token = login["access_token"]
+        .as_str()
+        .context("access_token")?
+        .to_string();
+    let mut devices = Vec::with_capacity(common.devices);
+    for i in 0..common.devices {
+        let device: Value = client
+            .post(format!("{}/api/v1/devices", common.url))
+            .bearer_auth(&token)
+            .json(&json!({"name": format!("bench-{i}"), "type": "temperature", "area": "bench"}))
+            .send()
+            .await?
+            .error_for_status()
+            .context("create device")?
+            .json()
+            .await?;
+        devices.push(Uuid::parse_str(device["id"].as_str().context("id")?)?);
+    }
+    let key: Value = client
+        .post(format!("{}/api/v1/api-keys", common.url))
+        .bearer_auth(&token)
+        .json(&json!({"name": "bench gateway", "rate_limit": 10_000_000}))
+        .send()
+        .await?
+        .error_for_status()
+        .context("create key")?
+        .json()
+        .await?;
+    Ok(Fleet {
+        devices,
+        key: key["api_key"].as_str().context("api_key")?.to_string(),
+    })
+}
+
+/// The seed's 3-key reading.
+fn telemetry(seq: u64) -> Value {
+    json!({
+        "temperature": {"value": 20.0 + (seq % 100) as f64 / 10.0, "unit": "C", "quality": 100},
+        "humidity": {"value": 65, "unit": "%"},
+        "pressure": {"value": 1013, "unit": "hPa"}
+    })
+}
+
+async fn http(common: Common, concurrency: usize, records: usize) -> anyhow::Result<Report> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let fleet = Arc::new(fleet(&client, &common).await?);
+    let deadline = Instant::now() + Duration::from_secs(common.duration);
+    let acked = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let monitor = Monitor::start(common.pid);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let (client, fleet, acked, errors, latencies, url) = (
+            client.clone(),
+            fleet.clone(),
+            acked.clone(),
+            errors.clone(),
+            latencies.clone(),
+            common.url.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let mut seq = worker as u64 * 1_000_000_000;
+            while Instant::now() < deadline {
+                let device = fleet.devices[(seq as usize) % fleet.devices.len()];
+                let body = if records == 1 {
+                    json!({"device_id": device, "telemetry": telemetry(seq)})
+                } else {
+                    let now = chrono::Utc::now();
+                    let list: Vec<Value> = (0..records)
+                        .map(|r| {
+                            let at = now + chrono::Duration::microseconds(r as i64);
+                            json!({"timestamp": at.to_rfc3339(), "telemetry": telemetry(seq + r as u64)})
+                        })
+                        .collect();
+                    json!({"device_id": device, "records": list})
+                };
+                seq += records as u64;
+                let sent = Instant::now();
+                match client
+                    .post(format!("{url}/api/v1/telemetry"))
+                    .header("X-API-Key", &fleet.key)
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(reply) if reply.status().as_u16() == 201 => {
+                        mine.push(sent.elapsed().as_micros() as u64);
+                        acked.fetch_add(records as u64 * 3, Ordering::Relaxed);
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            if let Ok(mut all) = latencies.lock() {
+                all.extend(mine);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (cpu_percent, peak_rss_mb) = monitor.finish(seconds);
+    finish(
+        format!("http c={concurrency} records={records}"),
+        &common,
+        &fleet.devices,
+        seconds,
+        acked.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+        Arc::try_unwrap(latencies)
+            .ok()
+            .and_then(|m| m.into_inner().ok())
+            .unwrap_or_default(),
+        cpu_percent,
+        peak_rss_mb,
+    )
+    .await
+}
+
+async fn mqtt(
+    common: Common,
+    host: String,
+    port: u16,
+    rate: u64,
+    connections: usize,
+    qos: u8,
+) -> anyhow::Result<Report> {
+    let client = reqwest::Client::new();
+    let fleet = Arc::new(fleet(&client, &common).await?);
+    let key_id = fleet.key.clone();
+    let qos = if qos == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    };
+    let deadline = Instant::now() + Duration::from_secs(common.duration);
+    let acked = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let monitor = Monitor::start(common.pid);
+    let started = Instant::now();
+    let per_connection = (rate / connections as u64).max(1);
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        // A gateway key may publish for every device; the broker must accept it (embedded: the
+        // username is the key's id, found in the key list; external: its own ACL).
+        let mut options = MqttOptions::new(
+            format!("bench-{c}-{}", Uuid::new_v4().simple()),
+            host.clone(),
+            port,
+        );
+        options
+            .set_keep_alive(Duration::from_secs(30))
+            .set_inflight(1000)
+            .set_credentials(
+                gateway_username(&client, &common, &key_id).await?,
+                key_id.clone(),
+            );
+        let (mqtt, mut eventloop) = AsyncClient::new(options, 10_000);
+        let (fleet, acked, errors) = (fleet.clone(), acked.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let poller = tokio::spawn({
+                let acked = acked.clone();
+                async move {
+                    loop {
+                        match eventloop.poll().await {
+                            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                                acked.fetch_add(3, Ordering::Relaxed);
+                            }
+                            Ok(_) => {}
+                            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        }
+                    }
+                }
+            });
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let per_tick = (per_connection / 100).max(1);
+            let mut seq = c as u64 * 1_000_000_000;
+            while Instant::now() < deadline {
+                tick.tick().await;
+                for _ in 0..per_tick {
+                    let device = fleet.devices[(seq as usize) % fleet.devices.len()];
+                    let payload = telemetry(seq).to_string();
+                    seq += 1;
+                    if mqtt
+                        .publish(format!("devices/{device}/telemetry"), qos, false, payload)
+                        .await
+                        .is_err()
+                    {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            // Let in-flight messages be acknowledged.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            poller.abort();
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let seconds = started.elapsed().as_secs_f64() - 2.0;
+    let (cpu_percent, peak_rss_mb) = monitor.finish(seconds);
+    // Wait for the platform to finish storing what the broker holds.
+    let mut last = 0;
+    for _ in 0..60 {
+        let now = persisted(&common.database_url, &fleet.devices).await?;
+        if now == last {
+            break;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    finish(
+        format!("mqtt rate={rate}/s qos={} conns={connections}", qos as u8),
+        &common,
+        &fleet.devices,
+        seconds,
+        acked.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+        Vec::new(),
+        cpu_percent,
+        peak_rss_mb,
+    )
+    .await
+}
+
+/// The MQTT username for the gateway key: its id (the embedded broker's rule).
+async fn gateway_username(
+    client: &reqwest::Client,
+    common: &Common,
+    _key: &str,
+) -> anyhow::Result<String> {
+    let login: Value = client
+        .post(format!("{}/api/v1/auth/login", common.url))
+        .json(&json!({"email": common.email, "password": common.password}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = login["access_token"].as_str().context("token")?;
+    let keys: Value = client
+        .get(format!("{}/api/v1/api-keys", common.url))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    keys["api_keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["name"] == "bench gateway"))
+        .and_then(|k| k["id"].as_str())
+        .map(str::to_string)
+        .context("bench key id")
+}
+
+async fn persisted(database_url: &str, devices: &[Uuid]) -> anyhow::Result<u64> {
+    let pool = sqlx::PgPool::connect(database_url).await?;
+    let (count,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM telemetry WHERE device_id = ANY($1)")
+            .bind(devices)
+            .fetch_one(&pool)
+            .await?;
+    pool.close().await;
+    Ok(count as u64)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    mode: String,
+    common: &Common,
+    devices: &[Uuid],
+    seconds: f64,
+    acked_points: u64,
+    errors: u64,
+    mut latencies_us: Vec<u64>,
+    cpu_percent: Option<f64>,
+    peak_rss_mb: Option<f64>,
+) -> anyhow::Result<Report> {
+    latencies_us.sort_unstable();
+    let persisted_points = persisted(&common.database_url, devices).await?;
+    let copy_rows_per_sec = copy_baseline(
+        &common.database_url,
+        devices,
+        persisted_points.clamp(100_000, 2_000_000),
+    )
+    .await?;
+    Ok(Report {
+        mode,
+        seconds,
+        acked_points,
+        persisted_points,
+        requests: latencies_us.len() as u64,
+        errors,
+        latencies_us,
+        cpu_percent,
+        peak_rss_mb,
+        copy_rows_per_sec,
+    })
+}
+
+/// Raw COPY of `rows` rows of the same shape into the same table, in batches of 5000 like the
+/// platform's writer; the rows are removed afterwards.
+async fn copy_baseline(database_url: &str, devices: &[Uuid], rows: u64) -> anyhow::Result<f64> {
+    if devices.is_empty() {
+        bail!("no devices");
+    }
+    let pool = sqlx::PgPool::connect(database_url).await?;
+    let now = chrono::Utc::now();
+    let started = Instant::now();
+    let mut written = 0u64;
+    while written < rows {
+        let batch = (rows - written).min(5000);
+        let mut buf = String::with_capacity(batch as usize * 100);
+        for i in 0..batch {
+            let n = written + i;
+            let at = now + chrono::Duration::microseconds(n as i64);
+            let device = devices[(n as usize) % devices.len()];
+            buf.push_str(&format!(
+                "{}\t{device}\tbaseline_temperature\t{}\tC\t100\t\\N\n",
+                at.format("%Y-%m-%d %H:%M:%S%.6f+00"),
+                20.0 + (n % 100) as f64 / 10.0
+            ));
+        }
+        let mut conn = pool.acquire().await?;
+        let mut copy = conn
+            .copy_in_raw("COPY telemetry (timestamp, device_id, key, value, unit, quality, metadata) FROM STDIN")
+            .await?;
+        copy.send(buf.into_bytes()).await?;
+        copy.finish().await?;
+        written += batch;
+    }
+    let rate = written as f64 / started.elapsed().as_secs_f64();
+    sqlx::query("DELETE FROM telemetry WHERE key = 'baseline_temperature'")
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    Ok(rate)
+}
+
+/// Samples the platform's CPU time and peak RSS from /proc.
+struct Monitor {
+    pid: Option<u32>,
+    cpu_start: Option<u64>,
+}
+
+impl Monitor {
+    fn start(pid: Option<u32>) -> Self {
+        Self {
+            cpu_start: pid.and_then(cpu_ticks),
+            pid,
+        }
+    }
+
+    /// (average CPU % over `seconds`, peak RSS in MB).
+    fn finish(self, seconds: f64) -> (Option<f64>, Option<f64>) {
+        let Some(pid) = self.pid else {
+            return (None, None);
+        };
+        // Linux reports CPU time in clock ticks of 1/100 s on every machine this runs on.
+        let cpu = cpu_ticks(pid)
+            .zip(self.cpu_start)
+            .map(|(end, start)| (end - start) as f64 / 100.0 / seconds * 100.0);
+        let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .map(|kb| kb / 1024.0);
+        (cpu, rss)
+    }
+}
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces, inside parentheses).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted.get(index).map(|us| *us as f64 / 1000.0)
+}
+
+fn print(r: &Report) {
+    let rate = r.persisted_points as f64 / r.seconds;
+    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    println!("| mode | seconds | acked points | persisted points | persisted dp/s | raw COPY rows/s | ratio | req/s | p50 ms | p99 ms | errors | platform CPU % | platform peak RSS MB |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| {} | {:.1} | {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {} | {} | {} | {} | {} |",
+        r.mode,
+        r.seconds,
+        r.acked_points,
+        r.persisted_points,
+        rate,
+        r.copy_rows_per_sec,
+        rate / r.copy_rows_per_sec,
+        r.requests as f64 / r.seconds,
+        fmt(percentile(&r.latencies_us, 0.5)),
+        fmt(percentile(&r.latencies_us, 0.99)),
+        r.errors,
+        fmt(r.cpu_percent),
+        fmt(r.peak_rss_mb),
+    );
+}
