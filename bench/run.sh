@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs the benchmark set of docs/BENCHMARKS.md on this machine: a fresh PostgreSQL database, a
+# Mosquitto tuned as docs/MQTT.md says (port 18883, max_inflight_messages 1000, unlimited queue),
+# the release platform, then insa-bench for HTTP batch, HTTP single readings and MQTT QoS 1.
+# Usage: bench/run.sh [seconds=20]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-20}
+db=insa_bench
+pg=postgres://postgres@127.0.0.1:5432/$db
+work=$(mktemp -d)
+cargo build --release -p insa-iiot -p insa-bench
+
+mqtt_port=18883
+mkdir -p "$work/mosquitto" && chmod 777 "$work/mosquitto"
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 0\n' \
+  "$mqtt_port" > "$work/mosquitto/mosquitto.conf"
+mosquitto -c "$work/mosquitto/mosquitto.conf" -d
+sleep 0.5
+trap 'pkill -f "$work/mosquitto/mosquitto.conf" || true; kill "${platform:-0}" 2>/dev/null || true' EXIT
+
+run() { # $1 = insa-bench arguments
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+  (cd "$work" && INSA__DATABASE__URL=$pg INSA__AUTH__ADMIN_PASSWORD=bench-password-1 \
+     INSA__MQTT__MODE=external INSA__MQTT__URL=mqtt://127.0.0.1:$mqtt_port RUST_LOG=warn \
+     exec "$OLDPWD/target/release/insa-iiot" >"$work/platform.log" 2>&1) &
+  platform=$!
+  for _ in $(seq 1 100); do curl -sf http://127.0.0.1:5002/health >/dev/null && break; sleep 0.1; done
+  DATABASE_URL=$pg INSA_BENCH_PASSWORD=bench-password-1 \
+    ./target/release/insa-bench $1 --duration "$secs" --pid "$platform" | tail -1
+  kill "$platform"; wait "$platform" 2>/dev/null || true
+}
+
+echo "| mode | seconds | acked points | persisted points | lost | persisted dp/s | raw COPY rows/s | ratio | req/s | p50 ms | p99 ms | errors | platform CPU % | platform peak RSS MB |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+run "http --concurrency 16 --records 100 --devices 100"
+run "http --concurrency 128 --records 1 --devices 100"
+run "mqtt --mqtt-port $mqtt_port --rate 20000 --connections 4 --devices 1000 --qos 1"
