@@ -118,6 +118,8 @@ async fn main() -> anyhow::Result<()> {
 struct Fleet {
     devices: Vec<Uuid>,
     key: String,
+    /// The key's id: its MQTT username at the embedded broker.
+    key_id: String,
 }
 
 /// Logs in, registers the devices and a gateway key with room for any rate.
@@ -162,6 +164,10 @@ async fn fleet(client: &reqwest::Client, common: &Common) -> anyhow::Result<Flee
     Ok(Fleet {
         devices,
         key: key["api_key"].as_str().context("api_key")?.to_string(),
+        key_id: key["key_info"]["id"]
+            .as_str()
+            .context("key id")?
+            .to_string(),
     })
 }
 
@@ -267,7 +273,6 @@ async fn mqtt(
 ) -> anyhow::Result<Report> {
     let client = reqwest::Client::new();
     let fleet = Arc::new(fleet(&client, &common).await?);
-    let key_id = fleet.key.clone();
     let qos = if qos == 0 {
         QoS::AtMostOnce
     } else {
@@ -281,8 +286,8 @@ async fn mqtt(
     let per_connection = (rate / connections as u64).max(1);
     let mut tasks = Vec::new();
     for c in 0..connections {
-        // A gateway key may publish for every device; the broker must accept it (embedded: the
-        // username is the key's id, found in the key list; external: its own ACL).
+        // A gateway key may publish for every device (embedded broker: username = the key's id,
+        // password = the key; an external broker applies its own ACL).
         let mut options = MqttOptions::new(
             format!("bench-{c}-{}", Uuid::new_v4().simple()),
             host.clone(),
@@ -291,10 +296,7 @@ async fn mqtt(
         options
             .set_keep_alive(Duration::from_secs(30))
             .set_inflight(1000)
-            .set_credentials(
-                gateway_username(&client, &common, &key_id).await?,
-                key_id.clone(),
-            );
+            .set_credentials(fleet.key_id.clone(), fleet.key.clone());
         let (mqtt, mut eventloop) = AsyncClient::new(options, 10_000);
         let (fleet, acked, errors) = (fleet.clone(), acked.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
@@ -366,35 +368,6 @@ async fn mqtt(
         peak_rss_mb,
     )
     .await
-}
-
-/// The MQTT username for the gateway key: its id (the embedded broker's rule).
-async fn gateway_username(
-    client: &reqwest::Client,
-    common: &Common,
-    _key: &str,
-) -> anyhow::Result<String> {
-    let login: Value = client
-        .post(format!("{}/api/v1/auth/login", common.url))
-        .json(&json!({"email": common.email, "password": common.password}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = login["access_token"].as_str().context("token")?;
-    let keys: Value = client
-        .get(format!("{}/api/v1/api-keys", common.url))
-        .bearer_auth(token)
-        .send()
-        .await?
-        .json()
-        .await?;
-    keys["api_keys"]
-        .as_array()
-        .and_then(|keys| keys.iter().find(|k| k["name"] == "bench gateway"))
-        .and_then(|k| k["id"].as_str())
-        .map(str::to_string)
-        .context("bench key id")
 }
 
 async fn persisted(database_url: &str, devices: &[Uuid]) -> anyhow::Result<u64> {
