@@ -69,6 +69,27 @@ fn connack(event: &Event) -> Option<rumqttc::ConnectReturnCode> {
     }
 }
 
+/// Waits until the platform's own subscriber is connected to the broker.
+async fn subscribed(app: &TestApp) {
+    eventually(Duration::from_secs(10), "platform subscribed", || async {
+        let status = app.get("/api/v1/status", As::Nobody).await;
+        (status.body["mqtt"]["connected"] == true).then_some(())
+    })
+    .await;
+}
+
+/// The CONNACK code, or `None` when the broker closed the connection instead.
+async fn login_outcome(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+) -> Option<rumqttc::ConnectReturnCode> {
+    next(events, "CONNACK or close", |e| match e {
+        Event::Incoming(Packet::ConnAck(ack)) => Some(Some(ack.code)),
+        Event::Outgoing(rumqttc::Outgoing::Disconnect) => Some(None),
+        _ => None,
+    })
+    .await
+}
+
 /// A device with a write key; the MQTT login is (device id, key).
 async fn device(app: &TestApp, token: &str) -> (String, String) {
     let device = app.create_device(token, seed_device()).await;
@@ -97,11 +118,7 @@ async fn mqtt_readings_are_stored_and_acknowledged_after_commit() {
     let app = spawn_app_with(with_mqtt).await;
     let token = app.admin_token().await;
     let (id, key) = device(&app, &token).await;
-    eventually(Duration::from_secs(10), "platform subscribed", || async {
-        let status = app.get("/api/v1/status", As::Nobody).await;
-        (status.body["mqtt"]["connected"] == true).then_some(())
-    })
-    .await;
+    subscribed(&app).await;
 
     let (client, mut events) = connect(&app, &id, &key).await;
     assert_eq!(
@@ -169,11 +186,7 @@ async fn malformed_messages_are_counted_and_never_stop_ingest() {
     let app = spawn_app_with(with_mqtt).await;
     let token = app.admin_token().await;
     let (id, key) = device(&app, &token).await;
-    eventually(Duration::from_secs(10), "platform subscribed", || async {
-        let status = app.get("/api/v1/status", As::Nobody).await;
-        (status.body["mqtt"]["connected"] == true).then_some(())
-    })
-    .await;
+    subscribed(&app).await;
     let (client, mut events) = connect(&app, &id, &key).await;
     next(&mut events, "CONNACK", connack).await;
     let topic = format!("devices/{id}/telemetry");
@@ -233,24 +246,14 @@ async fn the_embedded_broker_lets_a_device_publish_only_as_itself() {
     let (other, _) = device(&app, &token).await;
 
     let (_, mut refused) = connect(&app, &id, "wrong-key").await;
-    let code = next(&mut refused, "CONNACK or close", |e| match e {
-        Event::Incoming(Packet::ConnAck(ack)) => Some(Some(ack.code)),
-        Event::Outgoing(rumqttc::Outgoing::Disconnect) => Some(None),
-        _ => None,
-    })
-    .await;
+    let code = login_outcome(&mut refused).await;
     assert_ne!(
         code,
         Some(rumqttc::ConnectReturnCode::Success),
         "a wrong key is refused"
     );
     let (_, mut impostor) = connect(&app, &other, &key).await;
-    let code = next(&mut impostor, "CONNACK or close", |e| match e {
-        Event::Incoming(Packet::ConnAck(ack)) => Some(Some(ack.code)),
-        Event::Outgoing(rumqttc::Outgoing::Disconnect) => Some(None),
-        _ => None,
-    })
-    .await;
+    let code = login_outcome(&mut impostor).await;
     assert_ne!(
         code,
         Some(rumqttc::ConnectReturnCode::Success),
@@ -306,11 +309,7 @@ async fn status_changes_are_published_retained() {
     let app = spawn_app_with(with_mqtt).await;
     let token = app.admin_token().await;
     let (id, key) = device(&app, &token).await;
-    eventually(Duration::from_secs(10), "platform subscribed", || async {
-        let status = app.get("/api/v1/status", As::Nobody).await;
-        (status.body["mqtt"]["connected"] == true).then_some(())
-    })
-    .await;
+    subscribed(&app).await;
     let reading = json!({"device_id": id, "telemetry": {"temperature": 21}});
     assert_eq!(
         app.post("/api/v1/telemetry", As::ApiKey(&key), &reading)
