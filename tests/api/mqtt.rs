@@ -333,3 +333,91 @@ async fn status_changes_are_published_retained() {
     assert_eq!(status["status"], "online");
     assert_eq!(status["device_id"], id.as_str());
 }
+
+/// A throw-away Mosquitto on `port`; killed when dropped.
+struct Mosquitto(std::process::Child);
+
+impl Mosquitto {
+    fn start(port: u16) -> Option<Self> {
+        let child = std::process::Command::new("mosquitto")
+            .args(["-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Self(child))
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[actix_web::test]
+async fn ingest_resumes_after_the_broker_restarts() {
+    let port = crate::helpers::free_port();
+    let Some(broker) = Mosquitto::start(port) else {
+        eprintln!("not run: needs the mosquitto binary (apt-get install mosquitto)");
+        return;
+    };
+    let app = spawn_app_with(|s| {
+        with_mqtt(s);
+        s.mqtt.mode = insa_iiot::settings::MqttMode::External;
+        s.mqtt.url = format!("mqtt://127.0.0.1:{port}");
+    })
+    .await;
+    let token = app.admin_token().await;
+    let (id, key) = device(&app, &token).await;
+    subscribed(&app).await;
+    let topic = format!("devices/{id}/telemetry");
+    let publish = |value: f64| {
+        let (app, id, key, topic) = (&app, id.clone(), key.clone(), topic.clone());
+        async move {
+            let (client, mut events) = connect(app, &id, &key).await;
+            next(&mut events, "CONNACK", connack).await;
+            client
+                .publish(
+                    &topic,
+                    QoS::AtLeastOnce,
+                    false,
+                    json!({"pressure": value}).to_string(),
+                )
+                .await
+                .expect("publish");
+            next(&mut events, "PUBACK", |e| {
+                matches!(e, Event::Incoming(Packet::PubAck(_))).then_some(())
+            })
+            .await;
+        }
+    };
+    publish(1.0).await;
+    eventually(Duration::from_secs(10), "first reading stored", || async {
+        (rows_for(&app, &token, &id).await == 1).then_some(())
+    })
+    .await;
+
+    drop(broker);
+    eventually(
+        Duration::from_secs(10),
+        "platform sees the broker gone",
+        || async {
+            let status = app.get("/api/v1/status", As::Nobody).await;
+            (status.body["mqtt"]["connected"] == false).then_some(())
+        },
+    )
+    .await;
+    let _broker = Mosquitto::start(port).expect("mosquitto restarts");
+    subscribed(&app).await;
+    publish(2.0).await;
+    eventually(
+        Duration::from_secs(10),
+        "reading after the restart stored",
+        || async { (rows_for(&app, &token, &id).await == 2).then_some(()) },
+    )
+    .await;
+    let status = app.get("/api/v1/status", As::Nobody).await;
+    assert!(status.body["mqtt"]["messages_stored"].as_u64() >= Some(2));
+}
