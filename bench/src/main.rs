@@ -54,6 +54,14 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         qos: u8,
     },
+    /// Memory per active device actor: registers `devices` devices (straight into the database,
+    /// for speed), sends each one reading so its actor starts, and compares the platform's RSS.
+    Actors {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -96,12 +104,12 @@ struct Report {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let report = match cli.command {
+    match cli.command {
         Command::Http {
             common,
             concurrency,
             records,
-        } => http(common, concurrency, records).await?,
+        } => print(&http(common, concurrency, records).await?),
         Command::Mqtt {
             common,
             mqtt_host,
@@ -109,9 +117,102 @@ async fn main() -> anyhow::Result<()> {
             rate,
             connections,
             qos,
-        } => mqtt(common, mqtt_host, mqtt_port, rate, connections, qos).await?,
-    };
-    print(&report);
+        } => print(&mqtt(common, mqtt_host, mqtt_port, rate, connections, qos).await?),
+        Command::Actors {
+            common,
+            concurrency,
+        } => actors(common, concurrency).await?,
+    }
+    Ok(())
+}
+
+fn rss_mb(pid: u32) -> Option<f64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<f64>()
+        .ok()
+        .map(|kb| kb / 1024.0)
+}
+
+async fn actors(common: Common, concurrency: usize) -> anyhow::Result<()> {
+    let pid = common
+        .pid
+        .context("--pid is needed to read the platform's memory")?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let fleet = fleet(
+        &client,
+        &Common {
+            devices: 1,
+            ..common.clone()
+        },
+    )
+    .await?;
+    let pool = sqlx::PgPool::connect(&common.database_url).await?;
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO devices (id, name, type, status, created_at, updated_at) \
+         SELECT gen_random_uuid(), 'bench-actor-' || g, 'temperature', 'offline', now(), now() \
+         FROM generate_series(1, $1) AS g RETURNING id",
+    )
+    .bind(common.devices as i64)
+    .fetch_all(&pool)
+    .await?;
+    pool.close().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rss_mb(pid).context("platform RSS")?;
+    let ids = Arc::new(ids);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, ids, next, key, url) = (
+            client.clone(),
+            ids.clone(),
+            next.clone(),
+            fleet.key.clone(),
+            common.url.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(device) = ids.get(i) else { return };
+                let body = json!({"device_id": device, "telemetry": telemetry(i as u64)});
+                let _ = client
+                    .post(format!("{url}/api/v1/telemetry"))
+                    .header("X-API-Key", &key)
+                    .json(&body)
+                    .send()
+                    .await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let sent = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status: Value = client
+        .get(format!("{}/api/v1/status", common.url))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let active = status["ingest"]["active_device_actors"]
+        .as_u64()
+        .unwrap_or(0);
+    let after = rss_mb(pid).context("platform RSS")?;
+    println!("| registered devices | active actors | RSS before MB | RSS after MB | KB per active actor | activation s |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| {} | {active} | {before:.1} | {after:.1} | {:.2} | {sent:.1} |",
+        ids.len(),
+        (after - before) * 1024.0 / active.max(1) as f64
+    );
     Ok(())
 }
 
