@@ -305,8 +305,11 @@ async fn http(common: Common, concurrency: usize, records: usize) -> anyhow::Res
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             let mut seq = worker as u64 * 1_000_000_000;
+            let mut request = worker;
             while Instant::now() < deadline {
-                let device = fleet.devices[(seq as usize) % fleet.devices.len()];
+                // Workers take devices in turn, whatever the batch size.
+                let device = fleet.devices[request % fleet.devices.len()];
+                request += concurrency;
                 let body = if records == 1 {
                     json!({"device_id": device, "telemetry": telemetry(seq)})
                 } else {
