@@ -64,11 +64,7 @@ impl StateWriter {
         }
         self.flushing = true;
         let seen: Vec<_> = self.seen.drain().collect();
-        let statuses: Vec<_> = self
-            .statuses
-            .drain()
-            .map(|(id, status)| (id, status.as_str()))
-            .collect();
+        let statuses: Vec<_> = self.statuses.drain().collect();
         let db = self.db.clone();
         let work = async move {
             let result = store::write_device_state(&db, &seen, &statuses).await;
@@ -85,9 +81,7 @@ impl StateWriter {
                             act.seen.entry(id).or_insert(at);
                         }
                         for (id, status) in statuses {
-                            if let Some(status) = DeviceStatus::parse(status) {
-                                act.statuses.entry(id).or_insert(status);
-                            }
+                            act.statuses.entry(id).or_insert(status);
                         }
                     }
                 }),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection};
-use sqlx::{Postgres, QueryBuilder, Sqlite};
+use sqlx::{QueryBuilder, Sqlite};
 
 use crate::point::Point;
 
@@ -206,7 +206,7 @@ async fn write_sqlite(
 pub async fn write_device_state(
     db: &DatabaseConnection,
     seen: &[(uuid::Uuid, chrono::DateTime<chrono::Utc>)],
-    statuses: &[(uuid::Uuid, &'static str)],
+    statuses: &[(uuid::Uuid, insa_entities::DeviceStatus)],
 ) -> Result<(), sqlx::Error> {
     match db.get_database_backend() {
         DatabaseBackend::Postgres => {
@@ -224,15 +224,19 @@ pub async fn write_device_state(
                 .await?;
             }
             if !statuses.is_empty() {
-                let (ids, values): (Vec<_>, Vec<_>) = statuses.iter().copied().unzip();
-                let mut update: QueryBuilder<Postgres> = QueryBuilder::new(
+                let (ids, values): (Vec<_>, Vec<_>) = statuses
+                    .iter()
+                    .map(|(id, status)| (*id, status.as_str()))
+                    .unzip();
+                sqlx::query(
                     "UPDATE devices SET status = u.st, updated_at = now() \
-                     FROM UNNEST(",
-                );
-                update.push_bind(ids).push("::uuid[], ").push_bind(values).push(
-                    "::text[]) AS u(id, st) WHERE devices.id = u.id AND devices.status <> 'maintenance'",
-                );
-                update.build().execute(&mut *tx).await?;
+                     FROM UNNEST($1::uuid[], $2::text[]) AS u(id, st) \
+                     WHERE devices.id = u.id AND devices.status <> 'maintenance'",
+                )
+                .bind(ids)
+                .bind(values)
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await
         }
@@ -252,7 +256,7 @@ pub async fn write_device_state(
                 sqlx::query(
                     "UPDATE devices SET status = ?1, updated_at = ?2 WHERE id = ?3 AND status <> 'maintenance'",
                 )
-                .bind(*status)
+                .bind(status.as_str())
                 .bind(chrono::Utc::now())
                 .bind(id)
                 .execute(&mut *tx)

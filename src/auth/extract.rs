@@ -181,8 +181,7 @@ pub async fn authenticate_key(state: &AppState, key: &str) -> Result<DeviceKey, 
                 .one(&state.db)
                 .await?
                 .ok_or_else(invalid)?;
-            state.keys.put(hash.clone(), row, None);
-            state.keys.get(&hash).ok_or_else(invalid)?
+            state.keys.put(hash.clone(), row)
         }
     };
     let row = &cached.row;

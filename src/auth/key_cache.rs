@@ -60,15 +60,15 @@ impl KeyCache {
             .map(|entry| entry.clone())
     }
 
-    pub fn put(&self, hash: String, row: api_keys::Model, touched: Option<Instant>) {
-        self.by_hash.insert(
-            hash,
-            CachedKey {
-                row,
-                fetched: Instant::now(),
-                touched,
-            },
-        );
+    /// Caches a row just read from the database and returns it.
+    pub fn put(&self, hash: String, row: api_keys::Model) -> CachedKey {
+        let entry = CachedKey {
+            row,
+            fetched: Instant::now(),
+            touched: None,
+        };
+        self.by_hash.insert(hash, entry.clone());
+        entry
     }
 
     /// Records that `last_used_at` was written now.

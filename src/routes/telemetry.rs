@@ -149,6 +149,18 @@ fn authorize_read(caller: &Caller, device_id: Uuid) -> Result<(), ApiError> {
     }
 }
 
+/// The device a read names, checked against the caller, after checking the keys asked for.
+fn read_target(
+    caller: &Caller,
+    device_id: Option<&str>,
+    keys: &[String],
+) -> Result<Uuid, ApiError> {
+    let device_id = parse_device(device_id)?;
+    authorize_read(caller, device_id)?;
+    check_keys(keys)?;
+    Ok(device_id)
+}
+
 fn bad_query(message: impl Into<String>) -> ApiError {
     ApiError::new(Code::InvalidQuery, message)
 }
@@ -293,9 +305,7 @@ pub async fn get_telemetry(
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let query: TelemetryQuery = parse_query(&req)?;
-    let device_id = parse_device(query.device_id.as_deref())?;
-    authorize_read(&caller, device_id)?;
-    check_keys(&query.key)?;
+    let device_id = read_target(&caller, query.device_id.as_deref(), &query.key)?;
     let start = parse_time("start", query.start.as_deref())?;
     let end = parse_time("end", query.end.as_deref())?;
     if let (Some(start), Some(end)) = (start, end) {
@@ -406,39 +416,41 @@ async fn aggregate(
     }
     let order = order.unwrap_or(Order::Asc);
     let backend = state.db.get_database_backend();
-    let placeholder = |n: usize| match backend {
+    // The n-th bound value: `$n` on PostgreSQL, `?n` on SQLite.
+    let mark = |n: usize| match backend {
         DatabaseBackend::Postgres => format!("${n}"),
-        _ => "?".to_string(),
+        _ => format!("?{n}"),
     };
+    // Bucket start in epoch seconds (SQLite has no floor(); its integer division floors here).
+    let bucket = match backend {
+        DatabaseBackend::Postgres => {
+            format!(
+                "CAST(floor(extract(epoch FROM timestamp) / {s}) * {s} AS BIGINT)",
+                s = mark(1)
+            )
+        }
+        _ => format!(
+            "(CAST(strftime('%s', timestamp) AS INTEGER) / {s}) * {s}",
+            s = mark(1)
+        ),
+    };
+    let mut sql = format!(
+        "SELECT key, {bucket} AS bucket, \
+         CAST({function}(value) AS DOUBLE PRECISION) AS value, COUNT(value) AS n FROM telemetry \
+         WHERE device_id = {d} AND timestamp >= {from} AND timestamp < {to}",
+        d = mark(2),
+        from = mark(3),
+        to = mark(4),
+    );
     let mut values: Vec<SqlValue> = vec![
         interval.seconds.into(),
         device_id.into(),
         start.into(),
         end.into(),
     ];
-    let bucket = match backend {
-        DatabaseBackend::Postgres => {
-            "(floor(extract(epoch FROM timestamp) / $1) * $1)::bigint".to_string()
-        }
-        _ => "(CAST(strftime('%s', timestamp) AS INTEGER) / ?1) * ?1".to_string(),
-    };
-    let (p2, p3, p4) = match backend {
-        DatabaseBackend::Postgres => (placeholder(2), placeholder(3), placeholder(4)),
-        _ => ("?2".to_string(), "?3".to_string(), "?4".to_string()),
-    };
-    let mut sql = format!(
-        "SELECT key, {bucket} AS bucket, CAST({function}(value) AS DOUBLE PRECISION) AS value, \
-         COUNT(value) AS n FROM telemetry \
-         WHERE device_id = {p2} AND timestamp >= {p3} AND timestamp < {p4}"
-    );
     if !query.key.is_empty() {
         let first = values.len() + 1;
-        let marks: Vec<String> = (first..first + query.key.len())
-            .map(|n| match backend {
-                DatabaseBackend::Postgres => format!("${n}"),
-                _ => format!("?{n}"),
-            })
-            .collect();
+        let marks: Vec<String> = (first..first + query.key.len()).map(mark).collect();
         sql.push_str(&format!(" AND key IN ({})", marks.join(", ")));
         values.extend(query.key.iter().map(|k| SqlValue::from(k.clone())));
     }
@@ -515,9 +527,7 @@ pub async fn get_latest(
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let query: LatestQuery = parse_query(&req)?;
-    let device_id = parse_device(query.device_id.as_deref())?;
-    authorize_read(&caller, device_id)?;
-    check_keys(&query.key)?;
+    let device_id = read_target(&caller, query.device_id.as_deref(), &query.key)?;
     let device = find_device(&state, device_id).await?;
     let (status, last_seen) = match state.pipeline.device_state(device_id).await {
         Some(live) => (live.status, live.last_seen),
