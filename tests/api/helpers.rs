@@ -331,6 +331,19 @@ where
     }
 }
 
+/// The product README's "Ingest Telemetry" body for this device.
+pub fn seed_reading(device_id: &str) -> Value {
+    json!({
+        "device_id": device_id,
+        "timestamp": "2025-10-27T16:30:00Z",
+        "telemetry": {
+            "temperature": {"value": 25.5, "unit": "C", "quality": 100},
+            "humidity": {"value": 65, "unit": "%"},
+            "pressure": {"value": 1013, "unit": "hPa"}
+        }
+    })
+}
+
 /// The seed's "Create Device" body, as written.
 pub fn seed_device() -> Value {
     json!({

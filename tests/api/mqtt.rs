@@ -7,7 +7,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    eventually, external_broker, seed_device, spawn_app_with, with_mqtt, As, TestApp,
+    eventually, external_broker, seed_device, seed_reading, spawn_app_with, with_mqtt, As, TestApp,
 };
 
 /// A connected device client: (client, its event loop driven in the background).
@@ -90,6 +90,23 @@ async fn login_outcome(
     .await
 }
 
+/// Publishes QoS 1 and waits for the broker's PUBACK.
+async fn publish_acked(
+    client: &AsyncClient,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    topic: &str,
+    body: Value,
+) {
+    client
+        .publish(topic, QoS::AtLeastOnce, false, body.to_string())
+        .await
+        .expect("publish");
+    next(events, "PUBACK", |e| {
+        matches!(e, Event::Incoming(Packet::PubAck(_))).then_some(())
+    })
+    .await;
+}
+
 /// A device with a write key; the MQTT login is (device id, key).
 async fn device(app: &TestApp, token: &str) -> (String, String) {
     let device = app.create_device(token, seed_device()).await;
@@ -127,32 +144,9 @@ async fn mqtt_readings_are_stored_and_acknowledged_after_commit() {
     );
     let topic = format!("devices/{id}/telemetry");
     // The HTTP body, QoS 1.
-    let body = json!({"device_id": id, "timestamp": "2025-10-27T16:30:00Z", "telemetry": {
-        "temperature": {"value": 25.5, "unit": "C", "quality": 100},
-        "humidity": {"value": 65, "unit": "%"},
-        "pressure": {"value": 1013, "unit": "hPa"}}});
-    client
-        .publish(&topic, QoS::AtLeastOnce, false, body.to_string())
-        .await
-        .expect("publish");
-    next(&mut events, "PUBACK", |e| {
-        matches!(e, Event::Incoming(Packet::PubAck(_))).then_some(())
-    })
-    .await;
+    publish_acked(&client, &mut events, &topic, seed_reading(&id)).await;
     // Only the telemetry object, QoS 1 and QoS 0.
-    client
-        .publish(
-            &topic,
-            QoS::AtLeastOnce,
-            false,
-            json!({"flow": 12.5}).to_string(),
-        )
-        .await
-        .expect("publish");
-    next(&mut events, "PUBACK", |e| {
-        matches!(e, Event::Incoming(Packet::PubAck(_))).then_some(())
-    })
-    .await;
+    publish_acked(&client, &mut events, &topic, json!({"flow": 12.5})).await;
     client
         .publish(
             &topic,
@@ -378,19 +372,7 @@ async fn ingest_resumes_after_the_broker_restarts() {
         async move {
             let (client, mut events) = connect(app, &id, &key).await;
             next(&mut events, "CONNACK", connack).await;
-            client
-                .publish(
-                    &topic,
-                    QoS::AtLeastOnce,
-                    false,
-                    json!({"pressure": value}).to_string(),
-                )
-                .await
-                .expect("publish");
-            next(&mut events, "PUBACK", |e| {
-                matches!(e, Event::Incoming(Packet::PubAck(_))).then_some(())
-            })
-            .await;
+            publish_acked(&client, &mut events, &topic, json!({"pressure": value})).await;
         }
     };
     publish(1.0).await;

@@ -7,20 +7,9 @@ use reqwest::StatusCode;
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, seed_device, spawn_app, spawn_app_with, As, TestApp};
-
-/// The product README's "Ingest Telemetry" body for this device.
-fn seed_reading(device_id: &str) -> Value {
-    json!({
-        "device_id": device_id,
-        "timestamp": "2025-10-27T16:30:00Z",
-        "telemetry": {
-            "temperature": {"value": 25.5, "unit": "C", "quality": 100},
-            "humidity": {"value": 65, "unit": "%"},
-            "pressure": {"value": 1013, "unit": "hPa"}
-        }
-    })
-}
+use crate::helpers::{
+    eventually, seed_device, seed_reading, spawn_app, spawn_app_with, As, TestApp,
+};
 
 /// A device and a read+write key bound to it: (admin token, device id, key).
 async fn device_with_key(app: &TestApp, extra: Value) -> (String, String, String) {
