@@ -10,13 +10,11 @@
 
 use std::time::Duration;
 
-use actix_web::web;
-use anyhow::Context;
-use insa_actors::mqtt::{MqttIngest, MqttIngestConfig};
-use insa_actors::payload::Limits;
-
 use crate::settings::{MqttMode, Settings};
 use crate::state::AppState;
+use actix_web::web;
+use anyhow::Context;
+use insa_actors::mqtt::{MqttIngest, MqttIngestConfig, MqttStats};
 
 /// What MQTT the platform ended up with.
 pub struct Mqtt {
@@ -62,11 +60,8 @@ pub async fn start(
         persistent_session: config.persistent_session,
         max_unacked: config.max_unacked,
         max_packet_bytes: settings.ingest.max_body_bytes,
-        limits: Limits {
-            max_keys: settings.ingest.max_keys_per_reading,
-            max_records: settings.ingest.max_records_per_request,
-            ..Limits::default()
-        },
+        limits: settings.ingest.limits(),
+        subscribe_telemetry: true,
     };
     if external {
         tracing::info!(%host, port, "MQTT: using the external broker");
@@ -79,18 +74,23 @@ pub async fn start(
     }
     #[cfg(feature = "embedded-broker")]
     {
-        let broker = embedded::EmbeddedBroker::start(state.clone(), &host, port, settings)?;
+        // The broker stores telemetry itself before it acknowledges a device; the platform's
+        // client only publishes status.
+        let stats = std::sync::Arc::new(MqttStats::default());
+        let broker =
+            embedded::EmbeddedBroker::start(state.clone(), &host, port, settings, stats.clone())?;
         tracing::info!(%host, port, "MQTT: embedded broker listening");
         ingest.credentials = Some(broker.internal_credentials());
+        ingest.subscribe_telemetry = false;
         Ok(Some(Mqtt {
             mode: "embedded",
-            ingest: insa_actors::mqtt::start(state.pipeline.clone(), ingest),
+            ingest: insa_actors::mqtt::start_with(state.pipeline.clone(), ingest, stats),
             broker: Some(broker),
         }))
     }
     #[cfg(not(feature = "embedded-broker"))]
     {
-        let _ = &mut ingest;
+        let _ = (&mut ingest, MqttStats::default);
         anyhow::bail!(
             "mqtt.mode: no broker answers at {host}:{port} and this build has no embedded broker \
              (feature embedded-broker); start one or set mqtt.mode = off"
@@ -116,6 +116,9 @@ pub mod embedded {
     use rmqtt::server::MqttServer;
     use rmqtt::types::{AuthResult, PublishAclResult, SubscribeReturn};
     use uuid::Uuid;
+
+    use insa_actors::mqtt::{device_of_topic, store_message, MqttStats};
+    use insa_actors::payload::Limits;
 
     use crate::auth::extract::authenticate_key;
     use crate::settings::Settings;
@@ -148,6 +151,8 @@ pub mod embedded {
         state: web::Data<AppState>,
         internal: (String, String),
         grants: Arc<DashMap<String, Grant>>,
+        limits: Limits,
+        stats: Arc<MqttStats>,
     }
 
     #[async_trait::async_trait]
@@ -191,6 +196,18 @@ pub mod embedded {
                     let grant = self.grants.get(client_id).map(|g| *g);
                     let topic: &str = &publish.inner.topic;
                     if grant.is_some_and(|g| g.allows(topic)) {
+                        // Telemetry is stored before this hook returns, so the device's PUBACK
+                        // (sent after it) means the reading is in the database.
+                        if device_of_topic(topic).is_some() {
+                            store_message(
+                                &self.state.pipeline,
+                                topic,
+                                &publish.inner.payload,
+                                &self.limits,
+                                &self.stats,
+                            )
+                            .await;
+                        }
                         (true, acc)
                     } else {
                         tracing::warn!(client_id = %session.id.client_id, %topic, "MQTT publish refused: not the device's topic");
@@ -240,6 +257,7 @@ pub mod embedded {
             host: &str,
             port: u16,
             settings: &Settings,
+            stats: Arc<MqttStats>,
         ) -> anyhow::Result<Self> {
             let addr: SocketAddr = format!("{host}:{port}").parse().with_context(|| {
                 format!("mqtt.url: the embedded broker needs an IP address, not `{host}`")
@@ -261,6 +279,8 @@ pub mod embedded {
                 state,
                 internal: internal.clone(),
                 grants: Arc::new(DashMap::new()),
+                limits: settings.ingest.limits(),
+                stats,
             };
             std::thread::Builder::new()
                 .name("mqtt-broker".into())

@@ -187,6 +187,17 @@ pub struct IngestSettings {
     pub ack_timeout_secs: u64,
 }
 
+impl IngestSettings {
+    /// The payload bounds HTTP and MQTT ingest apply.
+    pub fn limits(&self) -> insa_actors::payload::Limits {
+        insa_actors::payload::Limits {
+            max_keys: self.max_keys_per_reading,
+            max_records: self.max_records_per_request,
+            ..insa_actors::payload::Limits::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {

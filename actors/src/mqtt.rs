@@ -1,15 +1,20 @@
-//! MQTT ingest: the platform's subscriber on `devices/+/telemetry`.
+//! MQTT ingest: the platform's subscriber on `devices/+/telemetry`, and [`store_message`] for the
+//! embedded broker.
 //!
 //! Each message goes through the same [`Pipeline`] as HTTP readings. A QoS 1 message is
 //! acknowledged (PUBACK) only after its points are committed, in the order messages arrived; a
-//! persistent session makes the broker redeliver anything unacknowledged after a crash. The broker's
-//! in-flight window bounds the messages held unacknowledged; when the writer is saturated the
-//! subscriber stops taking messages (the broker holds the rest) and resumes when there is room. Malformed messages are counted, logged with the device, acknowledged (there is
-//! nothing to store) and never stop the ingest.
+//! persistent session makes the broker redeliver anything unacknowledged after a crash.
+//!
+//! Three tasks: `receive` polls the connection and never waits (keep-alive answers and PUBACKs
+//! only move while it polls); `submit` hands messages to the pipeline in order and waits while
+//! the writer is saturated; `acknowledge` sends PUBACKs in order once stored. The broker's
+//! in-flight window bounds the QoS 1 messages held between them; QoS 0 messages beyond
+//! `max_unacked` waiting are shed and counted. Malformed messages are counted, logged with the
+//! device, acknowledged (there is nothing to store) and never stop the ingest.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
@@ -37,6 +42,9 @@ pub struct MqttIngestConfig {
     pub max_unacked: usize,
     pub max_packet_bytes: usize,
     pub limits: Limits,
+    /// Subscribe to `devices/+/telemetry`. Off with the embedded broker, which hands telemetry
+    /// to the pipeline itself ([`store_message`]) and answers the device only once it is stored.
+    pub subscribe_telemetry: bool,
 }
 
 /// Counters for status and metrics.
@@ -49,6 +57,8 @@ pub struct MqttStats {
     pub malformed: AtomicU64,
     /// Well-formed messages for devices this platform does not know.
     pub unknown_device: AtomicU64,
+    /// QoS 0 messages dropped because the writer was saturated (QoS 1 ones wait in the broker).
+    pub shed: AtomicU64,
 }
 
 /// A running subscriber.
@@ -69,17 +79,31 @@ pub fn device_of_topic(topic: &str) -> Option<Uuid> {
 
 type Done = oneshot::Receiver<Result<(), WriteError>>;
 
-/// A received message waiting for its acknowledgement, in arrival order.
-struct Pending {
+/// A received message, in arrival order, on its way to the writer.
+struct Received {
     publish: Publish,
-    /// `None`: nothing to store (malformed); acknowledge in turn.
-    done: Option<(Uuid, Done)>,
     /// The connection it came on: a packet id is only meaningful on its own connection.
     generation: u64,
 }
 
+/// A submitted message waiting for its acknowledgement, in arrival order.
+struct Pending {
+    received: Received,
+    /// `None`: nothing to store (malformed); acknowledge in turn.
+    done: Option<Done>,
+}
+
 /// Starts the subscriber on the current actix arbiter.
 pub fn start(pipeline: Pipeline, config: MqttIngestConfig) -> MqttIngest {
+    start_with(pipeline, config, Arc::default())
+}
+
+/// Starts the subscriber with counters shared with another ingest path (the embedded broker's).
+pub fn start_with(
+    pipeline: Pipeline,
+    config: MqttIngestConfig,
+    stats: Arc<MqttStats>,
+) -> MqttIngest {
     let mut options = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
     options
         .set_keep_alive(Duration::from_secs(30))
@@ -93,8 +117,9 @@ pub fn start(pipeline: Pipeline, config: MqttIngestConfig) -> MqttIngest {
     // The request channel (acks, subscribe, status) must hold every outstanding ack, so the
     // acknowledger never waits on it: acks only leave it while the receive loop polls.
     let (client, eventloop) = AsyncClient::new(options, config.max_unacked * 2 + 8192);
-    let stats = Arc::new(MqttStats::default());
     let generation = Arc::new(AtomicU64::new(0));
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let (inbox, received) = mpsc::unbounded_channel();
     let (queue, pending) = mpsc::unbounded_channel();
 
     actix::spawn(acknowledge(
@@ -105,29 +130,43 @@ pub fn start(pipeline: Pipeline, config: MqttIngestConfig) -> MqttIngest {
         stats.clone(),
         generation.clone(),
     ));
+    actix::spawn(submit(
+        received,
+        pipeline.clone(),
+        config.limits.clone(),
+        stats.clone(),
+        waiting.clone(),
+        queue,
+    ));
     actix::spawn(publish_status(pipeline.subscribe(), client.clone()));
     actix::spawn(receive(
         eventloop,
         client.clone(),
-        pipeline,
         config,
         stats.clone(),
         generation,
-        queue,
+        waiting,
+        inbox,
     ));
     MqttIngest { stats, client }
 }
 
+/// Polls the connection without ever waiting on the writer: a paused poll would hold back the
+/// keep-alive answer and the PUBACKs waiting in the request channel, and the broker would drop the
+/// connection. QoS 1 messages are bounded by the broker's in-flight window (they are acknowledged
+/// only once stored); QoS 0 ones have no such bound and are shed, counted, beyond
+/// `max_unacked` messages waiting for the writer.
 async fn receive(
     mut eventloop: EventLoop,
     client: AsyncClient,
-    pipeline: Pipeline,
     config: MqttIngestConfig,
     stats: Arc<MqttStats>,
     generation: Arc<AtomicU64>,
-    queue: mpsc::UnboundedSender<Pending>,
+    waiting: Arc<AtomicUsize>,
+    inbox: mpsc::UnboundedSender<Received>,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut last_shed_warning: Option<Instant> = None;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -136,21 +175,34 @@ async fn receive(
                 stats.connected.store(true, Ordering::Release);
                 stats.connections.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(host = %config.host, port = config.port, "MQTT ingest connected");
+                if !config.subscribe_telemetry {
+                    continue;
+                }
                 if let Err(err) = client.try_subscribe(TELEMETRY_FILTER, QoS::AtLeastOnce) {
                     tracing::error!(error = %err, "cannot subscribe to {TELEMETRY_FILTER}");
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 stats.received.fetch_add(1, Ordering::Relaxed);
-                let done = take(&pipeline, &publish, &config.limits, &stats).await;
-                let pending = Pending {
+                if publish.qos == QoS::AtMostOnce
+                    && waiting.load(Ordering::Acquire) >= config.max_unacked
+                {
+                    stats.shed.fetch_add(1, Ordering::Relaxed);
+                    if last_shed_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                        last_shed_warning = Some(Instant::now());
+                        tracing::warn!(
+                            topic = %publish.topic,
+                            "writer saturated: QoS 0 MQTT messages are being shed (see mqtt.messages_shed)"
+                        );
+                    }
+                    continue;
+                }
+                waiting.fetch_add(1, Ordering::AcqRel);
+                let received = Received {
                     publish,
-                    done,
                     generation: generation.load(Ordering::Acquire),
                 };
-                // Never wait on the acknowledger here: only polling drains the acks it sends. The
-                // broker bounds what is unacknowledged (its in-flight window), and so this queue.
-                if queue.send(pending).is_err() {
+                if inbox.send(received).is_err() {
                     return;
                 }
             }
@@ -168,24 +220,45 @@ async fn receive(
     }
 }
 
-/// Decodes and submits one message; waits (without reading more) while the writer is saturated.
+/// Hands received messages to the pipeline in arrival order, waiting while the writer is
+/// saturated (the broker holds what it has not sent).
+async fn submit(
+    mut received: mpsc::UnboundedReceiver<Received>,
+    pipeline: Pipeline,
+    limits: Limits,
+    stats: Arc<MqttStats>,
+    waiting: Arc<AtomicUsize>,
+    queue: mpsc::UnboundedSender<Pending>,
+) {
+    while let Some(received) = received.recv().await {
+        let publish = &received.publish;
+        let done = take(&pipeline, &publish.topic, &publish.payload, &limits, &stats).await;
+        waiting.fetch_sub(1, Ordering::AcqRel);
+        if queue.send(Pending { received, done }).is_err() {
+            return;
+        }
+    }
+}
+
+/// Decodes and submits one message; waits while the writer is saturated. `None`: nothing to store.
 async fn take(
     pipeline: &Pipeline,
-    publish: &Publish,
+    topic: &str,
+    payload: &[u8],
     limits: &Limits,
     stats: &MqttStats,
-) -> Option<(Uuid, Done)> {
+) -> Option<Done> {
     let malformed = |device: Option<Uuid>, why: &str| {
         stats.malformed.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(topic = %publish.topic, device_id = ?device, reason = why, "malformed MQTT message dropped");
+        tracing::warn!(%topic, device_id = ?device, reason = why, "malformed MQTT message dropped");
     };
-    let Some(device) = device_of_topic(&publish.topic) else {
+    let Some(device) = device_of_topic(topic) else {
         malformed(None, "topic is not devices/{uuid}/telemetry");
         return None;
     };
     let mut delay = Duration::from_millis(2);
     loop {
-        let points = match decode(publish, device, limits) {
+        let points = match decode(payload, device, limits) {
             Ok(points) => points,
             Err(why) => {
                 malformed(Some(device), &why);
@@ -193,7 +266,7 @@ async fn take(
             }
         };
         match pipeline.submit(device, points).await {
-            Ok(done) => return Some((device, done)),
+            Ok(done) => return Some(done),
             Err(IngestError::Saturated) | Err(IngestError::Database(_)) => {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_millis(500));
@@ -211,9 +284,46 @@ async fn take(
     }
 }
 
-fn decode(publish: &Publish, device: Uuid, limits: &Limits) -> Result<Vec<crate::Point>, String> {
-    let body: Value =
-        serde_json::from_slice(&publish.payload).map_err(|err| format!("not JSON: {err}"))?;
+/// Waits until a submitted message is stored, resubmitting it after a failed batch.
+async fn stored(
+    mut done: Option<Done>,
+    pipeline: &Pipeline,
+    topic: &str,
+    payload: &[u8],
+    limits: &Limits,
+    stats: &MqttStats,
+) {
+    while let Some(waiting) = done {
+        match waiting.await {
+            Ok(Ok(())) => {
+                stats.stored.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            _ => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                done = take(pipeline, topic, payload, limits, stats).await;
+            }
+        }
+    }
+}
+
+/// Stores one message published on a telemetry topic and returns once its points are committed
+/// (or it was dropped as malformed or for an unknown device, counted). The embedded broker calls
+/// this before it answers the device's PUBACK.
+pub async fn store_message(
+    pipeline: &Pipeline,
+    topic: &str,
+    payload: &[u8],
+    limits: &Limits,
+    stats: &MqttStats,
+) {
+    stats.received.fetch_add(1, Ordering::Relaxed);
+    let done = take(pipeline, topic, payload, limits, stats).await;
+    stored(done, pipeline, topic, payload, limits, stats).await;
+}
+
+fn decode(payload: &[u8], device: Uuid, limits: &Limits) -> Result<Vec<crate::Point>, String> {
+    let body: Value = serde_json::from_slice(payload).map_err(|err| format!("not JSON: {err}"))?;
     let decoded = payload::decode(&body, Some(device), true, Utc::now(), limits)
         .map_err(|err| err.to_string())?;
     if decoded.device_id.is_some_and(|named| named != device) {
@@ -232,33 +342,26 @@ async fn acknowledge(
     stats: Arc<MqttStats>,
     generation: Arc<AtomicU64>,
 ) {
-    while let Some(item) = pending.recv().await {
-        if let Some((_, mut done)) = item.done {
-            loop {
-                match done.await {
-                    Ok(Ok(())) => {
-                        stats.stored.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                    _ => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        match take(&pipeline, &item.publish, &limits, &stats).await {
-                            Some((_, again)) => done = again,
-                            None => break,
-                        }
-                    }
-                }
-            }
-        }
-        if item.publish.qos == QoS::AtMostOnce {
+    while let Some(Pending { received, done }) = pending.recv().await {
+        let publish = &received.publish;
+        stored(
+            done,
+            &pipeline,
+            &publish.topic,
+            &publish.payload,
+            &limits,
+            &stats,
+        )
+        .await;
+        if publish.qos == QoS::AtMostOnce {
             continue;
         }
-        if item.generation != generation.load(Ordering::Acquire) {
+        if received.generation != generation.load(Ordering::Acquire) {
             // Received on an earlier connection: the broker redelivers it; acking now would
             // acknowledge another message with the same packet id.
             continue;
         }
-        if let Err(err) = client.ack(&item.publish).await {
+        if let Err(err) = client.ack(publish).await {
             tracing::warn!(error = %err, "cannot send PUBACK");
         }
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use chrono::{DateTime, TimeZone, Utc};
-use insa_actors::payload::{self, Limits};
+use insa_actors::payload;
 use insa_actors::IngestError;
 use insa_entities::{devices, telemetry, telemetry_latest, Role};
 use sea_orm::{
@@ -101,11 +101,7 @@ pub async fn post_telemetry(
             None
         }
     };
-    let limits = Limits {
-        max_keys: state.settings.ingest.max_keys_per_reading,
-        max_records: state.settings.ingest.max_records_per_request,
-        ..Limits::default()
-    };
+    let limits = state.settings.ingest.limits();
     let decoded = payload::decode(&body, default_device, false, Utc::now(), &limits)
         .map_err(|err| ApiError::validation(vec![FieldProblem::new(err.field, err.message)]))?;
     let Some(device_id) = decoded.points.first().map(|p| p.device_id) else {

@@ -176,6 +176,30 @@ async fn mqtt_readings_are_stored_and_acknowledged_after_commit() {
 }
 
 #[actix_web::test]
+async fn the_embedded_broker_acknowledges_a_reading_only_once_it_is_stored() {
+    if external_broker() {
+        eprintln!("not applicable: with MQTT_URL the device's PUBACK comes from that broker");
+        return;
+    }
+    let app = spawn_app_with(with_mqtt).await;
+    let token = app.admin_token().await;
+    let (id, key) = device(&app, &token).await;
+    let (client, mut events) = connect(&app, &id, &key).await;
+    assert_eq!(
+        next(&mut events, "CONNACK", connack).await,
+        rumqttc::ConnectReturnCode::Success
+    );
+    let topic = format!("devices/{id}/telemetry");
+    for n in 1..=20 {
+        publish_acked(&client, &mut events, &topic, json!({"pressure": n})).await;
+        // No waiting: the PUBACK itself says the reading is in the database.
+        assert_eq!(rows_for(&app, &token, &id).await, n, "after PUBACK {n}");
+    }
+    let status = app.get("/api/v1/status", As::Nobody).await;
+    assert_eq!(status.body["mqtt"]["messages_stored"], 20);
+}
+
+#[actix_web::test]
 async fn malformed_messages_are_counted_and_never_stop_ingest() {
     let app = spawn_app_with(with_mqtt).await;
     let token = app.admin_token().await;
