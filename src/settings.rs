@@ -356,8 +356,8 @@ impl Settings {
             "mqtt.client_id: 1 to 64 characters".into(),
         );
         check(
-            self.mqtt.max_unacked >= 1,
-            "mqtt.max_unacked: must be at least 1".into(),
+            (1..=65_535).contains(&self.mqtt.max_unacked),
+            "mqtt.max_unacked: 1 to 65535 (MQTT packet ids are 16-bit)".into(),
         );
         if let Some(smtp) = &self.smtp.url {
             check(

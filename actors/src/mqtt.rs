@@ -5,21 +5,23 @@
 //! acknowledged (PUBACK) only after its points are committed, in the order messages arrived; a
 //! persistent session makes the broker redeliver anything unacknowledged after a crash.
 //!
-//! Three tasks: `receive` polls the connection and never waits (keep-alive answers and PUBACKs
-//! only move while it polls); `submit` hands messages to the pipeline in order and waits while
-//! the writer is saturated; `acknowledge` sends PUBACKs in order once stored. The broker's
-//! in-flight window bounds the QoS 1 messages held between them; QoS 0 messages beyond
-//! `max_unacked` waiting are shed and counted. Malformed messages are counted, logged with the
-//! device, acknowledged (there is nothing to store) and never stop the ingest.
+//! Three tasks: `receive` polls the connection and never waits on the writer (keep-alive answers
+//! and PUBACKs only move while it polls), except at `max_unacked` messages in hand; `submit`
+//! hands messages to the pipeline in order and waits while the writer is saturated;
+//! `acknowledge` sends PUBACKs in order once stored. Malformed messages are counted, logged with
+//! the device, acknowledged (there is nothing to store) and never stop the ingest.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, PubAck, Publish, QoS, Subscribe,
+    SubscribeReasonCode,
+};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use uuid::Uuid;
 
 use crate::payload::{self, Limits};
@@ -37,8 +39,8 @@ pub struct MqttIngestConfig {
     pub credentials: Option<(String, String)>,
     /// Keep the session (and the broker's queue for it) across disconnects.
     pub persistent_session: bool,
-    /// Messages received and not yet acknowledged that the platform is sized for. The broker's
-    /// in-flight window (the embedded broker's is set to this) is what actually bounds them.
+    /// Messages received and not yet acknowledged, at most (<= 65535, the packet id space). The
+    /// subscriber stops reading at this bound whatever the broker's in-flight window says.
     pub max_unacked: usize,
     pub max_packet_bytes: usize,
     pub limits: Limits,
@@ -57,8 +59,9 @@ pub struct MqttStats {
     pub malformed: AtomicU64,
     /// Well-formed messages for devices this platform does not know.
     pub unknown_device: AtomicU64,
-    /// QoS 0 messages dropped because the writer was saturated (QoS 1 ones wait in the broker).
-    pub shed: AtomicU64,
+    /// Messages received and not yet acknowledged (or, for QoS 0, stored); at most
+    /// `max_unacked`.
+    pub in_hand: AtomicUsize,
 }
 
 /// A running subscriber.
@@ -93,130 +96,221 @@ struct Pending {
     done: Option<Done>,
 }
 
+/// The acknowledgement of a stored QoS 1 message, for the receive loop to send.
+struct Ack {
+    pkid: u16,
+    generation: u64,
+}
+
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
+
 /// Starts the subscriber on the current actix arbiter.
 pub fn start(pipeline: Pipeline, config: MqttIngestConfig) -> MqttIngest {
     start_with(pipeline, config, Arc::default())
 }
 
 /// Starts the subscriber with counters shared with another ingest path (the embedded broker's).
+///
+/// Two connections: the ingest one (client id `mqtt.client_id`, persistent session, telemetry
+/// subscription, manual acknowledgements) and a status one (`{client_id}-status`) that publishes
+/// device status, so that status traffic never waits behind ingest flow control.
 pub fn start_with(
     pipeline: Pipeline,
     config: MqttIngestConfig,
     stats: Arc<MqttStats>,
 ) -> MqttIngest {
-    let mut options = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
-    options
-        .set_keep_alive(Duration::from_secs(30))
-        .set_clean_session(!config.persistent_session)
-        .set_manual_acks(true)
-        .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes)
-        .set_inflight(1000);
-    if let Some((user, password)) = &config.credentials {
-        options.set_credentials(user.clone(), password.clone());
+    let options = |client_id: String, clean: bool| {
+        let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
+        options
+            .set_keep_alive(KEEP_ALIVE)
+            .set_clean_session(clean)
+            .set_manual_acks(true)
+            .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
+        if let Some((user, password)) = &config.credentials {
+            options.set_credentials(user.clone(), password.clone());
+        }
+        options
+    };
+    let (client, status_loop) =
+        AsyncClient::new(options(format!("{}-status", config.client_id), true), 1024);
+    actix::spawn(drive_status(
+        status_loop,
+        (!config.subscribe_telemetry).then(|| stats.clone()),
+    ));
+    actix::spawn(publish_status(pipeline.subscribe(), client.clone()));
+    if !config.subscribe_telemetry {
+        return MqttIngest { stats, client };
     }
-    // The request channel (acks, subscribe, status) must hold every outstanding ack, so the
-    // acknowledger never waits on it: acks only leave it while the receive loop polls.
-    let (client, eventloop) = AsyncClient::new(options, config.max_unacked * 2 + 8192);
+
+    // rumqttc's event loop connects; the receive loop then drives the connection itself.
+    let (_requests, eventloop) = AsyncClient::new(
+        options(config.client_id.clone(), !config.persistent_session),
+        1,
+    );
     let generation = Arc::new(AtomicU64::new(0));
-    let waiting = Arc::new(AtomicUsize::new(0));
+    // Signalled whenever a message leaves the platform's hands.
+    let room = Arc::new(Notify::new());
     let (inbox, received) = mpsc::unbounded_channel();
     let (queue, pending) = mpsc::unbounded_channel();
+    let (acks, ready) = mpsc::unbounded_channel();
 
     actix::spawn(acknowledge(
         pending,
-        client.clone(),
+        acks,
         pipeline.clone(),
         config.limits.clone(),
         stats.clone(),
-        generation.clone(),
+        room.clone(),
     ));
     actix::spawn(submit(
         received,
         pipeline.clone(),
         config.limits.clone(),
         stats.clone(),
-        waiting.clone(),
         queue,
     ));
-    actix::spawn(publish_status(pipeline.subscribe(), client.clone()));
     actix::spawn(receive(
         eventloop,
-        client.clone(),
         config,
         stats.clone(),
         generation,
-        waiting,
+        room,
         inbox,
+        ready,
     ));
     MqttIngest { stats, client }
 }
 
-/// Polls the connection without ever waiting on the writer: a paused poll would hold back the
-/// keep-alive answer and the PUBACKs waiting in the request channel, and the broker would drop the
-/// connection. QoS 1 messages are bounded by the broker's in-flight window (they are acknowledged
-/// only once stored); QoS 0 ones have no such bound and are shed, counted, beyond
-/// `max_unacked` messages waiting for the writer.
-async fn receive(
-    mut eventloop: EventLoop,
-    client: AsyncClient,
-    config: MqttIngestConfig,
-    stats: Arc<MqttStats>,
-    generation: Arc<AtomicU64>,
-    waiting: Arc<AtomicUsize>,
-    inbox: mpsc::UnboundedSender<Received>,
-) {
+/// Drives the status connection; with `connected`, it is the one `/api/v1/status` reports.
+async fn drive_status(mut eventloop: EventLoop, connected: Option<Arc<MqttStats>>) {
     let mut backoff = Duration::from_millis(100);
-    let mut last_shed_warning: Option<Instant> = None;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = Duration::from_millis(100);
-                generation.fetch_add(1, Ordering::AcqRel);
-                stats.connected.store(true, Ordering::Release);
-                stats.connections.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(host = %config.host, port = config.port, "MQTT ingest connected");
-                if !config.subscribe_telemetry {
-                    continue;
-                }
-                if let Err(err) = client.try_subscribe(TELEMETRY_FILTER, QoS::AtLeastOnce) {
-                    tracing::error!(error = %err, "cannot subscribe to {TELEMETRY_FILTER}");
-                }
-            }
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                stats.received.fetch_add(1, Ordering::Relaxed);
-                if publish.qos == QoS::AtMostOnce
-                    && waiting.load(Ordering::Acquire) >= config.max_unacked
-                {
-                    stats.shed.fetch_add(1, Ordering::Relaxed);
-                    if last_shed_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
-                        last_shed_warning = Some(Instant::now());
-                        tracing::warn!(
-                            topic = %publish.topic,
-                            "writer saturated: QoS 0 MQTT messages are being shed (see mqtt.messages_shed)"
-                        );
-                    }
-                    continue;
-                }
-                waiting.fetch_add(1, Ordering::AcqRel);
-                let received = Received {
-                    publish,
-                    generation: generation.load(Ordering::Acquire),
-                };
-                if inbox.send(received).is_err() {
-                    return;
+                if let Some(stats) = &connected {
+                    stats.connected.store(true, Ordering::Release);
+                    stats.connections.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Ok(_) => {}
             Err(err) => {
-                if stats.connected.swap(false, Ordering::AcqRel) {
-                    tracing::warn!(error = %err, "MQTT ingest disconnected; reconnecting");
-                } else {
-                    tracing::debug!(error = %err, "MQTT broker not reachable; retrying");
+                if let Some(stats) = &connected {
+                    stats.connected.store(false, Ordering::Release);
                 }
+                tracing::debug!(error = %err, "MQTT status connection down; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// Owns the ingest connection. rumqttc's event loop connects (and reconnects); after CONNACK
+/// this loop reads and writes the connection itself, because reading and acknowledging must be
+/// independent: it stops *reading* at `max_unacked` messages in hand (TCP then holds the broker
+/// back, whatever its in-flight window says: Mosquitto 2.0.11 was measured sending tens of
+/// thousands beyond `max_inflight_messages`), while it keeps writing PUBACKs and keep-alive
+/// pings. (rumqttc's own `poll` reads ten packets for each request it sends, so acknowledgements
+/// fell behind and a paused poll starved the keep-alive.)
+async fn receive(
+    mut eventloop: EventLoop,
+    config: MqttIngestConfig,
+    stats: Arc<MqttStats>,
+    generation: Arc<AtomicU64>,
+    room: Arc<Notify>,
+    inbox: mpsc::UnboundedSender<Received>,
+    mut ready: mpsc::UnboundedReceiver<Ack>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        eventloop.network = None;
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {}
+            Ok(_) => continue,
+            Err(err) => {
+                tracing::debug!(error = %err, "MQTT broker not reachable; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        }
+        let Some(network) = eventloop.network.as_mut() else {
+            continue;
+        };
+        let connected_at = std::time::Instant::now();
+        let current = generation.fetch_add(1, Ordering::AcqRel) + 1;
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+
+        let mut subscribe = Subscribe::new(TELEMETRY_FILTER, QoS::AtLeastOnce);
+        subscribe.pkid = 1; // The only packet id this connection allocates.
+        let subscribe = Packet::Subscribe(subscribe);
+        let mut outcome = match network.write(subscribe).await {
+            Ok(()) => network.flush().await,
+            Err(err) => Err(err),
+        };
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+        while outcome.is_ok() {
+            let reading = stats.in_hand.load(Ordering::Acquire) < config.max_unacked;
+            outcome = tokio::select! {
+                biased;
+                Some(first) = ready.recv() => {
+                    // Every acknowledgement ready, in one write.
+                    let mut next = Some(first);
+                    let mut written = Ok(());
+                    while let Some(ack) = next.take() {
+                        // One from an earlier connection: the broker redelivers that message.
+                        if ack.generation == current && written.is_ok() {
+                            written = network.write(Packet::PubAck(PubAck::new(ack.pkid))).await;
+                        }
+                        next = ready.try_recv().ok();
+                    }
+                    match written {
+                        Ok(()) => network.flush().await,
+                        Err(err) => Err(err),
+                    }
+                }
+                _ = ping.tick() => match network.write(Packet::PingReq).await {
+                    Ok(()) => network.flush().await,
+                    Err(err) => Err(err),
+                },
+                packet = network.read(), if reading => match packet {
+                    Ok(Packet::Publish(publish)) => {
+                        stats.received.fetch_add(1, Ordering::Relaxed);
+                        stats.in_hand.fetch_add(1, Ordering::AcqRel);
+                        let received = Received { publish, generation: current };
+                        if inbox.send(received).is_err() {
+                            return;
+                        }
+                        Ok(())
+                    }
+                    Ok(Packet::SubAck(ack)) => {
+                        // Connected means subscribed: ready for readings.
+                        if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
+                            tracing::error!("the broker refused the subscription to {TELEMETRY_FILTER}");
+                        } else {
+                            stats.connected.store(true, Ordering::Release);
+                            tracing::info!(host = %config.host, port = config.port, "MQTT ingest connected and subscribed");
+                        }
+                        Ok(())
+                    }
+                    Ok(_) => Ok(()),
+                    Err(err) => Err(err),
+                },
+                () = room.notified(), if !reading => Ok(()),
+            };
+        }
+        stats.connected.store(false, Ordering::Release);
+        if let Err(err) = outcome {
+            tracing::warn!(error = %err, "MQTT ingest disconnected; reconnecting");
+        }
+        // A connection the broker keeps closing must not turn into a busy loop.
+        if connected_at.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(100);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -227,13 +321,11 @@ async fn submit(
     pipeline: Pipeline,
     limits: Limits,
     stats: Arc<MqttStats>,
-    waiting: Arc<AtomicUsize>,
     queue: mpsc::UnboundedSender<Pending>,
 ) {
     while let Some(received) = received.recv().await {
         let publish = &received.publish;
         let done = take(&pipeline, &publish.topic, &publish.payload, &limits, &stats).await;
-        waiting.fetch_sub(1, Ordering::AcqRel);
         if queue.send(Pending { received, done }).is_err() {
             return;
         }
@@ -336,11 +428,11 @@ fn decode(payload: &[u8], device: Uuid, limits: &Limits) -> Result<Vec<crate::Po
 /// resubmitted until it is stored (the message stays unacknowledged meanwhile).
 async fn acknowledge(
     mut pending: mpsc::UnboundedReceiver<Pending>,
-    client: AsyncClient,
+    acks: mpsc::UnboundedSender<Ack>,
     pipeline: Pipeline,
     limits: Limits,
     stats: Arc<MqttStats>,
-    generation: Arc<AtomicU64>,
+    room: Arc<Notify>,
 ) {
     while let Some(Pending { received, done }) = pending.recv().await {
         let publish = &received.publish;
@@ -353,17 +445,17 @@ async fn acknowledge(
             &stats,
         )
         .await;
-        if publish.qos == QoS::AtMostOnce {
-            continue;
+        if publish.qos != QoS::AtMostOnce {
+            let ack = Ack {
+                pkid: publish.pkid,
+                generation: received.generation,
+            };
+            if acks.send(ack).is_err() {
+                return;
+            }
         }
-        if received.generation != generation.load(Ordering::Acquire) {
-            // Received on an earlier connection: the broker redelivers it; acking now would
-            // acknowledge another message with the same packet id.
-            continue;
-        }
-        if let Err(err) = client.ack(publish).await {
-            tracing::warn!(error = %err, "cannot send PUBACK");
-        }
+        stats.in_hand.fetch_sub(1, Ordering::AcqRel);
+        room.notify_one();
     }
 }
 

@@ -100,8 +100,8 @@ pub struct MqttStatus {
     pub messages_malformed: u64,
     /// Well-formed messages for devices that are not registered.
     pub messages_unknown_device: u64,
-    /// QoS 0 messages dropped while the writer was saturated (QoS 1 messages wait instead).
-    pub messages_shed: u64,
+    /// Messages received and not yet stored and acknowledged (at most `mqtt.max_unacked`).
+    pub messages_in_hand: usize,
 }
 
 impl MqttStatus {
@@ -116,7 +116,7 @@ impl MqttStatus {
             messages_stored: stats.map_or(0, |s| s.stored.load(Relaxed)),
             messages_malformed: stats.map_or(0, |s| s.malformed.load(Relaxed)),
             messages_unknown_device: stats.map_or(0, |s| s.unknown_device.load(Relaxed)),
-            messages_shed: stats.map_or(0, |s| s.shed.load(Relaxed)),
+            messages_in_hand: stats.map_or(0, |s| s.in_hand.load(Relaxed)),
         }
     }
 }
