@@ -31,8 +31,8 @@ run() { # $1 = insa-bench arguments
   kill "$platform"; wait "$platform" 2>/dev/null || true
 }
 
-echo "| mode | seconds | acked points | persisted points | lost | persisted dp/s | raw COPY rows/s | ratio | req/s | p50 ms | p99 ms | errors | platform CPU % | platform peak RSS MB |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| mode | seconds | drain s | acked points | persisted points | lost | persisted dp/s | raw COPY rows/s | ratio | req/s | p50 ms | p99 ms | errors | platform CPU % | platform peak RSS MB |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 run "http --concurrency 16 --records 100 --devices 100"
 run "http --concurrency 128 --records 1 --devices 100"
 run "mqtt --mqtt-port $mqtt_port --rate 20000 --connections 4 --devices 1000 --qos 1"

@@ -174,11 +174,8 @@ impl TelemetryWriter {
                         // The reader may have given up (client gone); the points are stored regardless.
                         let _ = waiter.ack.send(outcome.clone());
                     }
-                    if act.buffer.len() >= act.config.batch_max_points
-                        || (!act.buffer.is_empty() && act.timer.is_none())
-                    {
-                        act.flush(ctx);
-                    }
+                    // What arrived during this commit goes now (group commit).
+                    act.flush(ctx);
                 }),
         );
     }
@@ -201,7 +198,10 @@ impl Handler<StorePoints> for TelemetryWriter {
             ack: msg.ack,
             _admission: msg.admission,
         });
-        if self.buffer.len() >= self.config.batch_max_points {
+        // An idle writer commits at once; a busy one gathers what arrives until a commit ends,
+        // or until the batch is full or `batch_max_delay` has passed (then on another
+        // connection, up to `max_in_flight`).
+        if self.in_flight == 0 || self.buffer.len() >= self.config.batch_max_points {
             self.flush(ctx);
         } else if self.timer.is_none() {
             self.timer = Some(ctx.run_later(self.config.batch_max_delay, |act, ctx| {

@@ -61,6 +61,10 @@ enum Command {
         common: Common,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Devices to send a reading to (default: all registered): the rest stay registered
+        /// and idle, without an actor.
+        #[arg(long)]
+        activate: Option<usize>,
     },
 }
 
@@ -124,7 +128,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Actors {
             common,
             concurrency,
-        } => actors(common, concurrency).await?,
+            activate,
+        } => actors(common, concurrency, activate).await?,
     }
     Ok(())
 }
@@ -141,7 +146,7 @@ fn rss_mb(pid: u32) -> Option<f64> {
         .map(|kb| kb / 1024.0)
 }
 
-async fn actors(common: Common, concurrency: usize) -> anyhow::Result<()> {
+async fn actors(common: Common, concurrency: usize, activate: Option<usize>) -> anyhow::Result<()> {
     let pid = common
         .pid
         .context("--pid is needed to read the platform's memory")?;
@@ -168,6 +173,9 @@ async fn actors(common: Common, concurrency: usize) -> anyhow::Result<()> {
     pool.close().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = rss_mb(pid).context("platform RSS")?;
+    let registered = ids.len();
+    let mut ids = ids;
+    ids.truncate(activate.unwrap_or(registered));
     let ids = Arc::new(ids);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -212,8 +220,7 @@ async fn actors(common: Common, concurrency: usize) -> anyhow::Result<()> {
     println!("| registered devices | active actors | RSS before MB | RSS after MB | KB per active actor | activation s |");
     println!("| --- | --- | --- | --- | --- | --- |");
     println!(
-        "| {} | {active} | {before:.1} | {after:.1} | {:.2} | {sent:.1} |",
-        ids.len(),
+        "| {registered} | {active} | {before:.1} | {after:.1} | {:.2} | {sent:.1} |",
         (after - before) * 1024.0 / active.max(1) as f64
     );
     Ok(())

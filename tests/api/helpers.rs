@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use insa_iiot::settings::{Secret, Settings};
 use insa_iiot::startup::Application;
 use reqwest::{Method, StatusCode};
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, TransactionTrait,
+};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -362,6 +364,19 @@ pub fn seed_device() -> Value {
             "firmware": "v2.1.0"
         }
     })
+}
+
+/// Holds back every write to `telemetry`, as a stalled database would, until the returned
+/// transaction is rolled back.
+pub async fn stall_telemetry_writes(app: &TestApp) -> DatabaseTransaction {
+    let txn = app.db.begin().await.expect("begin");
+    let sql = match app.db.get_database_backend() {
+        DbBackend::Postgres => "LOCK TABLE telemetry IN EXCLUSIVE MODE",
+        // Takes SQLite's write lock: other writers wait (busy timeout), readers go on.
+        _ => "DELETE FROM telemetry WHERE 1 = 0",
+    };
+    txn.execute_unprepared(sql).await.expect("stall writes");
+    txn
 }
 
 #[cfg(test)]

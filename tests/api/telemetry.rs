@@ -8,7 +8,8 @@ use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    eventually, seed_device, seed_reading, spawn_app, spawn_app_with, As, TestApp,
+    eventually, seed_device, seed_reading, spawn_app, spawn_app_with, stall_telemetry_writes, As,
+    TestApp,
 };
 
 /// A device and a read+write key bound to it: (admin token, device id, key).
@@ -625,10 +626,10 @@ async fn a_saturated_writer_answers_503_and_stores_only_what_it_acknowledged() {
     let app = spawn_app_with(|s| {
         s.ingest.batch_max_points = 5;
         s.ingest.max_pending_points = 5;
-        s.ingest.batch_max_delay_ms = 1500;
     })
     .await;
     let (_, id, key) = device_with_key(&app, json!({})).await;
+    let stall = stall_telemetry_writes(&app).await;
     let first = {
         let (client, url, key, body) = (
             app.client.clone(),
@@ -660,6 +661,7 @@ async fn a_saturated_writer_answers_503_and_stores_only_what_it_acknowledged() {
     );
     assert_eq!(refused.code(), "ingest_saturated");
     assert_eq!(refused.header("retry-after"), Some("1"));
+    stall.rollback().await.expect("release the database");
     let first = first.await.expect("task").expect("first request");
     assert_eq!(first, StatusCode::CREATED);
     assert_eq!(stored_rows(&app).await, 3);
