@@ -17,6 +17,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod db;
+pub mod dynsec;
 pub mod error;
 pub mod mqtt;
 pub mod query;

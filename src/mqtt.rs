@@ -21,6 +21,8 @@ pub struct Mqtt {
     /// `embedded` or `external`.
     pub mode: &'static str,
     pub ingest: MqttIngest,
+    /// Broker clients for API keys, when `mqtt.dynsec` is on (external broker only).
+    pub dynsec: Option<crate::dynsec::Dynsec>,
     /// Keeps the embedded broker running.
     #[cfg(feature = "embedded-broker")]
     pub broker: Option<embedded::EmbeddedBroker>,
@@ -65,8 +67,20 @@ pub async fn start(
     };
     if external {
         tracing::info!(%host, port, "MQTT: using the external broker");
+        let dynsec = config.dynsec.then(|| {
+            crate::dynsec::Dynsec::start(
+                crate::dynsec::DynsecConfig {
+                    host: host.clone(),
+                    port,
+                    client_id: config.client_id.clone(),
+                    credentials: ingest.credentials.clone(),
+                },
+                state.db.clone(),
+            )
+        });
         return Ok(Some(Mqtt {
             mode: "external",
+            dynsec,
             ingest: insa_actors::mqtt::start(state.pipeline.clone(), ingest),
             #[cfg(feature = "embedded-broker")]
             broker: None,
@@ -82,8 +96,12 @@ pub async fn start(
         tracing::info!(%host, port, "MQTT: embedded broker listening");
         ingest.credentials = Some(broker.internal_credentials());
         ingest.subscribe_telemetry = false;
+        if config.dynsec {
+            tracing::warn!("mqtt.dynsec applies to an external Mosquitto; the embedded broker checks API keys itself");
+        }
         Ok(Some(Mqtt {
             mode: "embedded",
+            dynsec: None,
             ingest: insa_actors::mqtt::start_with(state.pipeline.clone(), ingest, stats),
             broker: Some(broker),
         }))

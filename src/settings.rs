@@ -132,6 +132,8 @@ pub struct MqttSettings {
     pub password: Option<Secret>,
     pub persistent_session: bool,
     pub max_unacked: usize,
+    /// Keep Mosquitto's dynamic-security clients in step with API keys (external broker).
+    pub dynsec: bool,
 }
 
 impl MqttSettings {

@@ -76,6 +76,7 @@ impl Application {
         let _ = state.mqtt.set(crate::state::MqttInfo {
             mode: mqtt.as_ref().map_or("off", |m| m.mode),
             stats: mqtt.as_ref().map(|m| m.ingest.stats.clone()),
+            dynsec: mqtt.as_ref().and_then(|m| m.dynsec.clone()),
         });
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);

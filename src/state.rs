@@ -32,4 +32,13 @@ pub struct MqttInfo {
     /// `embedded`, `external` or `off`.
     pub mode: &'static str,
     pub stats: Option<std::sync::Arc<insa_actors::mqtt::MqttStats>>,
+    /// Broker clients for API keys (`mqtt.dynsec`).
+    pub dynsec: Option<crate::dynsec::Dynsec>,
+}
+
+impl AppState {
+    /// Broker clients for API keys, when `mqtt.dynsec` is on.
+    pub fn dynsec(&self) -> Option<&crate::dynsec::Dynsec> {
+        self.mqtt.get().and_then(|m| m.dynsec.as_ref())
+    }
 }

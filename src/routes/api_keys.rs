@@ -204,6 +204,9 @@ pub async fn create_api_key(
     }
     .insert(&state.db)
     .await?;
+    if let Some(dynsec) = state.dynsec() {
+        dynsec.key_created(&created, &key).await;
+    }
     Audit::new("api_key.create")
         .actor(Some(user.id), &user.email)
         .target("api_key", created.id)
@@ -301,6 +304,9 @@ pub async fn revoke_api_key(
         active.revoked_at = Set(Some(Utc::now()));
         let key = active.update(&state.db).await?;
         state.keys.evict(key.id);
+        if let Some(dynsec) = state.dynsec() {
+            dynsec.key_removed(key.id).await;
+        }
         Audit::new("api_key.revoke")
             .actor(Some(user.id), &user.email)
             .target("api_key", key.id)

@@ -2,7 +2,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use insa_entities::{devices, DeviceStatus, Role};
+use insa_entities::{api_keys, devices, DeviceStatus, Role};
 use sea_orm::sea_query::{Expr, Func, LikeExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
@@ -513,9 +513,27 @@ pub async fn delete_device(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
     let device = find_device(&state, id.into_inner()).await?;
+    // The device's keys go with it (foreign key cascade): so do their broker clients.
+    let keys: Vec<Uuid> = match state.dynsec() {
+        Some(_) => {
+            api_keys::Entity::find()
+                .select_only()
+                .column(api_keys::Column::Id)
+                .filter(api_keys::Column::DeviceId.eq(device.id))
+                .into_tuple()
+                .all(&state.db)
+                .await?
+        }
+        None => Vec::new(),
+    };
     devices::Entity::delete_by_id(device.id)
         .exec(&state.db)
         .await?;
+    if let Some(dynsec) = state.dynsec() {
+        for key_id in keys {
+            dynsec.key_removed(key_id).await;
+        }
+    }
     state.pipeline.device_removed(device.id);
     state.keys.evict_device(device.id);
     Audit::new("device.delete")

@@ -427,3 +427,140 @@ async fn ingest_resumes_after_the_broker_restarts() {
     let status = app.get("/api/v1/status", As::Nobody).await;
     assert!(status.body["mqtt"]["messages_stored"].as_u64() >= Some(2));
 }
+
+/// A throw-away Mosquitto with its dynamic-security plugin (admin login `admin`/`adminpw`) on
+/// `port`; `None` where mosquitto or the plugin is not installed.
+fn mosquitto_with_dynsec(port: u16, dir: &std::path::Path) -> Option<Mosquitto> {
+    const PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
+    if !std::path::Path::new(PLUGIN).exists() {
+        return None;
+    }
+    let dynsec = dir.join("dynsec.json");
+    let init = std::process::Command::new("mosquitto_ctrl")
+        .args(["dynsec", "init"])
+        .arg(&dynsec)
+        .args(["admin", "adminpw"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !init.success() {
+        return None;
+    }
+    // Run as root, mosquitto drops to its own user: let it read and write its files.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).ok()?;
+    std::fs::set_permissions(&dynsec, std::fs::Permissions::from_mode(0o666)).ok()?;
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npersistence false\n\
+             plugin {PLUGIN}\nplugin_opt_config_file {}\n",
+            dynsec.display()
+        ),
+    )
+    .ok()?;
+    let child = std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    Some(Mosquitto(child))
+}
+
+#[actix_web::test]
+async fn mosquitto_dynamic_security_follows_api_keys() {
+    let port = crate::helpers::free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(_broker) = mosquitto_with_dynsec(port, dir.path()) else {
+        eprintln!("not run: needs mosquitto, mosquitto_ctrl and the dynamic-security plugin");
+        return;
+    };
+    let app = spawn_app_with(|s| {
+        with_mqtt(s);
+        s.mqtt.mode = insa_iiot::settings::MqttMode::External;
+        s.mqtt.url = format!("mqtt://127.0.0.1:{port}");
+        s.mqtt.username = Some("admin".into());
+        s.mqtt.password = Some(insa_iiot::settings::Secret::new("adminpw"));
+        s.mqtt.dynsec = true;
+    })
+    .await;
+    let token = app.admin_token().await;
+    subscribed(&app).await;
+    let (id, key) = device(&app, &token).await;
+    let (other, _) = device(&app, &token).await;
+    let keys = app.get("/api/v1/api-keys", As::Bearer(&token)).await;
+    let key_id = keys.body["api_keys"]
+        .as_array()
+        .and_then(|all| all.iter().find(|k| k["device_id"] == id.as_str()))
+        .and_then(|k| k["id"].as_str())
+        .expect("the device's key")
+        .to_string();
+
+    // The broker learns the key: username = the key's id, password = the key.
+    let (client, mut events) = eventually(
+        Duration::from_secs(10),
+        "the broker accepts the key",
+        || async {
+            let (client, mut events) = connect(&app, &key_id, &key).await;
+            (login_outcome(&mut events).await == Some(rumqttc::ConnectReturnCode::Success))
+                .then_some((client, events))
+        },
+    )
+    .await;
+    // Another device's topic is refused by the broker; its own topic is stored.
+    client
+        .publish(
+            format!("devices/{other}/telemetry"),
+            QoS::AtLeastOnce,
+            false,
+            json!({"flow": 1}).to_string(),
+        )
+        .await
+        .expect("publish");
+    publish_acked(
+        &client,
+        &mut events,
+        &format!("devices/{id}/telemetry"),
+        json!({"pressure": 7}),
+    )
+    .await;
+    eventually(Duration::from_secs(10), "own reading stored", || async {
+        (rows_for(&app, &token, &id).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        rows_for(&app, &token, &other).await,
+        0,
+        "another device's topic"
+    );
+    // The platform may publish status (its broker role), and the key may read its own.
+    client
+        .subscribe(format!("devices/{id}/status"), QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let status: Value = next(&mut events, "retained status", |e| match e {
+        Event::Incoming(Packet::Publish(p)) => serde_json::from_slice(&p.payload).ok(),
+        _ => None,
+    })
+    .await;
+    assert_eq!(status["status"], "online");
+
+    // A revoked key is refused by the broker.
+    let revoked = app
+        .delete(&format!("/api/v1/api-keys/{key_id}"), As::Bearer(&token))
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    eventually(
+        Duration::from_secs(10),
+        "the broker refuses the revoked key",
+        || async {
+            let (_, mut events) = connect(&app, &key_id, &key).await;
+            (login_outcome(&mut events).await != Some(rumqttc::ConnectReturnCode::Success))
+                .then_some(())
+        },
+    )
+    .await;
+}
