@@ -336,6 +336,8 @@ pub mod embedded {
                         let listener = Builder::new()
                             .name("tcp")
                             .laddr(addr)
+                            // A restart must not wait for the old connections' TIME_WAIT.
+                            .reuseaddr(Some(true))
                             .allow_anonymous(false)
                             .max_packet_size(max_packet)
                             // The platform's subscriber acknowledges after commit: let many

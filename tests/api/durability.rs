@@ -22,6 +22,15 @@ impl Drop for Platform {
 }
 
 fn start(dir: &std::path::Path, database_url: &str, port: u16) -> Platform {
+    start_with(dir, database_url, port, &[("INSA__MQTT__MODE", "off")])
+}
+
+fn start_with(
+    dir: &std::path::Path,
+    database_url: &str,
+    port: u16,
+    env: &[(&str, &str)],
+) -> Platform {
     let child = Command::new(env!("CARGO_BIN_EXE_insa-iiot"))
         .current_dir(dir)
         .env_remove("INSA_ENV")
@@ -30,7 +39,7 @@ fn start(dir: &std::path::Path, database_url: &str, port: u16) -> Platform {
         .env("INSA__DATABASE__URL", database_url)
         .env("INSA__SERVER__PORT", port.to_string())
         .env("INSA__AUTH__ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("INSA__MQTT__MODE", "off")
+        .envs(env.iter().copied())
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -153,4 +162,42 @@ async fn no_acknowledged_reading_is_lost_when_the_platform_is_killed() {
     );
     assert!(acked.len() >= 400);
     drop(platform);
+}
+
+#[actix_web::test]
+async fn a_killed_platform_restarts_at_once_though_device_connections_linger() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database_url = fresh_database_url(dir.path()).await;
+    let (port, mqtt_port) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{port}");
+    let mqtt_url = format!("mqtt://127.0.0.1:{mqtt_port}");
+    let env = [
+        ("INSA__MQTT__MODE", "embedded"),
+        ("INSA__MQTT__URL", mqtt_url.as_str()),
+    ];
+    let client = reqwest::Client::new();
+    let platform = start_with(dir.path(), &database_url, port, &env);
+    wait_healthy(&client, &base).await;
+
+    // A device connected to the embedded broker when the platform dies: the broker's side of
+    // that connection lingers (TIME_WAIT) once the device closes it.
+    let device = std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).expect("connect");
+    drop(platform);
+    drop(device);
+
+    let _platform = start_with(dir.path(), &database_url, port, &env);
+    wait_healthy(&client, &base).await;
+    let status: serde_json::Value = client
+        .get(format!("{base}/api/v1/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["mqtt"]["mode"], "embedded");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).is_ok(),
+        "the embedded broker listens again"
+    );
 }
