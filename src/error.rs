@@ -38,6 +38,7 @@ pub enum Code {
     DeviceNotFound,
     UserNotFound,
     ApiKeyNotFound,
+    RuleNotFound,
     MethodNotAllowed,
     EmailTaken,
     LastAdmin,
@@ -52,7 +53,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for documentation checks.
-    pub const ALL: [Code; 32] = [
+    pub const ALL: [Code; 33] = [
         Code::BadRequest,
         Code::InvalidJson,
         Code::InvalidId,
@@ -75,6 +76,7 @@ impl Code {
         Code::DeviceNotFound,
         Code::UserNotFound,
         Code::ApiKeyNotFound,
+        Code::RuleNotFound,
         Code::MethodNotAllowed,
         Code::EmailTaken,
         Code::LastAdmin,
@@ -111,6 +113,7 @@ impl Code {
             Code::DeviceNotFound => "device_not_found",
             Code::UserNotFound => "user_not_found",
             Code::ApiKeyNotFound => "api_key_not_found",
+            Code::RuleNotFound => "rule_not_found",
             Code::MethodNotAllowed => "method_not_allowed",
             Code::EmailTaken => "email_taken",
             Code::LastAdmin => "last_admin",
@@ -141,9 +144,11 @@ impl Code {
             | Code::ApiKeyExpired
             | Code::ApiKeyRevoked => StatusCode::UNAUTHORIZED,
             Code::AccountDisabled | Code::Forbidden | Code::WrongPassword => StatusCode::FORBIDDEN,
-            Code::NotFound | Code::DeviceNotFound | Code::UserNotFound | Code::ApiKeyNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            Code::NotFound
+            | Code::DeviceNotFound
+            | Code::UserNotFound
+            | Code::ApiKeyNotFound
+            | Code::RuleNotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::EmailTaken | Code::LastAdmin | Code::CannotDeleteSelf => StatusCode::CONFLICT,
             Code::LoginRateLimited | Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod devices;
 pub mod health;
 pub mod openapi;
+pub mod rules;
 pub mod telemetry;
 pub mod users;
 
@@ -21,6 +22,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig, ingest_max_body_bytes: usize)
     users::configure(cfg);
     devices::configure(cfg);
     api_keys::configure(cfg);
+    rules::configure(cfg);
     audit::configure(cfg);
     health::configure_api(cfg);
     openapi::configure(cfg);

@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api_keys, audit, auth, devices, health, telemetry, users};
+use super::{api_keys, audit, auth, devices, health, rules, telemetry, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,6 +31,11 @@ use super::{api_keys, audit, auth, devices, health, telemetry, users};
         api_keys::create_api_key,
         api_keys::get_api_key,
         api_keys::revoke_api_key,
+        rules::list_rules,
+        rules::create_rule,
+        rules::get_rule,
+        rules::update_rule,
+        rules::delete_rule,
         audit::list_audit_log,
         telemetry::post_telemetry,
         telemetry::get_telemetry,
@@ -43,6 +48,7 @@ use super::{api_keys, audit, auth, devices, health, telemetry, users};
         (name = "users", description = "Accounts (admin)"),
         (name = "devices", description = "Field devices"),
         (name = "api-keys", description = "Device credentials"),
+        (name = "rules", description = "Alert rules"),
         (name = "audit", description = "Audit log (admin)"),
         (name = "telemetry", description = "Readings in, history and latest values out"),
         (name = "operations", description = "Health, status, this document"),

@@ -12,6 +12,7 @@ mod helpers;
 mod mqtt;
 mod openapi;
 mod roles;
+mod rules;
 mod schema;
 mod telemetry;
 mod users;

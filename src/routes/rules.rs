@@ -1,0 +1,694 @@
+//! Alert rules: `GET/POST /rules`, `GET/PUT/DELETE /rules/{id}`.
+//!
+//! A rule watches one key of one device, or of every device of a type and/or area, and raises an
+//! alert when its condition has held for `for` seconds. Engineers and admins manage rules;
+//! operators and viewers read them. Evaluation happens in the device actors (docs/ALERTS.md).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use insa_entities::{devices, rules, Role};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::audit::Audit;
+use crate::auth::extract::client_ip;
+use crate::auth::password::looks_like_email;
+use crate::auth::AuthUser;
+use crate::error::{ApiError, Code, FieldProblem};
+use crate::routes::page;
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/rules")
+            .route(web::get().to(list_rules))
+            .route(web::post().to(create_rule)),
+    )
+    .service(
+        web::resource("/rules/{id}")
+            .route(web::get().to(get_rule))
+            .route(web::put().to(update_rule))
+            .route(web::delete().to(delete_rule)),
+    );
+}
+
+/// Conditions on a value; `offline` watches the device's status instead.
+pub const CONDITIONS: [&str; 9] = [
+    ">", ">=", "<", "<=", "==", "!=", "between", "outside", "offline",
+];
+pub const SEVERITIES: [&str; 3] = ["info", "warning", "critical"];
+const NAME_MAX: usize = 255;
+const DESCRIPTION_MAX: usize = 2000;
+const KEY_MAX: usize = 100;
+/// A week: longer holds are better expressed as reports.
+const FOR_MAX_SECONDS: u32 = 7 * 24 * 3600;
+const ACTIONS_MAX: usize = 20;
+const RECIPIENTS_MAX: usize = 50;
+
+/// A rule as written by a client (POST body; PUT bodies are merged onto the stored rule first).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleBody {
+    #[schema(example = "High wellhead pressure")]
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// One device ...
+    pub device_id: Option<Uuid>,
+    /// ... or every device of this type and/or area.
+    pub device_type: Option<String>,
+    pub area: Option<String>,
+    /// The telemetry key watched (not used by `offline`).
+    #[schema(example = "pressure")]
+    pub key: Option<String>,
+    /// `>`, `>=`, `<`, `<=`, `==`, `!=`, `between`, `outside` or `offline`.
+    #[schema(example = ">")]
+    pub condition: Option<String>,
+    /// For `>`, `>=`, `<`, `<=`, `==`, `!=`.
+    pub threshold: Option<f64>,
+    /// For `between` / `outside`.
+    pub low: Option<f64>,
+    pub high: Option<f64>,
+    /// Seconds the condition must hold before an alert is raised (default 0).
+    #[serde(rename = "for")]
+    #[schema(rename = "for")]
+    pub for_seconds: Option<u32>,
+    /// How far back past the threshold a value must go before the alert clears (default 0).
+    pub hysteresis: Option<f64>,
+    /// `info`, `warning` (default) or `critical`.
+    pub severity: Option<String>,
+    /// Resolve the alert when the condition clears (default true).
+    pub auto_resolve: Option<bool>,
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// `{"type":"email","to":[...]}`, `{"type":"webhook","url","secret"?,"headers"?}`,
+    /// `{"type":"mqtt","topic"?,"payload"}`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub actions: Option<Vec<Value>>,
+}
+
+/// A rule as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleResponse {
+    pub id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub device_id: Option<Uuid>,
+    pub device_type: Option<String>,
+    pub area: Option<String>,
+    pub key: String,
+    pub condition: String,
+    pub threshold: Option<f64>,
+    pub low: Option<f64>,
+    pub high: Option<f64>,
+    #[serde(rename = "for")]
+    #[schema(rename = "for")]
+    pub for_seconds: i32,
+    pub hysteresis: f64,
+    pub severity: String,
+    pub auto_resolve: bool,
+    pub enabled: bool,
+    #[schema(value_type = Vec<Object>)]
+    pub actions: Value,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn is_range(condition: &str) -> bool {
+    matches!(condition, "between" | "outside")
+}
+
+impl From<rules::Model> for RuleResponse {
+    fn from(r: rules::Model) -> Self {
+        let range = is_range(&r.condition);
+        Self {
+            id: r.id,
+            name: r.name,
+            description: r.description,
+            device_id: r.device_id,
+            device_type: r.device_type,
+            area: r.area,
+            key: r.key,
+            threshold: (!range).then_some(r.threshold).flatten(),
+            low: range.then_some(r.threshold).flatten(),
+            high: range.then_some(r.threshold_high).flatten(),
+            condition: r.condition,
+            for_seconds: r.for_seconds,
+            hysteresis: r.hysteresis,
+            severity: r.severity,
+            auto_resolve: r.auto_resolve,
+            enabled: r.enabled,
+            actions: r.actions,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+impl From<&rules::Model> for RuleBody {
+    fn from(r: &rules::Model) -> Self {
+        let response = RuleResponse::from(r.clone());
+        Self {
+            name: Some(response.name),
+            description: response.description,
+            device_id: response.device_id,
+            device_type: response.device_type,
+            area: response.area,
+            key: Some(response.key).filter(|k| !k.is_empty()),
+            condition: Some(response.condition),
+            threshold: response.threshold,
+            low: response.low,
+            high: response.high,
+            for_seconds: u32::try_from(response.for_seconds).ok(),
+            hysteresis: Some(response.hysteresis),
+            severity: Some(response.severity),
+            auto_resolve: Some(response.auto_resolve),
+            enabled: Some(response.enabled),
+            actions: response.actions.as_array().cloned(),
+        }
+    }
+}
+
+/// A checked rule, ready to store.
+struct Checked {
+    name: String,
+    description: Option<String>,
+    device_id: Option<Uuid>,
+    device_type: Option<String>,
+    area: Option<String>,
+    key: String,
+    condition: String,
+    threshold: Option<f64>,
+    threshold_high: Option<f64>,
+    for_seconds: i32,
+    hysteresis: f64,
+    severity: String,
+    auto_resolve: bool,
+    enabled: bool,
+    actions: Value,
+}
+
+fn text(
+    problems: &mut Vec<FieldProblem>,
+    field: &str,
+    value: Option<String>,
+    max: usize,
+) -> Option<String> {
+    let value = value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())?;
+    if value.chars().count() > max {
+        problems.push(FieldProblem::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    Some(value)
+}
+
+fn finite(problems: &mut Vec<FieldProblem>, field: &str, value: Option<f64>) -> Option<f64> {
+    let value = value?;
+    if !value.is_finite() {
+        problems.push(FieldProblem::new(field, "must be a finite number"));
+    }
+    Some(value)
+}
+
+/// Checks everything that needs no database; `device_exists` is answered by the caller.
+fn check(body: RuleBody, device_exists: Option<bool>) -> Result<Checked, ApiError> {
+    let mut problems = Vec::new();
+    let name = text(&mut problems, "name", body.name, NAME_MAX);
+    if name.is_none() {
+        problems.push(FieldProblem::new(
+            "name",
+            "is required and must not be empty",
+        ));
+    }
+    let description = text(
+        &mut problems,
+        "description",
+        body.description,
+        DESCRIPTION_MAX,
+    );
+    let device_type = text(&mut problems, "device_type", body.device_type, 50);
+    let area = text(&mut problems, "area", body.area, 100);
+    match (body.device_id, device_type.is_some() || area.is_some()) {
+        (None, false) => problems.push(FieldProblem::new(
+            "device_id",
+            "a rule targets one device (device_id) or the devices of a device_type and/or area",
+        )),
+        (Some(_), true) => problems.push(FieldProblem::new(
+            "device_id",
+            "give either device_id or device_type/area, not both",
+        )),
+        _ => {}
+    }
+    if let (Some(id), Some(false)) = (body.device_id, device_exists) {
+        problems.push(FieldProblem::new(
+            "device_id",
+            format!("no device with id {id}"),
+        ));
+    }
+
+    let condition = body.condition.unwrap_or_default();
+    if !CONDITIONS.contains(&condition.as_str()) {
+        problems.push(FieldProblem::new(
+            "condition",
+            format!("must be one of {}", CONDITIONS.join(", ")),
+        ));
+    }
+    let offline = condition == "offline";
+    let key = text(&mut problems, "key", body.key, KEY_MAX);
+    if key.is_none() && !offline {
+        problems.push(FieldProblem::new(
+            "key",
+            "is required: the telemetry key to watch",
+        ));
+    }
+    let threshold = finite(&mut problems, "threshold", body.threshold);
+    let low = finite(&mut problems, "low", body.low);
+    let high = finite(&mut problems, "high", body.high);
+    let (threshold, threshold_high) = if is_range(&condition) {
+        match (low, high) {
+            (Some(low), Some(high)) if low < high => {}
+            (Some(_), Some(_)) => problems.push(FieldProblem::new("high", "must be above low")),
+            _ => problems.push(FieldProblem::new(
+                "low",
+                format!("`{condition}` needs both low and high"),
+            )),
+        }
+        if threshold.is_some() {
+            problems.push(FieldProblem::new(
+                "threshold",
+                format!("`{condition}` uses low and high"),
+            ));
+        }
+        (low, high)
+    } else if offline {
+        (None, None)
+    } else {
+        if threshold.is_none() && CONDITIONS.contains(&condition.as_str()) {
+            problems.push(FieldProblem::new(
+                "threshold",
+                format!("is required for `{condition}`"),
+            ));
+        }
+        if low.is_some() || high.is_some() {
+            problems.push(FieldProblem::new(
+                "low",
+                "low and high are for between/outside",
+            ));
+        }
+        (threshold, None)
+    };
+    let for_seconds = body.for_seconds.unwrap_or(0);
+    if for_seconds > FOR_MAX_SECONDS {
+        problems.push(FieldProblem::new(
+            "for",
+            format!("at most {FOR_MAX_SECONDS} seconds"),
+        ));
+    }
+    let hysteresis = finite(&mut problems, "hysteresis", body.hysteresis).unwrap_or(0.0);
+    if hysteresis < 0.0 {
+        problems.push(FieldProblem::new("hysteresis", "must not be negative"));
+    }
+    let severity = body.severity.unwrap_or_else(|| "warning".into());
+    if !SEVERITIES.contains(&severity.as_str()) {
+        problems.push(FieldProblem::new(
+            "severity",
+            format!("must be one of {}", SEVERITIES.join(", ")),
+        ));
+    }
+    let actions = body.actions.unwrap_or_default();
+    if actions.len() > ACTIONS_MAX {
+        problems.push(FieldProblem::new(
+            "actions",
+            format!("at most {ACTIONS_MAX}"),
+        ));
+    }
+    let actions: Vec<Value> = actions
+        .into_iter()
+        .enumerate()
+        .map(|(i, action)| check_action(&mut problems, i, action))
+        .collect();
+    if !problems.is_empty() {
+        return Err(ApiError::validation(problems));
+    }
+    Ok(Checked {
+        name: name.unwrap_or_default(),
+        description,
+        device_id: body.device_id,
+        device_type,
+        area,
+        key: key.unwrap_or_default(),
+        condition,
+        threshold,
+        threshold_high,
+        for_seconds: i32::try_from(for_seconds).unwrap_or(i32::MAX),
+        hysteresis,
+        severity,
+        auto_resolve: body.auto_resolve.unwrap_or(true),
+        enabled: body.enabled.unwrap_or(true),
+        actions: Value::Array(actions),
+    })
+}
+
+/// Checks one action and returns it in its stored form (only the known fields).
+fn check_action(problems: &mut Vec<FieldProblem>, i: usize, action: Value) -> Value {
+    let field = |name: &str| format!("actions[{i}].{name}");
+    let Value::Object(action) = action else {
+        problems.push(FieldProblem::new(
+            format!("actions[{i}]"),
+            "must be an object",
+        ));
+        return Value::Null;
+    };
+    let allowed: &[&str] = match action.get("type").and_then(Value::as_str) {
+        Some("email") => &["type", "to"],
+        Some("webhook") => &["type", "url", "secret", "headers"],
+        Some("mqtt") => &["type", "topic", "payload"],
+        _ => {
+            problems.push(FieldProblem::new(
+                field("type"),
+                "must be email, webhook or mqtt",
+            ));
+            return Value::Object(action);
+        }
+    };
+    for unknown in action.keys().filter(|k| !allowed.contains(&k.as_str())) {
+        problems.push(FieldProblem::new(
+            field(unknown),
+            "is not a field of this action",
+        ));
+    }
+    match action.get("type").and_then(Value::as_str) {
+        Some("email") => {
+            let to = action.get("to").and_then(Value::as_array);
+            match to {
+                Some(to) if !to.is_empty() && to.len() <= RECIPIENTS_MAX => {
+                    for (j, address) in to.iter().enumerate() {
+                        if !address.as_str().is_some_and(looks_like_email) {
+                            problems.push(FieldProblem::new(
+                                format!("actions[{i}].to[{j}]"),
+                                "must be an email address",
+                            ));
+                        }
+                    }
+                }
+                _ => problems.push(FieldProblem::new(
+                    field("to"),
+                    format!("1 to {RECIPIENTS_MAX} email addresses"),
+                )),
+            }
+        }
+        Some("webhook") => {
+            let url = action.get("url").and_then(Value::as_str);
+            let parsed = url.and_then(|u| url::Url::parse(u).ok());
+            if !parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            {
+                problems.push(FieldProblem::new(
+                    field("url"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if action.get("secret").is_some_and(|s| !s.is_string()) {
+                problems.push(FieldProblem::new(field("secret"), "must be a string"));
+            }
+            if let Some(headers) = action.get("headers") {
+                let valid = headers.as_object().is_some_and(|h| {
+                    h.iter().all(|(name, value)| {
+                        value.is_string()
+                            && !name.is_empty()
+                            && name
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    })
+                });
+                if !valid {
+                    problems.push(FieldProblem::new(
+                        field("headers"),
+                        "must map header names to string values",
+                    ));
+                }
+            }
+        }
+        _ => {
+            if let Some(topic) = action.get("topic") {
+                let valid = topic
+                    .as_str()
+                    .is_some_and(|t| !t.is_empty() && !t.contains(['+', '#']) && t.len() <= 255);
+                if !valid {
+                    problems.push(FieldProblem::new(
+                        field("topic"),
+                        "must be a topic without wildcards (default devices/{device_id}/commands)",
+                    ));
+                }
+            }
+            if !action.contains_key("payload") {
+                problems.push(FieldProblem::new(field("payload"), "is required"));
+            }
+        }
+    }
+    Value::Object(action)
+}
+
+async fn find_rule(state: &AppState, id: Uuid) -> Result<rules::Model, ApiError> {
+    rules::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::new(Code::RuleNotFound, format!("no rule with id {id}")))
+}
+
+async fn device_exists(state: &AppState, id: Option<Uuid>) -> Result<Option<bool>, ApiError> {
+    match id {
+        Some(id) => Ok(Some(
+            devices::Entity::find_by_id(id)
+                .one(&state.db)
+                .await?
+                .is_some(),
+        )),
+        None => Ok(None),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleList {
+    pub rules: Vec<RuleResponse>,
+    pub total: u64,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RuleQuery {
+    /// Rules targeting this device (by id) only.
+    pub device_id: Option<Uuid>,
+    pub enabled: Option<bool>,
+    pub severity: Option<String>,
+    /// 1..=1000, default 100
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+}
+
+/// List rules (any role).
+#[utoipa::path(get, path = "/api/v1/rules", tag = "rules", params(RuleQuery),
+    responses((status = 200, body = RuleList), (status = 400, description = "`invalid_query`")),
+    security(("bearer" = [])))]
+pub async fn list_rules(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<RuleQuery>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Viewer)?;
+    let query = query.into_inner();
+    let (limit, offset) = page(query.limit, query.offset)?;
+    let mut select = rules::Entity::find();
+    if let Some(device_id) = query.device_id {
+        select = select.filter(rules::Column::DeviceId.eq(device_id));
+    }
+    if let Some(enabled) = query.enabled {
+        select = select.filter(rules::Column::Enabled.eq(enabled));
+    }
+    if let Some(severity) = query.severity {
+        if !SEVERITIES.contains(&severity.as_str()) {
+            return Err(ApiError::new(
+                Code::InvalidQuery,
+                format!("severity must be one of {}", SEVERITIES.join(", ")),
+            ));
+        }
+        select = select.filter(rules::Column::Severity.eq(severity));
+    }
+    let total = select.clone().count(&state.db).await?;
+    let rules = select
+        .order_by_asc(rules::Column::Name)
+        .order_by_asc(rules::Column::Id)
+        .limit(limit)
+        .offset(offset)
+        .all(&state.db)
+        .await?;
+    Ok(HttpResponse::Ok().json(RuleList {
+        rules: rules.into_iter().map(RuleResponse::from).collect(),
+        total,
+        limit,
+        offset,
+    }))
+}
+
+/// Create a rule (engineer or admin).
+#[utoipa::path(post, path = "/api/v1/rules", tag = "rules", request_body = RuleBody,
+    responses((status = 201, body = RuleResponse), (status = 422, description = "`validation_failed`")),
+    security(("bearer" = [])))]
+pub async fn create_rule(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: AuthUser,
+    body: web::Json<RuleBody>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Engineer)?;
+    let body = body.into_inner();
+    let exists = device_exists(&state, body.device_id).await?;
+    let rule = check(body, exists)?;
+    let now = Utc::now();
+    let created = rules::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        created_by: Set(Some(user.id)),
+        created_at: Set(now),
+        ..store(rule, now)
+    }
+    .insert(&state.db)
+    .await?;
+    Audit::new("rule.create")
+        .actor(Some(user.id), &user.email)
+        .target("rule", created.id)
+        .ip(client_ip(&req))
+        .details(json!({ "name": created.name }))
+        .record(&state.db)
+        .await;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/rules/{}", created.id)))
+        .json(RuleResponse::from(created)))
+}
+
+/// The stored columns of a checked rule (id and creation fields left to the caller).
+fn store(rule: Checked, now: DateTime<Utc>) -> rules::ActiveModel {
+    rules::ActiveModel {
+        name: Set(rule.name),
+        description: Set(rule.description),
+        device_id: Set(rule.device_id),
+        device_type: Set(rule.device_type),
+        area: Set(rule.area),
+        key: Set(rule.key),
+        condition: Set(rule.condition),
+        threshold: Set(rule.threshold),
+        threshold_high: Set(rule.threshold_high),
+        for_seconds: Set(rule.for_seconds),
+        hysteresis: Set(rule.hysteresis),
+        severity: Set(rule.severity),
+        actions: Set(rule.actions),
+        auto_resolve: Set(rule.auto_resolve),
+        enabled: Set(rule.enabled),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+}
+
+/// One rule (any role).
+#[utoipa::path(get, path = "/api/v1/rules/{id}", tag = "rules",
+    params(("id" = Uuid, Path, description = "Rule id")),
+    responses((status = 200, body = RuleResponse), (status = 404, description = "`rule_not_found`")),
+    security(("bearer" = [])))]
+pub async fn get_rule(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Viewer)?;
+    Ok(HttpResponse::Ok().json(RuleResponse::from(find_rule(&state, *id).await?)))
+}
+
+/// Change a rule (engineer or admin): the fields given replace the stored ones (`null` clears an
+/// optional field), and the whole rule is checked again.
+#[utoipa::path(put, path = "/api/v1/rules/{id}", tag = "rules", request_body = RuleBody,
+    params(("id" = Uuid, Path, description = "Rule id")),
+    responses((status = 200, body = RuleResponse), (status = 404, description = "`rule_not_found`"),
+              (status = 422, description = "`validation_failed`")),
+    security(("bearer" = [])))]
+pub async fn update_rule(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: web::Json<Map<String, Value>>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Engineer)?;
+    let existing = find_rule(&state, *id).await?;
+    let mut merged = serde_json::to_value(RuleBody::from(&existing))
+        .map_err(|err| ApiError::new(Code::Internal, err.to_string()))?;
+    if let Some(target) = merged.as_object_mut() {
+        // Naming a new target replaces the old one.
+        if ["device_id", "device_type", "area"]
+            .iter()
+            .any(|k| body.contains_key(*k))
+        {
+            for k in ["device_id", "device_type", "area"] {
+                target.insert(k.into(), Value::Null);
+            }
+        }
+        // Switching between a threshold and a range drops the other form.
+        if body.contains_key("condition") {
+            for k in ["threshold", "low", "high"] {
+                target.insert(k.into(), Value::Null);
+            }
+        }
+        for (k, v) in body.into_inner() {
+            target.insert(k, v);
+        }
+    }
+    let body: RuleBody = serde_json::from_value(merged)
+        .map_err(|err| ApiError::new(Code::ValidationFailed, format!("invalid body: {err}")))?;
+    let exists = device_exists(&state, body.device_id).await?;
+    let rule = check(body, exists)?;
+    let mut active = store(rule, Utc::now());
+    active.id = Set(existing.id);
+    let updated = active.update(&state.db).await?;
+    Audit::new("rule.update")
+        .actor(Some(user.id), &user.email)
+        .target("rule", updated.id)
+        .ip(client_ip(&req))
+        .details(json!({ "name": updated.name }))
+        .record(&state.db)
+        .await;
+    Ok(HttpResponse::Ok().json(RuleResponse::from(updated)))
+}
+
+/// Delete a rule (engineer or admin).
+#[utoipa::path(delete, path = "/api/v1/rules/{id}", tag = "rules",
+    params(("id" = Uuid, Path, description = "Rule id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "`rule_not_found`")),
+    security(("bearer" = [])))]
+pub async fn delete_rule(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Engineer)?;
+    let rule = find_rule(&state, *id).await?;
+    rules::Entity::delete_by_id(rule.id).exec(&state.db).await?;
+    Audit::new("rule.delete")
+        .actor(Some(user.id), &user.email)
+        .target("rule", rule.id)
+        .ip(client_ip(&req))
+        .details(json!({ "name": rule.name }))
+        .record(&state.db)
+        .await;
+    Ok(HttpResponse::NoContent().finish())
+}
