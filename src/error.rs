@@ -39,6 +39,8 @@ pub enum Code {
     UserNotFound,
     ApiKeyNotFound,
     RuleNotFound,
+    AlertNotFound,
+    AlertResolved,
     MethodNotAllowed,
     EmailTaken,
     LastAdmin,
@@ -53,7 +55,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for documentation checks.
-    pub const ALL: [Code; 33] = [
+    pub const ALL: [Code; 35] = [
         Code::BadRequest,
         Code::InvalidJson,
         Code::InvalidId,
@@ -77,6 +79,8 @@ impl Code {
         Code::UserNotFound,
         Code::ApiKeyNotFound,
         Code::RuleNotFound,
+        Code::AlertNotFound,
+        Code::AlertResolved,
         Code::MethodNotAllowed,
         Code::EmailTaken,
         Code::LastAdmin,
@@ -114,6 +118,8 @@ impl Code {
             Code::UserNotFound => "user_not_found",
             Code::ApiKeyNotFound => "api_key_not_found",
             Code::RuleNotFound => "rule_not_found",
+            Code::AlertNotFound => "alert_not_found",
+            Code::AlertResolved => "alert_resolved",
             Code::MethodNotAllowed => "method_not_allowed",
             Code::EmailTaken => "email_taken",
             Code::LastAdmin => "last_admin",
@@ -148,9 +154,12 @@ impl Code {
             | Code::DeviceNotFound
             | Code::UserNotFound
             | Code::ApiKeyNotFound
-            | Code::RuleNotFound => StatusCode::NOT_FOUND,
+            | Code::RuleNotFound
+            | Code::AlertNotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Code::EmailTaken | Code::LastAdmin | Code::CannotDeleteSelf => StatusCode::CONFLICT,
+            Code::EmailTaken | Code::LastAdmin | Code::CannotDeleteSelf | Code::AlertResolved => {
+                StatusCode::CONFLICT
+            }
             Code::LoginRateLimited | Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::DatabaseUnavailable | Code::IngestSaturated | Code::NotStored => {

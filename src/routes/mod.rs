@@ -1,5 +1,6 @@
 //! The HTTP API: one module per resource, each with `configure`.
 
+pub mod alerts;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -23,6 +24,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig, ingest_max_body_bytes: usize)
     devices::configure(cfg);
     api_keys::configure(cfg);
     rules::configure(cfg);
+    alerts::configure(cfg);
     audit::configure(cfg);
     health::configure_api(cfg);
     openapi::configure(cfg);

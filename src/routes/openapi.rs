@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api_keys, audit, auth, devices, health, rules, telemetry, users};
+use super::{alerts, api_keys, audit, auth, devices, health, rules, telemetry, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,6 +36,10 @@ use super::{api_keys, audit, auth, devices, health, rules, telemetry, users};
         rules::get_rule,
         rules::update_rule,
         rules::delete_rule,
+        alerts::list_alerts,
+        alerts::get_alert,
+        alerts::acknowledge_alert,
+        alerts::resolve_alert,
         audit::list_audit_log,
         telemetry::post_telemetry,
         telemetry::get_telemetry,
@@ -49,6 +53,7 @@ use super::{api_keys, audit, auth, devices, health, rules, telemetry, users};
         (name = "devices", description = "Field devices"),
         (name = "api-keys", description = "Device credentials"),
         (name = "rules", description = "Alert rules"),
+        (name = "alerts", description = "Alerts: list, acknowledge, resolve"),
         (name = "audit", description = "Audit log (admin)"),
         (name = "telemetry", description = "Readings in, history and latest values out"),
         (name = "operations", description = "Health, status, this document"),
