@@ -1,5 +1,6 @@
 //! Actors of insa-iiot: the telemetry pipeline.
 //!
+//! - [`alerts`]: raising (at most one open per device and rule) and resolving alerts
 //! - [`pipeline`]: [`Pipeline`], the handle the HTTP and MQTT ingest use
 //! - [`registry`]: device id -> partition -> device actor; [`partition_of`] is fixed for good
 //! - [`device`]: [`device::DeviceActor`], one per active device: status, last_seen, latest values,
@@ -11,6 +12,7 @@
 //! - [`payload`]: decoding and checking telemetry payloads (pure)
 //! - [`point`], [`events`]: the data that flows
 
+pub mod alerts;
 pub mod device;
 pub mod events;
 pub mod mqtt;

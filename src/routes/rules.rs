@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use insa_entities::{devices, rules, Role};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    QuerySelect, Set, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -682,7 +682,12 @@ pub async fn delete_rule(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
     let rule = find_rule(&state, *id).await?;
-    rules::Entity::delete_by_id(rule.id).exec(&state.db).await?;
+    // Its open alerts are resolved first: they would otherwise lose their rule (set null) and
+    // read as alerts of the built-in rule.
+    let txn = state.db.begin().await?;
+    insa_actors::alerts::resolve_rule(&txn, rule.id, Utc::now()).await?;
+    rules::Entity::delete_by_id(rule.id).exec(&txn).await?;
+    txn.commit().await?;
     Audit::new("rule.delete")
         .actor(Some(user.id), &user.email)
         .target("rule", rule.id)
