@@ -63,6 +63,12 @@ impl Application {
             settings: settings.clone(),
         });
 
+        // Rules first: a device actor takes them as it starts.
+        state
+            .pipeline
+            .reload_rules()
+            .await
+            .context("cannot load the alert rules")?;
         let pipeline = state.pipeline.clone();
         actix_web::rt::spawn(async move {
             match pipeline.resume_online_devices().await {

@@ -12,12 +12,15 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use insa_entities::DeviceStatus;
+use sea_orm::DatabaseConnection;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
+use crate::alerts::NewAlert;
 use crate::events::DeviceEvent;
 use crate::point::Point;
+use crate::rules::{Condition, Rule};
 use crate::state::{DeviceSeen, DeviceStatusChanged, StateWriter};
 use crate::writer::{Admission, StorePoints, TelemetryWriter, WriteAck, WriteError};
 
@@ -38,6 +41,76 @@ pub(crate) struct Shared {
     pub recreate: mpsc::UnboundedSender<Uuid>,
     /// Set when the pipeline stops: actors stopping then are not crashes.
     pub shutting_down: AtomicBool,
+    /// The enabled rules of every device ([`crate::Pipeline::reload_rules`]).
+    pub rules: std::sync::RwLock<Arc<Vec<Rule>>>,
+    /// Where alerts are raised and resolved, in order ([`keep_alerts`]).
+    pub alerts: mpsc::UnboundedSender<AlertCommand>,
+}
+
+/// What the device is, for rules: its type, area and config (built-in rule).
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    pub device_type: String,
+    pub area: Option<String>,
+    pub config: Option<Value>,
+}
+
+/// Raise or resolve an alert.
+#[derive(Debug)]
+pub enum AlertCommand {
+    Raise(NewAlert),
+    Resolve {
+        device_id: Uuid,
+        rule_id: Option<Uuid>,
+        at: DateTime<Utc>,
+    },
+}
+
+/// Stores alerts as device actors raise and resolve them, one at a time and in order, and
+/// announces each change. The database keeps at most one open alert per (device, rule), so a
+/// repeated raise (after an actor restart, say) changes nothing.
+pub(crate) async fn keep_alerts(
+    db: DatabaseConnection,
+    mut commands: mpsc::UnboundedReceiver<AlertCommand>,
+    events: broadcast::Sender<DeviceEvent>,
+) {
+    while let Some(command) = commands.recv().await {
+        let (outcome, resolved) = match command {
+            AlertCommand::Raise(alert) => (crate::alerts::raise(&db, alert).await, false),
+            AlertCommand::Resolve {
+                device_id,
+                rule_id,
+                at,
+            } => (
+                crate::alerts::resolve_open(&db, device_id, rule_id, at).await,
+                true,
+            ),
+        };
+        match outcome {
+            Ok(Some(alert)) => {
+                tracing::info!(device_id = %alert.device_id, alert_id = %alert.id,
+                    severity = %alert.severity, resolved, "{}", alert.message);
+                let _ = events.send(DeviceEvent::Alert {
+                    alert: Box::new(alert),
+                    resolved,
+                });
+            }
+            Ok(None) => {}
+            Err(err) => tracing::error!(error = %err, "alert not stored"),
+        }
+    }
+}
+
+/// Where a rule stands for this device.
+#[derive(Debug)]
+enum Watch {
+    /// Not known since the actor started: the next value decides (raise or resolve, both
+    /// idempotent in the database).
+    Unknown,
+    Clear,
+    /// Breached, waiting for `for` to pass.
+    Pending(SpawnHandle),
+    Raised,
 }
 
 /// The newest value of one key.
@@ -76,13 +149,18 @@ pub struct RecordReadings {
     pub admission: Admission,
 }
 
-/// A person changed the device (status, config); the actor adopts it.
+/// A person changed the device (status, type, area, config); the actor adopts it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct DeviceChanged {
     pub status: DeviceStatus,
-    pub config: Option<Value>,
+    pub profile: Profile,
 }
+
+/// The rules changed: the actor takes those that apply to it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RulesChanged(pub Arc<Vec<Rule>>);
 
 /// The device was deleted.
 #[derive(Message)]
@@ -120,15 +198,18 @@ pub struct DeviceActor {
     timer: Option<SpawnHandle>,
     /// Set when the actor stops on purpose; a stop without it is a crash.
     stopping_on_purpose: bool,
+    profile: Profile,
+    /// The rules that apply to this device, with where each stands.
+    rules: Vec<(Rule, Watch)>,
     shared: Arc<Shared>,
 }
 
 impl DeviceActor {
     pub(crate) fn new(
         id: Uuid,
+        profile: Profile,
         status: DeviceStatus,
         last_seen: Option<DateTime<Utc>>,
-        config: Option<&Value>,
         latest: HashMap<String, Latest>,
         shared: Arc<Shared>,
     ) -> Self {
@@ -143,11 +224,158 @@ impl DeviceActor {
             last_seen,
             last_reading: now.checked_sub(since).unwrap_or(now),
             seen_sent: None,
-            inactivity: inactivity_timeout(config, shared.default_inactivity),
+            inactivity: inactivity_timeout(profile.config.as_ref(), shared.default_inactivity),
             latest,
             timer: None,
             stopping_on_purpose: false,
+            rules: Vec::new(),
+            profile,
             shared,
+        }
+    }
+
+    /// Takes the rules that apply to this device (and its built-in rule); a rule that did not
+    /// change keeps where it stood.
+    fn adopt_rules(&mut self, all: &[Rule], ctx: &mut Context<Self>) {
+        let mut applying: Vec<Rule> = all
+            .iter()
+            .filter(|r| {
+                r.applies_to(
+                    self.id,
+                    &self.profile.device_type,
+                    self.profile.area.as_deref(),
+                )
+            })
+            .cloned()
+            .collect();
+        applying.extend(Rule::builtin(
+            &self.profile.device_type,
+            self.profile.config.as_ref(),
+        ));
+        let mut old = std::mem::take(&mut self.rules);
+        for rule in applying {
+            let kept = old
+                .iter()
+                .position(|(r, _)| *r == rule)
+                .map(|i| old.swap_remove(i).1);
+            self.rules.push((rule, kept.unwrap_or(Watch::Unknown)));
+        }
+        for (rule, watch) in old {
+            if let Watch::Pending(timer) = watch {
+                ctx.cancel_future(timer);
+            }
+            // A rule that no longer applies (changed or deleted) leaves nothing open behind.
+            self.resolve(&rule);
+        }
+    }
+
+    fn raise(&self, rule: &Rule, value: Option<f64>) {
+        let alert = NewAlert {
+            device_id: self.id,
+            rule_id: rule.id,
+            severity: rule.severity.clone(),
+            message: rule.message(value),
+            value,
+            threshold: rule.threshold(),
+            metadata: Some(serde_json::json!({
+                "rule": rule.name, "key": rule.key, "condition": rule.condition.symbol(),
+                "high": Some(rule.high).filter(|h| h.is_finite()),
+            })),
+            at: Utc::now(),
+        };
+        let _ = self.shared.alerts.send(AlertCommand::Raise(alert));
+    }
+
+    fn resolve(&self, rule: &Rule) {
+        let _ = self.shared.alerts.send(AlertCommand::Resolve {
+            device_id: self.id,
+            rule_id: rule.id,
+            at: Utc::now(),
+        });
+    }
+
+    /// A new newest value of `key`: moves each rule on it along (raise after `for`, resolve past
+    /// the hysteresis). Devices in maintenance raise nothing.
+    fn evaluate(&mut self, key: &str, value: f64, ctx: &mut Context<Self>) {
+        if self.status == DeviceStatus::Maintenance {
+            return;
+        }
+        for i in 0..self.rules.len() {
+            let rule = &self.rules[i].0;
+            if rule.key != key || rule.condition == Condition::Offline {
+                continue;
+            }
+            let breached = rule.breached(value);
+            let next = match &self.rules[i].1 {
+                Watch::Unknown | Watch::Clear if breached => {
+                    if rule.hold.is_zero() {
+                        self.raise(rule, Some(value));
+                        Watch::Raised
+                    } else {
+                        let id = rule.id;
+                        let hold = rule.hold;
+                        Watch::Pending(ctx.run_later(hold, move |act, _| act.held(id)))
+                    }
+                }
+                Watch::Unknown => {
+                    // Whatever was open before this actor started has cleared (if auto).
+                    if rule.auto_resolve && rule.cleared(value) {
+                        self.resolve(rule);
+                    }
+                    Watch::Clear
+                }
+                Watch::Clear => Watch::Clear,
+                Watch::Pending(timer) if !breached => {
+                    ctx.cancel_future(*timer);
+                    Watch::Clear
+                }
+                Watch::Pending(timer) => Watch::Pending(*timer),
+                Watch::Raised if rule.cleared(value) => {
+                    if rule.auto_resolve {
+                        self.resolve(rule);
+                    }
+                    Watch::Clear
+                }
+                Watch::Raised => Watch::Raised,
+            };
+            self.rules[i].1 = next;
+        }
+    }
+
+    /// A pending rule's `for` has passed with the condition holding throughout: raise.
+    fn held(&mut self, rule_id: Option<Uuid>) {
+        let Some(i) = self
+            .rules
+            .iter()
+            .position(|(r, w)| r.id == rule_id && matches!(w, Watch::Pending(_)))
+        else {
+            return;
+        };
+        let value = self.latest.get(&self.rules[i].0.key).and_then(|l| l.value);
+        self.raise(&self.rules[i].0, value);
+        self.rules[i].1 = Watch::Raised;
+    }
+
+    /// Offline rules follow the device's status.
+    fn status_rules(&mut self, to: DeviceStatus) {
+        for i in 0..self.rules.len() {
+            let rule = &self.rules[i].0;
+            if rule.condition != Condition::Offline {
+                continue;
+            }
+            let next = match to {
+                DeviceStatus::Offline => {
+                    self.raise(rule, None);
+                    Watch::Raised
+                }
+                _ => {
+                    if rule.auto_resolve {
+                        self.resolve(rule);
+                    }
+                    Watch::Clear
+                }
+            };
+            self.rules[i].1 = next;
         }
     }
 
@@ -169,6 +397,9 @@ impl DeviceActor {
             to,
             at: Utc::now(),
         });
+        if to != DeviceStatus::Maintenance {
+            self.status_rules(to);
+        }
     }
 
     fn send_seen(&mut self) {
@@ -211,6 +442,13 @@ impl Actor for DeviceActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.shared.mailbox);
+        let rules = self
+            .shared
+            .rules
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        self.adopt_rules(&rules, ctx);
         self.arm_timer(ctx);
     }
 
@@ -254,6 +492,18 @@ impl Handler<RecordReadings> for DeviceActor {
         if self.status != DeviceStatus::Maintenance {
             self.set_status(DeviceStatus::Online, true);
         }
+        // Rules see the newest value of each key in this message (not backfilled history).
+        let newest: Vec<(String, f64)> = msg
+            .points
+            .iter()
+            .filter_map(|p| {
+                let latest = self.latest.get(&p.key)?;
+                (latest.timestamp == p.timestamp).then_some((p.key.clone(), p.value?))
+            })
+            .collect();
+        for (key, value) in newest {
+            self.evaluate(&key, value, ctx);
+        }
         if self
             .seen_sent
             .is_none_or(|at| at.elapsed() >= self.shared.seen_interval)
@@ -281,13 +531,30 @@ impl Handler<DeviceChanged> for DeviceActor {
     type Result = ();
 
     fn handle(&mut self, msg: DeviceChanged, ctx: &mut Self::Context) {
-        self.inactivity = inactivity_timeout(msg.config.as_ref(), self.shared.default_inactivity);
+        self.inactivity =
+            inactivity_timeout(msg.profile.config.as_ref(), self.shared.default_inactivity);
+        self.profile = msg.profile;
+        let rules = self
+            .shared
+            .rules
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        self.adopt_rules(&rules, ctx);
         // The API already stored the new status; only tell the world.
         self.set_status(msg.status, false);
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }
         self.arm_timer(ctx);
+    }
+}
+
+impl Handler<RulesChanged> for DeviceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RulesChanged, ctx: &mut Self::Context) {
+        self.adopt_rules(&msg.0, ctx);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Events device actors publish for the live feed, alerts and the MQTT status topic.
 
 use chrono::{DateTime, Utc};
-use insa_entities::DeviceStatus;
+use insa_entities::{alerts, DeviceStatus};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -12,5 +12,10 @@ pub enum DeviceEvent {
         from: DeviceStatus,
         to: DeviceStatus,
         at: DateTime<Utc>,
+    },
+    /// An alert was raised (`resolved: false`) or resolved by its rule (`resolved: true`).
+    Alert {
+        alert: Box<alerts::Model>,
+        resolved: bool,
     },
 }

@@ -5,6 +5,7 @@
 //! - [`registry`]: device id -> partition -> device actor; [`partition_of`] is fixed for good
 //! - [`device`]: [`device::DeviceActor`], one per active device: status, last_seen, latest values,
 //!   inactivity timer
+//! - [`rules`]: alert rules as device actors evaluate them (pure)
 //! - [`writer`]: the batched telemetry writer (group commit) and its memory [`writer::Gate`]
 //! - [`state`]: status and `last_seen`, written behind
 //! - [`store`]: the SQL of both (COPY on PostgreSQL, multi-row INSERT on SQLite)
@@ -20,6 +21,7 @@ pub mod payload;
 pub mod pipeline;
 pub mod point;
 pub mod registry;
+pub mod rules;
 pub mod state;
 pub mod store;
 pub mod writer;

@@ -478,6 +478,7 @@ async fn publish_status(
                     tracing::warn!(error = %err, "cannot publish device status");
                 }
             }
+            Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(missed = n, "status publisher fell behind");
             }

@@ -13,7 +13,6 @@ use actix::prelude::*;
 use chrono::Utc;
 use insa_entities::{devices, telemetry_latest, DeviceStatus};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect};
-use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -115,6 +114,12 @@ impl Pipeline {
         let registry = DeviceRegistry::single_node(config.partitions, arbiters);
         let (events, _) = broadcast::channel(4096);
         let (recreate, mut recreate_rx) = mpsc::unbounded_channel();
+        let (alerts, alerts_rx) = mpsc::unbounded_channel();
+        actix::spawn(crate::device::keep_alerts(
+            db.clone(),
+            alerts_rx,
+            events.clone(),
+        ));
         let shared = Arc::new(Shared {
             restarts: registry.restarts.clone(),
             recreate,
@@ -126,6 +131,8 @@ impl Pipeline {
             default_inactivity: config.default_inactivity,
             seen_interval: config.state_flush,
             mailbox: config.device_mailbox,
+            rules: std::sync::RwLock::new(Arc::new(Vec::new())),
+            alerts,
         });
         let pipeline = Self {
             inner: Arc::new(Inner {
@@ -245,9 +252,13 @@ impl Pipeline {
         Ok(self.inner.registry.get_or_start(device_id, move || {
             DeviceActor::new(
                 device_id,
+                crate::device::Profile {
+                    device_type: device.device_type,
+                    area: device.area,
+                    config: device.config,
+                },
                 device.status,
                 device.last_seen,
-                device.config.as_ref(),
                 latest,
                 shared,
             )
@@ -281,10 +292,10 @@ impl Pipeline {
         device_id: Uuid,
         previous: DeviceStatus,
         status: DeviceStatus,
-        config: Option<Value>,
+        profile: crate::device::Profile,
     ) {
         match self.inner.registry.live(device_id) {
-            Some(addr) => addr.do_send(DeviceChanged { status, config }),
+            Some(addr) => addr.do_send(DeviceChanged { status, profile }),
             None if previous != status => {
                 let _ = self.inner.shared.events.send(DeviceEvent::StatusChanged {
                     device_id,
@@ -295,6 +306,29 @@ impl Pipeline {
             }
             None => {}
         }
+    }
+
+    /// Loads the enabled rules and hands them to every active device actor; call after any rule
+    /// change. Device actors started later pick them up as they start.
+    pub async fn reload_rules(&self) -> Result<usize, DbErr> {
+        let rules: Vec<crate::rules::Rule> = insa_entities::rules::Entity::find()
+            .filter(insa_entities::rules::Column::Enabled.eq(true))
+            .all(&self.inner.db)
+            .await?
+            .iter()
+            .filter_map(crate::rules::Rule::from_model)
+            .collect();
+        let count = rules.len();
+        let rules = Arc::new(rules);
+        if let Ok(mut current) = self.inner.shared.rules.write() {
+            *current = rules.clone();
+        }
+        for actor in self.inner.shared.actors.iter() {
+            actor
+                .value()
+                .do_send(crate::device::RulesChanged(rules.clone()));
+        }
+        Ok(count)
     }
 
     /// A device was deleted: its actor stops.

@@ -485,7 +485,11 @@ pub async fn update_device(
         updated.id,
         previous_status,
         updated.status,
-        updated.config.clone(),
+        insa_actors::device::Profile {
+            device_type: updated.device_type.clone(),
+            area: updated.area.clone(),
+            config: updated.config.clone(),
+        },
     );
     Audit::new("device.update")
         .actor(Some(user.id), &user.email)

@@ -459,6 +459,13 @@ fn check_action(problems: &mut Vec<FieldProblem>, i: usize, action: Value) -> Va
     Value::Object(action)
 }
 
+/// Device actors evaluate the rules as they now are.
+async fn reload(state: &AppState) {
+    if let Err(err) = state.pipeline.reload_rules().await {
+        tracing::error!(error = %err, "rules changed but could not be reloaded");
+    }
+}
+
 async fn find_rule(state: &AppState, id: Uuid) -> Result<rules::Model, ApiError> {
     rules::Entity::find_by_id(id)
         .one(&state.db)
@@ -565,6 +572,7 @@ pub async fn create_rule(
     }
     .insert(&state.db)
     .await?;
+    reload(&state).await;
     Audit::new("rule.create")
         .actor(Some(user.id), &user.email)
         .target("rule", created.id)
@@ -659,6 +667,10 @@ pub async fn update_rule(
     let mut active = store(rule, Utc::now());
     active.id = Set(existing.id);
     let updated = active.update(&state.db).await?;
+    if !updated.enabled {
+        insa_actors::alerts::resolve_rule(&state.db, updated.id, Utc::now()).await?;
+    }
+    reload(&state).await;
     Audit::new("rule.update")
         .actor(Some(user.id), &user.email)
         .target("rule", updated.id)
@@ -688,6 +700,7 @@ pub async fn delete_rule(
     insa_actors::alerts::resolve_rule(&txn, rule.id, Utc::now()).await?;
     rules::Entity::delete_by_id(rule.id).exec(&txn).await?;
     txn.commit().await?;
+    reload(&state).await;
     Audit::new("rule.delete")
         .actor(Some(user.id), &user.email)
         .target("rule", rule.id)

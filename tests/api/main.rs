@@ -1,6 +1,7 @@
 //! Integration tests: each test starts the real platform on a free port with a fresh database
 //! (SQLite by default, PostgreSQL when `DATABASE_URL` is set) and talks to it over HTTP.
 
+mod alerting;
 mod alerts;
 mod api_keys;
 mod auth;

@@ -536,7 +536,9 @@ async fn a_device_goes_offline_after_its_inactivity_timeout_and_maintenance_is_k
             .await
             .expect("a status event within 5 s")
             .expect("event stream open");
-        let insa_actors::DeviceEvent::StatusChanged { to, .. } = event;
+        let insa_actors::DeviceEvent::StatusChanged { to, .. } = event else {
+            continue;
+        };
         seen.push(to.as_str());
         if to.as_str() == "offline" {
             break sent.elapsed();

@@ -1,0 +1,209 @@
+//! Rules evaluated by the device actors as readings arrive: one alert per breach, hysteresis,
+//! `for` durations, maintenance, the built-in `config.alert_threshold`, offline rules.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{eventually, seed_device, spawn_app, As, TestApp};
+
+/// A device of `type` pressure in `area` (no built-in threshold): its id.
+async fn device(app: &TestApp, token: &str, area: &str, config: Value) -> String {
+    let device = app
+        .create_device(
+            token,
+            json!({"name": "Wellhead 7", "type": "pressure", "area": area, "config": config}),
+        )
+        .await;
+    device["id"].as_str().expect("id").to_string()
+}
+
+async fn send(app: &TestApp, token: &str, device: &str, telemetry: Value) {
+    let reply = app
+        .post(
+            "/api/v1/telemetry",
+            As::Bearer(token),
+            &json!({"device_id": device, "telemetry": telemetry}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+}
+
+async fn create_rule(app: &TestApp, token: &str, rule: Value) -> String {
+    let reply = app.post("/api/v1/rules", As::Bearer(token), &rule).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    reply.body["id"].as_str().expect("id").to_string()
+}
+
+async fn alerts_of(app: &TestApp, token: &str, device: &str) -> Vec<Value> {
+    let reply = app
+        .get(
+            &format!("/api/v1/alerts?device_id={device}"),
+            As::Bearer(token),
+        )
+        .await;
+    reply.body["alerts"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until the device has `n` alerts of which `open` are not resolved.
+async fn wait_for(app: &TestApp, token: &str, device: &str, n: usize, open: usize) -> Vec<Value> {
+    eventually(
+        Duration::from_secs(10),
+        &format!("{n} alerts, {open} open"),
+        || async {
+            let all = alerts_of(app, token, device).await;
+            let still = all.iter().filter(|a| a["status"] != "resolved").count();
+            (all.len() == n && still == open).then_some(all)
+        },
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn a_breach_raises_one_alert_and_it_resolves_only_past_the_hysteresis() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let id = device(&app, &token, "North", json!({})).await;
+    // The device is active before the rule exists: the rule reaches its actor.
+    send(&app, &token, &id, json!({"pressure": 60})).await;
+    let rule = create_rule(
+        &app,
+        &token,
+        json!({"name": "High pressure", "device_id": id, "key": "pressure", "condition": ">",
+               "threshold": 80, "hysteresis": 5, "severity": "critical"}),
+    )
+    .await;
+
+    send(&app, &token, &id, json!({"pressure": 85})).await;
+    let raised = wait_for(&app, &token, &id, 1, 1).await;
+    let alert = &raised[0];
+    assert_eq!(alert["rule_id"], rule.as_str());
+    assert_eq!(alert["severity"], "critical");
+    assert_eq!(alert["value"], 85.0);
+    assert_eq!(alert["threshold"], 80.0);
+    assert_eq!(alert["status"], "active");
+    assert!(alert["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("High pressure")));
+
+    // Repeated breaches and a value inside the band (75..80) change nothing.
+    for value in [90, 95, 78] {
+        send(&app, &token, &id, json!({"pressure": value})).await;
+    }
+    send(&app, &token, &id, json!({"pressure": 74})).await;
+    let resolved = wait_for(&app, &token, &id, 1, 0).await;
+    assert!(resolved[0]["resolved_at"].is_string());
+
+    // A new breach is a new alert.
+    send(&app, &token, &id, json!({"pressure": 88})).await;
+    wait_for(&app, &token, &id, 2, 1).await;
+}
+
+#[actix_web::test]
+async fn a_condition_must_hold_for_its_duration() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let id = device(&app, &token, "North", json!({})).await;
+    create_rule(
+        &app,
+        &token,
+        json!({"name": "Sustained pressure", "device_id": id, "key": "pressure",
+               "condition": ">", "threshold": 80, "for": 1}),
+    )
+    .await;
+    // A spike shorter than `for` raises nothing ...
+    send(&app, &token, &id, json!({"pressure": 90})).await;
+    send(&app, &token, &id, json!({"pressure": 70})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        alerts_of(&app, &token, &id).await.is_empty(),
+        "a short spike"
+    );
+    // ... a breach that lasts does, once `for` has passed.
+    let breached = std::time::Instant::now();
+    send(&app, &token, &id, json!({"pressure": 91})).await;
+    send(&app, &token, &id, json!({"pressure": 92})).await;
+    wait_for(&app, &token, &id, 1, 1).await;
+    assert!(
+        breached.elapsed() >= Duration::from_secs(1),
+        "raised before `for` passed"
+    );
+}
+
+#[actix_web::test]
+async fn devices_in_maintenance_raise_nothing_and_a_fleet_rule_covers_its_area() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let serviced = device(&app, &token, "South", json!({})).await;
+    let working = device(&app, &token, "South", json!({})).await;
+    create_rule(
+        &app,
+        &token,
+        json!({"name": "South pressure", "area": "South", "key": "pressure",
+               "condition": ">", "threshold": 80}),
+    )
+    .await;
+    let put = app
+        .put(
+            &format!("/api/v1/devices/{serviced}"),
+            As::Bearer(&token),
+            &json!({"status": "maintenance"}),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK);
+    send(&app, &token, &serviced, json!({"pressure": 99})).await;
+    send(&app, &token, &working, json!({"pressure": 99})).await;
+    // Alerts are stored in the order they are raised: once the working device's is there, the
+    // serviced device's would be too.
+    wait_for(&app, &token, &working, 1, 1).await;
+    assert!(alerts_of(&app, &token, &serviced).await.is_empty());
+}
+
+#[actix_web::test]
+async fn the_readme_devices_alert_threshold_raises_without_a_rule() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let device = app.create_device(&token, seed_device()).await;
+    let id = device["id"].as_str().expect("id").to_string();
+    send(
+        &app,
+        &token,
+        &id,
+        json!({"temperature": 49.5, "humidity": 80}),
+    )
+    .await;
+    send(
+        &app,
+        &token,
+        &id,
+        json!({"temperature": 55.2, "humidity": 81}),
+    )
+    .await;
+    let raised = wait_for(&app, &token, &id, 1, 1).await;
+    assert_eq!(raised[0]["rule_id"], Value::Null);
+    assert_eq!(raised[0]["severity"], "warning");
+    assert_eq!(raised[0]["value"], 55.2);
+    assert_eq!(raised[0]["threshold"], 50.0);
+    send(&app, &token, &id, json!({"temperature": 45})).await;
+    wait_for(&app, &token, &id, 1, 0).await;
+}
+
+#[actix_web::test]
+async fn an_offline_rule_raises_when_the_device_goes_silent() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let id = device(&app, &token, "East", json!({"inactivity_timeout": 1})).await;
+    create_rule(
+        &app,
+        &token,
+        json!({"name": "Wellhead silent", "device_id": id, "condition": "offline",
+               "severity": "critical"}),
+    )
+    .await;
+    send(&app, &token, &id, json!({"pressure": 50})).await;
+    let raised = wait_for(&app, &token, &id, 1, 1).await;
+    assert_eq!(raised[0]["severity"], "critical");
+    send(&app, &token, &id, json!({"pressure": 51})).await;
+    wait_for(&app, &token, &id, 1, 0).await;
+}
