@@ -20,6 +20,7 @@ pub mod db;
 pub mod dynsec;
 pub mod error;
 pub mod mqtt;
+pub mod notify;
 pub mod query;
 pub mod routes;
 pub mod settings;

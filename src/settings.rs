@@ -52,6 +52,7 @@ pub struct Settings {
     pub api_keys: ApiKeySettings,
     pub mqtt: MqttSettings,
     pub smtp: SmtpSettings,
+    pub webhooks: WebhookSettings,
     pub actors: ActorSettings,
     pub devices: DeviceSettings,
     pub ingest: IngestSettings,
@@ -158,6 +159,19 @@ pub struct SmtpSettings {
     /// May hold credentials.
     pub url: Option<Secret>,
     pub from: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Let webhooks reach loopback, private and link-local addresses (off: SSRF guard).
+    pub allow_private: bool,
+    pub timeout_secs: u64,
+    /// Attempts per delivery (email and webhook) before it is marked failed.
+    pub max_attempts: u32,
+    /// First retry after this long; doubled each time (with jitter), at most `retry_max_secs`.
+    pub retry_base_ms: u64,
+    pub retry_max_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -360,6 +374,10 @@ impl Settings {
         check(
             (1..=65_535).contains(&self.mqtt.max_unacked),
             "mqtt.max_unacked: 1 to 65535 (MQTT packet ids are 16-bit)".into(),
+        );
+        check(
+            self.webhooks.max_attempts >= 1 && self.webhooks.timeout_secs >= 1,
+            "webhooks.max_attempts and webhooks.timeout_secs: at least 1".into(),
         );
         if let Some(smtp) = &self.smtp.url {
             check(

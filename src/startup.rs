@@ -83,7 +83,9 @@ impl Application {
             mode: mqtt.as_ref().map_or("off", |m| m.mode),
             stats: mqtt.as_ref().map(|m| m.ingest.stats.clone()),
             dynsec: mqtt.as_ref().and_then(|m| m.dynsec.clone()),
+            client: mqtt.as_ref().map(|m| m.ingest.client.clone()),
         });
+        crate::notify::start(state.clone());
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener =

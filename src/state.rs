@@ -34,6 +34,8 @@ pub struct MqttInfo {
     pub stats: Option<std::sync::Arc<insa_actors::mqtt::MqttStats>>,
     /// Broker clients for API keys (`mqtt.dynsec`).
     pub dynsec: Option<crate::dynsec::Dynsec>,
+    /// The platform's publishing connection (status, rule commands).
+    pub client: Option<rumqttc::AsyncClient>,
 }
 
 impl AppState {

@@ -3,10 +3,12 @@
 //! condition store one alert and the others learn it already exists.
 
 use chrono::{DateTime, Utc};
-use insa_entities::alerts;
+use insa_entities::{alerts, notification_deliveries};
 use sea_orm::sea_query::OnConflict;
+use sea_orm::ActiveModelTrait;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Set, TransactionTrait,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -55,29 +57,45 @@ pub async fn raise<C: ConnectionTrait>(
 }
 
 /// Resolves the open alert of this device and rule, if any; returns it as resolved.
-pub async fn resolve_open(
-    db: &DatabaseConnection,
+///
+/// The update comes first: in a transaction it takes the write lock at once (SQLite cannot turn
+/// a read into a write once another connection has written).
+pub async fn resolve_open<C: ConnectionTrait>(
+    db: &C,
     device_id: Uuid,
     rule_id: Option<Uuid>,
     at: DateTime<Utc>,
 ) -> Result<Option<alerts::Model>, DbErr> {
-    let open = alerts::Entity::find()
-        .filter(alerts::Column::DeviceId.eq(device_id))
-        .filter(match rule_id {
-            Some(rule) => alerts::Column::RuleId.eq(rule),
-            None => alerts::Column::RuleId.is_null(),
-        })
-        .filter(alerts::Column::Status.ne("resolved"))
-        .one(db)
-        .await?;
-    let Some(open) = open else {
-        return Ok(None);
+    let of_rule = || match rule_id {
+        Some(rule) => alerts::Column::RuleId.eq(rule),
+        None => alerts::Column::RuleId.is_null(),
     };
-    let mut resolved: alerts::ActiveModel = open.into();
-    resolved.status = Set("resolved".into());
-    resolved.resolved_at = Set(Some(at));
-    let resolved = sea_orm::ActiveModelTrait::update(resolved, db).await?;
-    Ok(Some(resolved))
+    let resolved = alerts::Entity::update_many()
+        .col_expr(
+            alerts::Column::Status,
+            sea_orm::sea_query::Expr::value("resolved"),
+        )
+        .col_expr(
+            alerts::Column::ResolvedAt,
+            sea_orm::sea_query::Expr::value(at),
+        )
+        .filter(alerts::Column::DeviceId.eq(device_id))
+        .filter(of_rule())
+        .filter(alerts::Column::Status.ne("resolved"))
+        .exec(db)
+        .await?;
+    if resolved.rows_affected == 0 {
+        return Ok(None);
+    }
+    // The one just resolved: the newest resolution of this device and rule (PostgreSQL keeps
+    // microseconds, so `at` itself may not compare equal).
+    alerts::Entity::find()
+        .filter(alerts::Column::DeviceId.eq(device_id))
+        .filter(of_rule())
+        .filter(alerts::Column::Status.eq("resolved"))
+        .order_by_desc(alerts::Column::ResolvedAt)
+        .one(db)
+        .await
 }
 
 /// Resolves every open alert of a rule (the rule is being deleted or disabled).
@@ -100,4 +118,76 @@ pub async fn resolve_rule<C: ConnectionTrait>(
         .exec(db)
         .await?;
     Ok(result.rows_affected)
+}
+
+/// A notification to deliver, written to the outbox with the alert change that causes it.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// `email`, `webhook` or `mqtt`.
+    pub channel: String,
+    /// Addresses, a URL or a topic.
+    pub target: String,
+    /// What the sender needs: the event, alert, device, rule and the action itself.
+    pub payload: Value,
+}
+
+async fn enqueue<C: ConnectionTrait>(
+    db: &C,
+    alert_id: Uuid,
+    outgoing: Vec<Outgoing>,
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    for out in outgoing {
+        notification_deliveries::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            alert_id: Set(Some(alert_id)),
+            channel: Set(out.channel),
+            target: Set(out.target),
+            payload: Set(out.payload),
+            status: Set("pending".into()),
+            attempts: Set(0),
+            next_attempt_at: Set(Some(at)),
+            last_error: Set(None),
+            sent_at: Set(None),
+            created_at: Set(at),
+            updated_at: Set(at),
+        }
+        .insert(db)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Raises the alert and, in the same transaction, queues its notifications: either both are
+/// stored or neither. `notify` makes the notifications from the stored alert.
+pub async fn raise_and_notify(
+    db: &DatabaseConnection,
+    alert: NewAlert,
+    notify: impl FnOnce(&alerts::Model) -> Vec<Outgoing>,
+) -> Result<Option<alerts::Model>, DbErr> {
+    let txn = db.begin().await?;
+    let raised = raise(&txn, alert).await?;
+    if let Some(alert) = &raised {
+        enqueue(&txn, alert.id, notify(alert), alert.created_at).await?;
+    }
+    txn.commit().await?;
+    Ok(raised)
+}
+
+/// Resolves the open alert of this device and rule, if any, and queues its notifications in the
+/// same transaction.
+pub async fn resolve_and_notify(
+    db: &DatabaseConnection,
+    device_id: Uuid,
+    rule_id: Option<Uuid>,
+    at: DateTime<Utc>,
+    notify: impl FnOnce(&alerts::Model) -> Vec<Outgoing>,
+) -> Result<Option<alerts::Model>, DbErr> {
+    let txn = db.begin().await?;
+    let resolved = resolve_open(&txn, device_id, rule_id, at).await?;
+    if let Some(alert) = &resolved {
+        enqueue(&txn, alert.id, notify(alert), at).await?;
+    }
+    txn.commit().await?;
+    Ok(resolved)
 }

@@ -55,34 +55,114 @@ pub struct Profile {
     pub config: Option<Value>,
 }
 
+/// The rule behind an alert change, for its notifications.
+#[derive(Debug, Clone)]
+pub struct RuleRef {
+    pub id: Option<Uuid>,
+    pub name: String,
+    pub actions: Vec<Value>,
+}
+
 /// Raise or resolve an alert.
 #[derive(Debug)]
 pub enum AlertCommand {
-    Raise(NewAlert),
+    Raise(NewAlert, RuleRef),
     Resolve {
         device_id: Uuid,
-        rule_id: Option<Uuid>,
+        rule: RuleRef,
         at: DateTime<Utc>,
     },
 }
 
-/// Stores alerts as device actors raise and resolve them, one at a time and in order, and
-/// announces each change. The database keeps at most one open alert per (device, rule), so a
-/// repeated raise (after an actor restart, say) changes nothing.
+/// The notifications of an alert change: one per action of its rule, each carrying what its
+/// sender needs (the webhook body is the payload without `action`).
+pub fn notifications(
+    event: &str,
+    alert: &insa_entities::alerts::Model,
+    device: Option<&insa_entities::devices::Model>,
+    rule: &RuleRef,
+) -> Vec<crate::alerts::Outgoing> {
+    let body = serde_json::json!({
+        "event": event,
+        "alert": {
+            "id": alert.id, "device_id": alert.device_id, "rule_id": alert.rule_id,
+            "severity": alert.severity, "message": alert.message, "value": alert.value,
+            "threshold": alert.threshold, "status": alert.status,
+            "created_at": alert.created_at, "resolved_at": alert.resolved_at,
+        },
+        "device": device.map(|d| serde_json::json!({
+            "id": d.id, "name": d.name, "type": d.device_type, "area": d.area,
+            "location": d.location,
+        })),
+        "rule": {"id": rule.id, "name": rule.name},
+    });
+    rule.actions
+        .iter()
+        .filter_map(|action| {
+            let channel = action.get("type")?.as_str()?.to_string();
+            let target = match channel.as_str() {
+                "webhook" => action.get("url")?.as_str()?.to_string(),
+                "email" => action
+                    .get("to")?
+                    .as_array()?
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                "mqtt" => action.get("topic").and_then(Value::as_str).map_or_else(
+                    || format!("devices/{}/commands", alert.device_id),
+                    str::to_string,
+                ),
+                _ => return None,
+            };
+            let mut payload = body.clone();
+            payload["action"] = action.clone();
+            Some(crate::alerts::Outgoing {
+                channel,
+                target,
+                payload,
+            })
+        })
+        .collect()
+}
+
+/// Stores alerts as device actors raise and resolve them, one at a time and in order, with their
+/// notifications in the same transaction, and announces each change. The database keeps at most
+/// one open alert per (device, rule), so a repeated raise (after an actor restart, say) changes
+/// nothing.
 pub(crate) async fn keep_alerts(
     db: DatabaseConnection,
     mut commands: mpsc::UnboundedReceiver<AlertCommand>,
     events: broadcast::Sender<DeviceEvent>,
 ) {
+    use sea_orm::EntityTrait;
     while let Some(command) = commands.recv().await {
+        let device_id = match &command {
+            AlertCommand::Raise(alert, _) => alert.device_id,
+            AlertCommand::Resolve { device_id, .. } => *device_id,
+        };
+        let device = insa_entities::devices::Entity::find_by_id(device_id)
+            .one(&db)
+            .await
+            .ok()
+            .flatten();
         let (outcome, resolved) = match command {
-            AlertCommand::Raise(alert) => (crate::alerts::raise(&db, alert).await, false),
+            AlertCommand::Raise(alert, rule) => (
+                crate::alerts::raise_and_notify(&db, alert, |a| {
+                    notifications("raised", a, device.as_ref(), &rule)
+                })
+                .await,
+                false,
+            ),
             AlertCommand::Resolve {
                 device_id,
-                rule_id,
+                rule,
                 at,
             } => (
-                crate::alerts::resolve_open(&db, device_id, rule_id, at).await,
+                crate::alerts::resolve_and_notify(&db, device_id, rule.id, at, |a| {
+                    notifications("resolved", a, device.as_ref(), &rule)
+                })
+                .await,
                 true,
             ),
         };
@@ -98,6 +178,14 @@ pub(crate) async fn keep_alerts(
             Ok(None) => {}
             Err(err) => tracing::error!(error = %err, "alert not stored"),
         }
+    }
+}
+
+fn rule_ref(rule: &Rule) -> RuleRef {
+    RuleRef {
+        id: rule.id,
+        name: rule.name.clone(),
+        actions: rule.actions.clone(),
     }
 }
 
@@ -283,13 +371,16 @@ impl DeviceActor {
             })),
             at: Utc::now(),
         };
-        let _ = self.shared.alerts.send(AlertCommand::Raise(alert));
+        let _ = self
+            .shared
+            .alerts
+            .send(AlertCommand::Raise(alert, rule_ref(rule)));
     }
 
     fn resolve(&self, rule: &Rule) {
         let _ = self.shared.alerts.send(AlertCommand::Resolve {
             device_id: self.id,
-            rule_id: rule.id,
+            rule: rule_ref(rule),
             at: Utc::now(),
         });
     }

@@ -72,6 +72,8 @@ pub struct Rule {
     pub hysteresis: f64,
     pub severity: String,
     pub auto_resolve: bool,
+    /// What to do when an alert is raised or resolved (`rules.actions`).
+    pub actions: Vec<Value>,
 }
 
 impl Rule {
@@ -95,6 +97,7 @@ impl Rule {
             hysteresis: m.hysteresis.max(0.0),
             severity: m.severity.clone(),
             auto_resolve: m.auto_resolve,
+            actions: m.actions.as_array().cloned().unwrap_or_default(),
         })
     }
 
@@ -132,6 +135,7 @@ impl Rule {
             hysteresis: 0.0,
             severity,
             auto_resolve: true,
+            actions: Vec::new(),
         })
     }
 
@@ -226,6 +230,7 @@ mod tests {
             hysteresis,
             severity: "warning".into(),
             auto_resolve: true,
+            actions: Vec::new(),
         }
     }
 

@@ -4,7 +4,9 @@ use actix_web::{web, HttpResponse};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{alerts, api_keys, audit, auth, devices, health, rules, telemetry, users};
+use super::{
+    alerts, api_keys, audit, auth, devices, health, notifications, rules, telemetry, users,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -40,6 +42,8 @@ use super::{alerts, api_keys, audit, auth, devices, health, rules, telemetry, us
         alerts::get_alert,
         alerts::acknowledge_alert,
         alerts::resolve_alert,
+        notifications::list_notifications,
+        notifications::retry_notification,
         audit::list_audit_log,
         telemetry::post_telemetry,
         telemetry::get_telemetry,
@@ -54,6 +58,7 @@ use super::{alerts, api_keys, audit, auth, devices, health, rules, telemetry, us
         (name = "api-keys", description = "Device credentials"),
         (name = "rules", description = "Alert rules"),
         (name = "alerts", description = "Alerts: list, acknowledge, resolve"),
+        (name = "notifications", description = "Alert notification deliveries"),
         (name = "audit", description = "Audit log (admin)"),
         (name = "telemetry", description = "Readings in, history and latest values out"),
         (name = "operations", description = "Health, status, this document"),

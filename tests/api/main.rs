@@ -18,3 +18,4 @@ mod rules;
 mod schema;
 mod telemetry;
 mod users;
+mod webhooks;

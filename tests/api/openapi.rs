@@ -45,6 +45,8 @@ async fn the_openapi_document_covers_every_route() {
         ("get", "/api/v1/alerts/{id}"),
         ("post", "/api/v1/alerts/{id}/acknowledge"),
         ("post", "/api/v1/alerts/{id}/resolve"),
+        ("get", "/api/v1/notifications"),
+        ("post", "/api/v1/notifications/{id}/retry"),
         ("get", "/api/v1/audit-log"),
         ("post", "/api/v1/telemetry"),
         ("get", "/api/v1/telemetry"),

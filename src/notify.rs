@@ -1,0 +1,355 @@
+//! The notifier: delivers what the outbox (`notification_deliveries`) holds — webhooks and MQTT
+//! commands — and records every attempt. Rows are written with the alert change that causes
+//! them (same transaction), so a restart loses nothing: pending rows are simply picked up again.
+//!
+//! Webhooks: a JSON POST of `{event, alert, device, rule}`, signed with
+//! `X-INSA-Signature: sha256=<hex HMAC-SHA256 of the body>` when the action has a secret; 2xx is
+//! delivered, 4xx other than 408/429 is final, anything else is retried with exponential backoff
+//! and jitter up to `webhooks.max_attempts`. URLs resolving to loopback, private or link-local
+//! addresses are refused unless `webhooks.allow_private` (SSRF guard).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use chrono::Utc;
+use hmac::{Hmac, Mac};
+use insa_actors::DeviceEvent;
+use insa_entities::notification_deliveries as deliveries;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set,
+};
+use serde_json::Value;
+use sha2::Sha256;
+use tokio::sync::Notify;
+
+use crate::settings::WebhookSettings;
+use crate::state::AppState;
+
+/// Deliveries attempted together.
+const BATCH: u64 = 32;
+/// How often due retries are looked for.
+const TICK: Duration = Duration::from_millis(500);
+
+/// What one attempt came to.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Delivered,
+    /// Worth another attempt.
+    Retry(String),
+    /// Never worth another attempt.
+    Final(String),
+}
+
+/// Starts the notifier on the current arbiter; a new alert wakes it at once.
+pub fn start(state: web::Data<AppState>) {
+    let wake = Arc::new(Notify::new());
+    let mut events = state.pipeline.subscribe();
+    let waker = wake.clone();
+    actix_web::rt::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(DeviceEvent::Alert { .. }) => waker.notify_one(),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => waker.notify_one(),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    actix_web::rt::spawn(async move {
+        let client = match reqwest::Client::builder()
+            .timeout(Duration::from_secs(state.settings.webhooks.timeout_secs))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+        {
+            Ok(client) => client,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot start the notifier");
+                return;
+            }
+        };
+        loop {
+            if let Err(err) = deliver_due(&state, &client).await {
+                tracing::warn!(error = %err, "notifier: cannot read the outbox");
+            }
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(TICK) => {}
+            }
+        }
+    });
+}
+
+/// Attempts every delivery that is due, together, and records each outcome.
+async fn deliver_due(state: &AppState, client: &reqwest::Client) -> Result<(), sea_orm::DbErr> {
+    let now = Utc::now();
+    let due = deliveries::Entity::find()
+        .filter(deliveries::Column::Status.eq("pending"))
+        .filter(
+            Condition::any()
+                .add(deliveries::Column::NextAttemptAt.is_null())
+                .add(deliveries::Column::NextAttemptAt.lte(now)),
+        )
+        .order_by_asc(deliveries::Column::CreatedAt)
+        .limit(BATCH)
+        .all(&state.db)
+        .await?;
+    let attempts = due.into_iter().map(|delivery| async move {
+        let outcome = attempt(state, client, &delivery).await;
+        record(state, delivery, outcome).await
+    });
+    for result in futures_util::future::join_all(attempts).await {
+        result?;
+    }
+    Ok(())
+}
+
+async fn attempt(
+    state: &AppState,
+    client: &reqwest::Client,
+    delivery: &deliveries::Model,
+) -> Outcome {
+    match delivery.channel.as_str() {
+        "webhook" => webhook(client, &state.settings.webhooks, &delivery.payload).await,
+        "mqtt" => mqtt_command(state, delivery).await,
+        other => Outcome::Retry(format!(
+            "{other} notifications are not available in this version"
+        )),
+    }
+}
+
+/// The webhook body: the payload without its action (which holds the secret).
+pub fn webhook_body(payload: &Value) -> Value {
+    let mut body = payload.clone();
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove("action");
+    }
+    body
+}
+
+/// `sha256=<hex HMAC-SHA256 of body with secret>`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    // HMAC takes a key of any length: this never fails.
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn webhook(client: &reqwest::Client, settings: &WebhookSettings, payload: &Value) -> Outcome {
+    let action = &payload["action"];
+    let Some(url) = action["url"].as_str().and_then(|u| url::Url::parse(u).ok()) else {
+        return Outcome::Final("the action has no valid url".into());
+    };
+    if !settings.allow_private {
+        if let Err(why) = public_only(&url).await {
+            return Outcome::Final(why);
+        }
+    }
+    let body = match serde_json::to_vec(&webhook_body(payload)) {
+        Ok(body) => body,
+        Err(err) => return Outcome::Final(format!("cannot encode the body: {err}")),
+    };
+    let mut request = client
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header(
+            "User-Agent",
+            concat!("insa-iiot/", env!("CARGO_PKG_VERSION")),
+        );
+    if let Some(event) = payload["event"].as_str() {
+        request = request.header("X-INSA-Event", event);
+    }
+    if let Some(secret) = action["secret"].as_str() {
+        request = request.header("X-INSA-Signature", signature(secret, &body));
+    }
+    if let Some(headers) = action["headers"].as_object() {
+        for (name, value) in headers {
+            if let Some(value) = value.as_str() {
+                request = request.header(name.as_str(), value);
+            }
+        }
+    }
+    match request.body(body).send().await {
+        Ok(response) => {
+            let status = response.status();
+            if status.is_success() {
+                Outcome::Delivered
+            } else if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
+                Outcome::Final(format!("the receiver answered {status}"))
+            } else {
+                Outcome::Retry(format!("the receiver answered {status}"))
+            }
+        }
+        Err(err) => Outcome::Retry(format!("cannot reach the receiver: {err}")),
+    }
+}
+
+/// Refuses a URL whose host is, or resolves to, a loopback, private, link-local or otherwise
+/// internal address.
+async fn public_only(url: &url::Url) -> Result<(), String> {
+    let host = url.host_str().ok_or("the url has no host")?;
+    let port = url.port_or_known_default().unwrap_or(443);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|err| format!("cannot resolve {host}: {err}"))?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    match addresses.iter().find(|ip| internal(**ip)) {
+        Some(ip) => Err(format!(
+            "refused: {host} is an internal address ({ip}); set webhooks.allow_private to allow it"
+        )),
+        None => Ok(()),
+    }
+}
+
+fn internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1])
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| internal(IpAddr::V4(v4)))
+        }
+    }
+}
+
+async fn mqtt_command(state: &AppState, delivery: &deliveries::Model) -> Outcome {
+    let Some(client) = state.mqtt.get().and_then(|m| m.client.clone()) else {
+        return Outcome::Retry("MQTT is off".into());
+    };
+    let payload = &delivery.payload["action"]["payload"];
+    let body = match payload {
+        Value::String(text) => text.clone().into_bytes(),
+        other => other.to_string().into_bytes(),
+    };
+    match client
+        .publish(
+            delivery.target.clone(),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            body,
+        )
+        .await
+    {
+        Ok(()) => Outcome::Delivered,
+        Err(err) => Outcome::Retry(format!("cannot publish: {err}")),
+    }
+}
+
+/// Records an attempt: delivered, retried later (exponential backoff with jitter) or failed.
+async fn record(
+    state: &AppState,
+    delivery: deliveries::Model,
+    outcome: Outcome,
+) -> Result<(), sea_orm::DbErr> {
+    let settings = &state.settings.webhooks;
+    let attempts = delivery.attempts + 1;
+    let now = Utc::now();
+    let mut row: deliveries::ActiveModel = delivery.into();
+    row.attempts = Set(attempts);
+    row.updated_at = Set(now);
+    match outcome {
+        Outcome::Delivered => {
+            row.status = Set("sent".into());
+            row.sent_at = Set(Some(now));
+            row.next_attempt_at = Set(None);
+            row.last_error = Set(None);
+        }
+        Outcome::Retry(why)
+            if u32::try_from(attempts).unwrap_or(u32::MAX) < settings.max_attempts =>
+        {
+            let delay = backoff(settings, attempts);
+            row.next_attempt_at = Set(Some(now + delay));
+            row.last_error = Set(Some(why));
+        }
+        Outcome::Retry(why) | Outcome::Final(why) => {
+            tracing::warn!(error = %why, attempts, "notification failed");
+            row.status = Set("failed".into());
+            row.next_attempt_at = Set(None);
+            row.last_error = Set(Some(why));
+        }
+    }
+    row.update(&state.db).await?;
+    Ok(())
+}
+
+/// `retry_base_ms * 2^(attempts-1)`, at most `retry_max_secs`, plus up to 20% jitter.
+fn backoff(settings: &WebhookSettings, attempts: i32) -> chrono::Duration {
+    let exponent = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(0)
+        .min(20);
+    let base = settings.retry_base_ms.saturating_mul(1 << exponent);
+    let capped = base.min(settings.retry_max_secs.saturating_mul(1000));
+    let jitter = fastrand::u64(0..=capped / 5);
+    chrono::Duration::milliseconds(i64::try_from(capped + jitter).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_the_hex_hmac_sha256_of_the_body() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(internal(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in ["8.8.8.8", "203.0.113.7", "2001:db8::1"] {
+            assert!(!internal(ip.parse().expect("ip")), "{ip}");
+        }
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_cap() {
+        let settings = WebhookSettings {
+            allow_private: false,
+            timeout_secs: 10,
+            max_attempts: 8,
+            retry_base_ms: 1000,
+            retry_max_secs: 300,
+        };
+        let ms = |n| backoff(&settings, n).num_milliseconds();
+        assert!((1000..=1200).contains(&ms(1)));
+        assert!((4000..=4800).contains(&ms(3)));
+        assert!((300_000..=360_000).contains(&ms(20)));
+    }
+}

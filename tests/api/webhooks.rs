@@ -1,0 +1,283 @@
+//! Webhook notifications against a real HTTP receiver listening on loopback: signed, once per
+//! alert change, retried with backoff, refused for internal addresses unless allowed.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::helpers::{eventually, free_port, spawn_app_with, As, TestApp};
+
+/// What the receiver got: (headers, body).
+type Received = Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>;
+
+/// A real HTTP server on loopback that records every request and answers `fail` for the first
+/// `fail_first` of them, then 200.
+struct Receiver {
+    url: String,
+    received: Received,
+}
+
+impl Receiver {
+    fn start(fail_first: usize, fail: u16) -> Self {
+        let port = free_port();
+        let received: Received = Arc::default();
+        let log = received.clone();
+        let server = HttpServer::new(move || {
+            let log = log.clone();
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let log = log.clone();
+                async move {
+                    let headers = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                        .collect();
+                    let n = {
+                        let mut log = log.lock().expect("log");
+                        log.push((headers, body.to_vec()));
+                        log.len()
+                    };
+                    if n <= fail_first {
+                        HttpResponse::build(
+                            actix_web::http::StatusCode::from_u16(fail).expect("status"),
+                        )
+                        .finish()
+                    } else {
+                        HttpResponse::Ok().finish()
+                    }
+                }
+            }))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", port))
+        .expect("bind the receiver")
+        .run();
+        actix_web::rt::spawn(server);
+        Self {
+            url: format!("http://127.0.0.1:{port}/hooks/insa"),
+            received,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.received.lock().expect("log").len()
+    }
+
+    fn body(&self, i: usize) -> Value {
+        let log = self.received.lock().expect("log");
+        serde_json::from_slice(&log[i].1).expect("JSON body")
+    }
+
+    fn header(&self, i: usize, name: &str) -> Option<String> {
+        let log = self.received.lock().expect("log");
+        log[i]
+            .0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn raw(&self, i: usize) -> Vec<u8> {
+        self.received.lock().expect("log")[i].1.clone()
+    }
+}
+
+async fn app(allow_private: bool) -> TestApp {
+    spawn_app_with(|s| {
+        s.webhooks.allow_private = allow_private;
+        s.webhooks.retry_base_ms = 100;
+        s.webhooks.max_attempts = 4;
+    })
+    .await
+}
+
+/// A device with a pressure rule whose action is `webhook`: (token, device id).
+async fn watched(app: &TestApp, webhook: Value) -> (String, String) {
+    let token = app.admin_token().await;
+    let device = app
+        .create_device(
+            &token,
+            json!({"name": "Wellhead 9", "type": "pressure", "area": "North", "location": "Pad 3"}),
+        )
+        .await;
+    let id = device["id"].as_str().expect("id").to_string();
+    let rule = app
+        .post(
+            "/api/v1/rules",
+            As::Bearer(&token),
+            &json!({"name": "High pressure", "device_id": id, "key": "pressure",
+                    "condition": ">", "threshold": 80, "hysteresis": 5, "severity": "critical",
+                    "actions": [webhook]}),
+        )
+        .await;
+    assert_eq!(rule.status, StatusCode::CREATED, "{rule:?}");
+    (token, id)
+}
+
+async fn send(app: &TestApp, token: &str, device: &str, pressure: f64) {
+    let reply = app
+        .post(
+            "/api/v1/telemetry",
+            As::Bearer(token),
+            &json!({"device_id": device, "telemetry": {"pressure": pressure}}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+}
+
+async fn deliveries(app: &TestApp, token: &str) -> Vec<Value> {
+    let reply = app.get("/api/v1/notifications", As::Bearer(token)).await;
+    reply.body["notifications"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[actix_web::test]
+async fn a_breach_and_its_resolution_are_each_posted_once_and_signed() {
+    let receiver = Receiver::start(0, 200);
+    let app = app(true).await;
+    let (token, id) = watched(
+        &app,
+        json!({"type": "webhook", "url": receiver.url, "secret": "s3cret",
+               "headers": {"X-Site": "north-field"}}),
+    )
+    .await;
+
+    send(&app, &token, &id, 85.0).await;
+    send(&app, &token, &id, 90.0).await;
+    eventually(Duration::from_secs(10), "the raised webhook", || async {
+        (receiver.count() == 1).then_some(())
+    })
+    .await;
+    let raised = receiver.body(0);
+    assert_eq!(raised["event"], "raised");
+    assert_eq!(raised["alert"]["severity"], "critical");
+    assert_eq!(raised["alert"]["value"], 85.0);
+    assert_eq!(raised["alert"]["threshold"], 80.0);
+    assert_eq!(raised["device"]["name"], "Wellhead 9");
+    assert_eq!(raised["device"]["area"], "North");
+    assert_eq!(raised["rule"]["name"], "High pressure");
+    assert!(raised.get("action").is_none(), "the secret stays home");
+    assert_eq!(
+        receiver.header(0, "x-insa-signature"),
+        Some(hmac_hex("s3cret", &receiver.raw(0)))
+    );
+    assert_eq!(receiver.header(0, "x-site").as_deref(), Some("north-field"));
+    assert_eq!(
+        receiver.header(0, "x-insa-event").as_deref(),
+        Some("raised")
+    );
+
+    send(&app, &token, &id, 70.0).await;
+    eventually(Duration::from_secs(10), "the resolved webhook", || async {
+        (receiver.count() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.body(1)["event"], "resolved");
+    assert!(receiver.body(1)["alert"]["resolved_at"].is_string());
+
+    let log = deliveries(&app, &token).await;
+    assert_eq!(log.len(), 2);
+    for delivery in &log {
+        assert_eq!(delivery["channel"], "webhook");
+        assert_eq!(delivery["status"], "sent");
+        assert_eq!(delivery["attempts"], 1);
+        assert_eq!(delivery["target"], receiver.url.as_str());
+    }
+    // Nothing more arrives: one delivery per alert change.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(receiver.count(), 2);
+}
+
+#[actix_web::test]
+async fn a_failing_receiver_gets_the_webhook_after_retries() {
+    let receiver = Receiver::start(2, 503);
+    let app = app(true).await;
+    let (token, id) = watched(&app, json!({"type": "webhook", "url": receiver.url})).await;
+    send(&app, &token, &id, 95.0).await;
+    let delivered = eventually(
+        Duration::from_secs(15),
+        "delivered after retries",
+        || async {
+            let log = deliveries(&app, &token).await;
+            log.into_iter().find(|d| d["status"] == "sent")
+        },
+    )
+    .await;
+    assert_eq!(delivered["attempts"], 3);
+    assert_eq!(receiver.count(), 3);
+    assert!(
+        receiver.header(0, "x-insa-signature").is_none(),
+        "no secret, no signature"
+    );
+}
+
+#[actix_web::test]
+async fn a_receiver_refusing_the_request_is_not_asked_again() {
+    let receiver = Receiver::start(usize::MAX, 400);
+    let app = app(true).await;
+    let (token, id) = watched(&app, json!({"type": "webhook", "url": receiver.url})).await;
+    send(&app, &token, &id, 95.0).await;
+    let failed = eventually(Duration::from_secs(10), "failed for good", || async {
+        deliveries(&app, &token)
+            .await
+            .into_iter()
+            .find(|d| d["status"] == "failed")
+    })
+    .await;
+    assert_eq!(failed["attempts"], 1);
+    assert!(failed["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("400")));
+
+    // An operator may try again.
+    let retried = app
+        .post(
+            &format!(
+                "/api/v1/notifications/{}/retry",
+                failed["id"].as_str().expect("id")
+            ),
+            As::Bearer(&token),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(retried.status, StatusCode::OK);
+    eventually(Duration::from_secs(10), "asked again", || async {
+        (receiver.count() == 2).then_some(())
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn webhooks_to_internal_addresses_are_refused_unless_allowed() {
+    let receiver = Receiver::start(0, 200);
+    let app = app(false).await;
+    let (token, id) = watched(&app, json!({"type": "webhook", "url": receiver.url})).await;
+    send(&app, &token, &id, 95.0).await;
+    let refused = eventually(Duration::from_secs(10), "refused", || async {
+        deliveries(&app, &token)
+            .await
+            .into_iter()
+            .find(|d| d["status"] == "failed")
+    })
+    .await;
+    assert!(
+        refused["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("internal address")),
+        "{refused}"
+    );
+    assert_eq!(receiver.count(), 0, "nothing was sent");
+}
