@@ -1,5 +1,5 @@
-//! The notifier: delivers what the outbox (`notification_deliveries`) holds — webhooks and MQTT
-//! commands — and records every attempt. Rows are written with the alert change that causes
+//! The notifier: delivers what the outbox (`notification_deliveries`) holds — emails, webhooks
+//! and MQTT commands — and records every attempt. Rows are written with the alert change that causes
 //! them (same transaction), so a restart loses nothing: pending rows are simply picked up again.
 //!
 //! Webhooks: a JSON POST of `{event, alert, device, rule}`, signed with
@@ -114,9 +114,8 @@ async fn attempt(
     match delivery.channel.as_str() {
         "webhook" => webhook(client, &state.settings.webhooks, &delivery.payload).await,
         "mqtt" => mqtt_command(state, delivery).await,
-        other => Outcome::Retry(format!(
-            "{other} notifications are not available in this version"
-        )),
+        "email" => email(state, &delivery.payload).await,
+        other => Outcome::Final(format!("unknown channel {other}")),
     }
 }
 
@@ -229,6 +228,126 @@ fn internal(ip: IpAddr) -> bool {
                     .to_ipv4_mapped()
                     .is_some_and(|v4| internal(IpAddr::V4(v4)))
         }
+    }
+}
+
+/// lettre's connection URL for `smtp.url` (`smtp+starttls://` means STARTTLS required).
+fn smtp_connection_url(url: &str) -> String {
+    match url.strip_prefix("smtp+starttls://") {
+        Some(rest) if rest.contains('?') => format!("smtp://{rest}&tls=required"),
+        Some(rest) => format!("smtp://{rest}?tls=required"),
+        None => url.to_string(),
+    }
+}
+
+/// `[CRITICAL] High pressure on Wellhead 9`, or `[RESOLVED] ...`.
+pub fn email_subject(payload: &Value) -> String {
+    let tag = match payload["event"].as_str() {
+        Some("resolved") => "RESOLVED".to_string(),
+        _ => payload["alert"]["severity"]
+            .as_str()
+            .unwrap_or("alert")
+            .to_uppercase(),
+    };
+    let rule = payload["rule"]["name"].as_str().unwrap_or("Alert");
+    match payload["device"]["name"].as_str() {
+        Some(device) => format!("[{tag}] {rule} on {device}"),
+        None => format!("[{tag}] {rule}"),
+    }
+}
+
+/// The plain-text body: what happened, where, the value and threshold, when, and a link.
+pub fn email_body(payload: &Value, base_url: &str) -> String {
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let alert = &payload["alert"];
+    let device = &payload["device"];
+    let resolved = payload["event"] == "resolved";
+    format!(
+        "{headline}\n\n\
+         Message:   {message}\n\
+         Severity:  {severity}\n\
+         Device:    {device}\n\
+         Area:      {area}\n\
+         Location:  {location}\n\
+         Value:     {value}\n\
+         Threshold: {threshold}\n\
+         Raised at: {raised}\n\
+         {resolved_line}\n\
+         Alert:     {base}/api/v1/alerts/{id}\n",
+        headline = if resolved {
+            "The alert has been resolved."
+        } else {
+            "An alert has been raised."
+        },
+        message = text(&alert["message"]),
+        severity = text(&alert["severity"]),
+        device = text(&device["name"]),
+        area = text(&device["area"]),
+        location = text(&device["location"]),
+        value = text(&alert["value"]),
+        threshold = text(&alert["threshold"]),
+        raised = text(&alert["created_at"]),
+        resolved_line = if resolved {
+            format!("Resolved:  {}\n", text(&alert["resolved_at"]))
+        } else {
+            String::new()
+        },
+        base = base_url.trim_end_matches('/'),
+        id = text(&alert["id"]),
+    )
+}
+
+async fn email(state: &AppState, payload: &Value) -> Outcome {
+    use lettre::message::header::ContentType;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+    let Some(url) = &state.settings.smtp.url else {
+        return Outcome::Retry("smtp.url is not set".into());
+    };
+    let transport =
+        match AsyncSmtpTransport::<Tokio1Executor>::from_url(&smtp_connection_url(url.expose())) {
+            Ok(builder) => builder
+                .timeout(Some(Duration::from_secs(
+                    state.settings.webhooks.timeout_secs,
+                )))
+                .build(),
+            Err(err) => return Outcome::Final(format!("smtp.url: {err}")),
+        };
+    let from = match state.settings.smtp.from.parse() {
+        Ok(from) => from,
+        Err(err) => return Outcome::Final(format!("smtp.from: {err}")),
+    };
+    let mut message = Message::builder()
+        .from(from)
+        .subject(email_subject(payload))
+        .header(ContentType::TEXT_PLAIN);
+    let recipients = payload["action"]["to"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for to in recipients.iter().filter_map(Value::as_str) {
+        match to.parse() {
+            Ok(to) => message = message.to(to),
+            Err(err) => return Outcome::Final(format!("recipient {to}: {err}")),
+        }
+    }
+    let server = &state.settings.server;
+    let base = server
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}:{}", server.host, server.port));
+    let message = match message.body(email_body(payload, &base)) {
+        Ok(message) => message,
+        Err(err) => return Outcome::Final(format!("cannot build the message: {err}")),
+    };
+    match transport.send(message).await {
+        Ok(_) => Outcome::Delivered,
+        Err(err) if err.is_permanent() => Outcome::Final(format!("the SMTP server refused: {err}")),
+        Err(err) => Outcome::Retry(format!("cannot send: {err}")),
     }
 }
 

@@ -76,6 +76,9 @@ pub struct ServerSettings {
     pub workers: usize,
     pub max_body_bytes: usize,
     pub shutdown_timeout_secs: u64,
+    /// Where people reach the platform (`https://iiot.site.example`), for links in emails;
+    /// default `http://host:port`.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

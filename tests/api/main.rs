@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod devices;
 mod durability;
+mod email;
 mod errors;
 mod health;
 mod helpers;
