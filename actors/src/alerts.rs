@@ -131,7 +131,8 @@ pub struct Outgoing {
     pub payload: Value,
 }
 
-async fn enqueue<C: ConnectionTrait>(
+/// Queues notifications for an alert (in the caller's transaction, if any).
+pub async fn enqueue<C: ConnectionTrait>(
     db: &C,
     alert_id: Uuid,
     outgoing: Vec<Outgoing>,

@@ -5,10 +5,10 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use insa_entities::{alerts, Role};
+use insa_entities::{alerts, devices, rules, Role};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    QuerySelect, Set, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -189,11 +189,16 @@ pub async fn acknowledge_alert(
     let alert = find_alert(&state, *id).await?;
     let alert = match alert.status.as_str() {
         "active" => {
+            let txn = state.db.begin().await?;
             let mut active: alerts::ActiveModel = alert.into();
             active.status = Set("acknowledged".into());
             active.acknowledged_by = Set(Some(user.email.clone()));
             active.acknowledged_at = Set(Some(Utc::now()));
-            let alert = active.update(&state.db).await?;
+            let alert = active.update(&txn).await?;
+            // Webhooks of the rule hear about it (`event: acknowledged`), with the alert.
+            let outgoing = acknowledged_webhooks(&txn, &alert).await?;
+            insa_actors::alerts::enqueue(&txn, alert.id, outgoing, Utc::now()).await?;
+            txn.commit().await?;
             record(&state, &req, &user, "alert.acknowledge", &alert).await;
             alert
         }
@@ -232,6 +237,40 @@ pub async fn resolve_alert(
         alert
     };
     Ok(HttpResponse::Ok().json(AlertResponse::from(alert)))
+}
+
+async fn acknowledged_webhooks(
+    db: &impl sea_orm::ConnectionTrait,
+    alert: &alerts::Model,
+) -> Result<Vec<insa_actors::alerts::Outgoing>, ApiError> {
+    let Some(rule_id) = alert.rule_id else {
+        return Ok(Vec::new());
+    };
+    let Some(rule) = rules::Entity::find_by_id(rule_id).one(db).await? else {
+        return Ok(Vec::new());
+    };
+    let device = devices::Entity::find_by_id(alert.device_id).one(db).await?;
+    let webhooks: Vec<Value> = rule
+        .actions
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|a| a["type"] == "webhook")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let rule = insa_actors::device::RuleRef {
+        id: Some(rule.id),
+        name: rule.name,
+        actions: webhooks,
+    };
+    Ok(insa_actors::device::notifications(
+        "acknowledged",
+        alert,
+        device.as_ref(),
+        &rule,
+    ))
 }
 
 async fn record(

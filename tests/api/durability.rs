@@ -48,6 +48,20 @@ fn start_with(
     Platform(child)
 }
 
+/// The administrator's access token.
+async fn login(client: &reqwest::Client, base: &str) -> String {
+    let login: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": "admin@insa.com", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    login["access_token"].as_str().expect("token").to_string()
+}
+
 async fn wait_healthy(client: &reqwest::Client, base: &str) {
     eventually(Duration::from_secs(30), "platform healthy", || async {
         let reply = client.get(format!("{base}/health")).send().await.ok()?;
@@ -66,16 +80,7 @@ async fn no_acknowledged_reading_is_lost_when_the_platform_is_killed() {
     let platform = start(dir.path(), &database_url, port);
     wait_healthy(&client, &base).await;
 
-    let login: serde_json::Value = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"email": "admin@insa.com", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    let token = login["access_token"].as_str().expect("token").to_string();
+    let token = login(&client, &base).await;
     let device: serde_json::Value = client
         .post(format!("{base}/api/v1/devices"))
         .bearer_auth(&token)
@@ -200,4 +205,84 @@ async fn a_killed_platform_restarts_at_once_though_device_connections_linger() {
         std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).is_ok(),
         "the embedded broker listens again"
     );
+}
+
+#[actix_web::test]
+async fn a_webhook_queued_while_its_receiver_is_down_is_delivered_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database_url = fresh_database_url(dir.path()).await;
+    let (port, receiver_port) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("INSA__MQTT__MODE", "off"),
+        ("INSA__WEBHOOKS__ALLOW_PRIVATE", "true"),
+        ("INSA__WEBHOOKS__RETRY_BASE_MS", "200"),
+        ("INSA__WEBHOOKS__RETRY_MAX_SECS", "1"),
+    ];
+    let client = reqwest::Client::new();
+    let platform = start_with(dir.path(), &database_url, port, &env);
+    wait_healthy(&client, &base).await;
+    let token = login(&client, &base).await;
+    let post = |path: &str, body: serde_json::Value| {
+        client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let device: serde_json::Value = post(
+        "/api/v1/devices",
+        json!({"name": "Wellhead 4", "type": "pressure"}),
+    )
+    .await
+    .expect("create device")
+    .json()
+    .await
+    .expect("device");
+    let id = device["id"].as_str().expect("id").to_string();
+    let url = format!("http://127.0.0.1:{receiver_port}/hook");
+    let rule = post(
+        "/api/v1/rules",
+        json!({"name": "High pressure", "device_id": id, "key": "pressure", "condition": ">",
+               "threshold": 80, "actions": [{"type": "webhook", "url": url}]}),
+    )
+    .await
+    .expect("create rule");
+    assert_eq!(rule.status(), reqwest::StatusCode::CREATED);
+    let reading = post(
+        "/api/v1/telemetry",
+        json!({"device_id": id, "telemetry": {"pressure": 95}}),
+    )
+    .await
+    .expect("reading");
+    assert_eq!(reading.status(), reqwest::StatusCode::CREATED);
+
+    // The receiver is down: the delivery is attempted, and stays pending.
+    eventually(Duration::from_secs(10), "a failed attempt", || async {
+        let log: serde_json::Value = client
+            .get(format!("{base}/api/v1/notifications"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let delivery = &log["notifications"][0];
+        (delivery["status"] == "pending" && delivery["attempts"].as_i64() >= Some(1)).then_some(())
+    })
+    .await;
+    drop(platform);
+
+    let receiver = crate::webhooks::Receiver::start_on(receiver_port, 0, 200);
+    let _platform = start_with(dir.path(), &database_url, port, &env);
+    wait_healthy(&client, &base).await;
+    eventually(
+        Duration::from_secs(15),
+        "delivered after the restart",
+        || async { (receiver.count() == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(receiver.body(0)["event"], "raised");
+    assert_eq!(receiver.body(0)["device"]["name"], "Wellhead 4");
 }

@@ -564,3 +564,46 @@ async fn mosquitto_dynamic_security_follows_api_keys() {
     )
     .await;
 }
+
+#[actix_web::test]
+async fn a_rule_sends_its_mqtt_command_to_the_device() {
+    let app = spawn_app_with(with_mqtt).await;
+    let token = app.admin_token().await;
+    let (id, key) = device(&app, &token).await;
+    subscribed(&app).await;
+    let (client, mut events) = connect(&app, &id, &key).await;
+    next(&mut events, "CONNACK", connack).await;
+    client
+        .subscribe(format!("devices/{id}/commands"), QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    next(&mut events, "SUBACK", |e| {
+        matches!(e, Event::Incoming(Packet::SubAck(_))).then_some(())
+    })
+    .await;
+    let rule = app
+        .post(
+            "/api/v1/rules",
+            As::Bearer(&token),
+            &json!({"name": "Overpressure", "device_id": id, "key": "pressure",
+                    "condition": ">", "threshold": 80,
+                    "actions": [{"type": "mqtt", "payload": {"command": "close_valve"}}]}),
+        )
+        .await;
+    assert_eq!(rule.status, StatusCode::CREATED, "{rule:?}");
+    let reading = json!({"device_id": id, "telemetry": {"pressure": 95}});
+    let sent = app
+        .post("/api/v1/telemetry", As::Bearer(&token), &reading)
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED);
+    let (topic, command) = next(&mut events, "the command", |e| match e {
+        Event::Incoming(Packet::Publish(p)) => Some((
+            p.topic.clone(),
+            serde_json::from_slice::<Value>(&p.payload).ok()?,
+        )),
+        _ => None,
+    })
+    .await;
+    assert_eq!(topic, format!("devices/{id}/commands"));
+    assert_eq!(command, json!({"command": "close_valve"}));
+}

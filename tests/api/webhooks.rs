@@ -17,14 +17,17 @@ type Received = Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>;
 
 /// A real HTTP server on loopback that records every request and answers `fail` for the first
 /// `fail_first` of them, then 200.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub url: String,
     received: Received,
 }
 
 impl Receiver {
     fn start(fail_first: usize, fail: u16) -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), fail_first, fail)
+    }
+
+    pub(crate) fn start_on(port: u16, fail_first: usize, fail: u16) -> Self {
         let received: Received = Arc::default();
         let log = received.clone();
         let server = HttpServer::new(move || {
@@ -64,11 +67,11 @@ impl Receiver {
         }
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.received.lock().expect("log").len()
     }
 
-    fn body(&self, i: usize) -> Value {
+    pub(crate) fn body(&self, i: usize) -> Value {
         let log = self.received.lock().expect("log");
         serde_json::from_slice(&log[i].1).expect("JSON body")
     }
@@ -180,16 +183,35 @@ async fn a_breach_and_its_resolution_are_each_posted_once_and_signed() {
         Some("raised")
     );
 
+    // An operator acknowledges: the webhook hears of it.
+    let alert_id = raised["alert"]["id"].as_str().expect("alert id");
+    let acked = app
+        .post(
+            &format!("/api/v1/alerts/{alert_id}/acknowledge"),
+            As::Bearer(&token),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(acked.status, StatusCode::OK);
+    eventually(
+        Duration::from_secs(10),
+        "the acknowledged webhook",
+        || async { (receiver.count() == 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(receiver.body(1)["event"], "acknowledged");
+    assert_eq!(receiver.body(1)["alert"]["status"], "acknowledged");
+
     send(&app, &token, &id, 70.0).await;
     eventually(Duration::from_secs(10), "the resolved webhook", || async {
-        (receiver.count() == 2).then_some(())
+        (receiver.count() == 3).then_some(())
     })
     .await;
-    assert_eq!(receiver.body(1)["event"], "resolved");
-    assert!(receiver.body(1)["alert"]["resolved_at"].is_string());
+    assert_eq!(receiver.body(2)["event"], "resolved");
+    assert!(receiver.body(2)["alert"]["resolved_at"].is_string());
 
     let log = deliveries(&app, &token).await;
-    assert_eq!(log.len(), 2);
+    assert_eq!(log.len(), 3);
     for delivery in &log {
         assert_eq!(delivery["channel"], "webhook");
         assert_eq!(delivery["status"], "sent");
@@ -198,7 +220,7 @@ async fn a_breach_and_its_resolution_are_each_posted_once_and_signed() {
     }
     // Nothing more arrives: one delivery per alert change.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(receiver.count(), 2);
+    assert_eq!(receiver.count(), 3);
 }
 
 #[actix_web::test]
