@@ -54,6 +54,22 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         qos: u8,
     },
+    /// Breach-to-webhook latency: a rule with a webhook on every device, breaches sent one at a
+    /// time (optionally under background HTTP load), the time from sending the breaching
+    /// reading to the webhook arriving. The platform must run with `webhooks.allow_private`.
+    Alerts {
+        #[command(flatten)]
+        common: Common,
+        /// Breaches to time.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        /// Background single readings per second from other devices (0: idle).
+        #[arg(long, default_value_t = 0)]
+        background_rate: u64,
+        /// Port of the webhook receiver this tool starts.
+        #[arg(long, default_value_t = 18099)]
+        receiver_port: u16,
+    },
     /// Memory per active device actor: registers `devices` devices (straight into the database,
     /// for speed), sends each one reading so its actor starts, and compares the platform's RSS.
     Actors {
@@ -130,6 +146,12 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             activate,
         } => actors(common, concurrency, activate).await?,
+        Command::Alerts {
+            common,
+            samples,
+            background_rate,
+            receiver_port,
+        } => alerts(common, samples, background_rate, receiver_port).await?,
     }
     Ok(())
 }
@@ -234,7 +256,7 @@ struct Fleet {
 }
 
 /// Logs in, registers the devices and a gateway key with room for any rate.
-async fn fleet(client: &reqwest::Client, common: &Common) -> anyhow::Result<Fleet> {
+async fn admin_token(client: &reqwest::Client, common: &Common) -> anyhow::Result<String> {
     let login: Value = client
         .post(format!("{}/api/v1/auth/login", common.url))
         .json(&json!({"email": common.email, "password": common.password}))
@@ -244,10 +266,14 @@ async fn fleet(client: &reqwest::Client, common: &Common) -> anyhow::Result<Flee
         .context("login")?
         .json()
         .await?;
-    let token = login["access_token"]
+    Ok(login["access_token"]
         .as_str()
         .context("access_token")?
-        .to_string();
+        .to_string())
+}
+
+async fn fleet(client: &reqwest::Client, common: &Common) -> anyhow::Result<Fleet> {
+    let token = admin_token(client, common).await?;
     let mut devices = Vec::with_capacity(common.devices);
     for i in 0..common.devices {
         let device: Value = client
@@ -684,4 +710,172 @@ fn print(r: &Report) {
         fmt(r.cpu_percent),
         fmt(r.peak_rss_mb),
     );
+}
+
+/// When each device's `raised` webhook arrived.
+type Arrivals = Arc<Mutex<std::collections::HashMap<String, Instant>>>;
+
+/// A webhook receiver on its own thread (actix-web), recording arrival times of `raised` events.
+fn receiver(port: u16, arrivals: Arrivals) -> anyhow::Result<()> {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = HttpServer::new(move || {
+                let arrivals = arrivals.clone();
+                App::new().default_service(web::to(move |body: web::Json<Value>| {
+                    let arrivals = arrivals.clone();
+                    async move {
+                        if body["event"] == "raised" {
+                            if let Some(device) = body["alert"]["device_id"].as_str() {
+                                if let Ok(mut seen) = arrivals.lock() {
+                                    seen.insert(device.to_string(), Instant::now());
+                                }
+                            }
+                        }
+                        HttpResponse::Ok().finish()
+                    }
+                }))
+            })
+            .workers(1)
+            .bind(("127.0.0.1", port));
+            match server {
+                Ok(server) => {
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = server.run().await;
+                }
+                Err(err) => {
+                    let _ = ready_tx.send(Err(err));
+                }
+            }
+        });
+    });
+    ready_rx.recv()??;
+    Ok(())
+}
+
+async fn alerts(
+    common: Common,
+    samples: usize,
+    background_rate: u64,
+    receiver_port: u16,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let arrivals: Arrivals = Arc::default();
+    receiver(receiver_port, arrivals.clone())?;
+    let fleet = fleet(&client, &common).await?;
+    let token = admin_token(&client, &common).await?;
+    // The first half of the devices carry the rule; the rest make the background load.
+    let watched = &fleet.devices[..fleet.devices.len().div_ceil(2)];
+    let background: Vec<Uuid> = fleet.devices[watched.len()..].to_vec();
+    for device in watched {
+        client
+            .post(format!("{}/api/v1/rules", common.url))
+            .bearer_auth(&token)
+            .json(
+                &json!({"name": "bench breach", "device_id": device, "key": "temperature",
+                          "condition": ">", "threshold": 1000,
+                          "actions": [{"type": "webhook",
+                                       "url": format!("http://127.0.0.1:{receiver_port}/hook")}]}),
+            )
+            .send()
+            .await?
+            .error_for_status()
+            .context("create rule")?;
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = (background_rate > 0 && !background.is_empty()).then(|| {
+        let (client, url, key, stop) = (
+            client.clone(),
+            common.url.clone(),
+            fleet.key.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let per_tick = (background_rate / 100).max(1);
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                for _ in 0..per_tick {
+                    seq += 1;
+                    let device = background[(seq as usize) % background.len()];
+                    tokio::spawn(
+                        client
+                            .post(format!("{url}/api/v1/telemetry"))
+                            .header("X-API-Key", &key)
+                            .json(&json!({"device_id": device, "telemetry": telemetry(seq)}))
+                            .send(),
+                    );
+                }
+            }
+        })
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let monitor = Monitor::start(common.pid);
+    let started = Instant::now();
+    let mut latencies = Vec::with_capacity(samples);
+    let mut missed = 0;
+    for i in 0..samples {
+        let device = watched[i % watched.len()];
+        let key = device.to_string();
+        arrivals
+            .lock()
+            .map_err(|_| anyhow::anyhow!("lock"))?
+            .remove(&key);
+        let sent = Instant::now();
+        client
+            .post(format!("{}/api/v1/telemetry", common.url))
+            .header("X-API-Key", &fleet.key)
+            .json(&json!({"device_id": device, "telemetry": {"temperature": 1500.0}}))
+            .send()
+            .await?
+            .error_for_status()?;
+        let deadline = sent + Duration::from_secs(5);
+        let arrived = loop {
+            if let Some(at) = arrivals
+                .lock()
+                .map_err(|_| anyhow::anyhow!("lock"))?
+                .get(&key)
+            {
+                break Some(*at);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        };
+        match arrived {
+            Some(at) => latencies.push(at.duration_since(sent).as_micros() as u64),
+            None => missed += 1,
+        }
+        // Back to normal: the alert resolves before the next breach of this device.
+        client
+            .post(format!("{}/api/v1/telemetry", common.url))
+            .header("X-API-Key", &fleet.key)
+            .json(&json!({"device_id": device, "telemetry": {"temperature": 20.0}}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    if let Some(load) = load {
+        let _ = load.await;
+    }
+    let (cpu, rss) = monitor.finish(seconds);
+    latencies.sort_unstable();
+    let ms = |p| percentile(&latencies, p).map_or("-".to_string(), |v| format!("{v:.1}"));
+    println!("| background readings/s | samples | missed | p50 ms | p99 ms | max ms | platform CPU % | platform peak RSS MB |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| {background_rate} | {} | {missed} | {} | {} | {} | {} | {} |",
+        latencies.len(),
+        ms(0.5),
+        ms(0.99),
+        ms(1.0),
+        cpu.map_or("-".into(), |c| format!("{c:.1}")),
+        rss.map_or("-".into(), |r| format!("{r:.1}")),
+    );
+    Ok(())
 }
