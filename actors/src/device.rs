@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
 use crate::alerts::NewAlert;
-use crate::events::DeviceEvent;
+use crate::events::{AlertEvent, DeviceEvent};
 use crate::point::Point;
 use crate::rules::{Condition, Rule};
 use crate::state::{DeviceSeen, DeviceStatusChanged, StateWriter};
@@ -146,13 +146,13 @@ pub(crate) async fn keep_alerts(
             .await
             .ok()
             .flatten();
-        let (outcome, resolved) = match command {
+        let (outcome, event) = match command {
             AlertCommand::Raise(alert, rule) => (
                 crate::alerts::raise_and_notify(&db, alert, |a| {
                     notifications("raised", a, device.as_ref(), &rule)
                 })
                 .await,
-                false,
+                AlertEvent::Raised,
             ),
             AlertCommand::Resolve {
                 device_id,
@@ -163,16 +163,16 @@ pub(crate) async fn keep_alerts(
                     notifications("resolved", a, device.as_ref(), &rule)
                 })
                 .await,
-                true,
+                AlertEvent::Resolved,
             ),
         };
         match outcome {
             Ok(Some(alert)) => {
                 tracing::info!(device_id = %alert.device_id, alert_id = %alert.id,
-                    severity = %alert.severity, resolved, "{}", alert.message);
+                    severity = %alert.severity, event = event.as_str(), "{}", alert.message);
                 let _ = events.send(DeviceEvent::Alert {
                     alert: Box::new(alert),
-                    resolved,
+                    event,
                 });
             }
             Ok(None) => {}

@@ -13,9 +13,26 @@ pub enum DeviceEvent {
         to: DeviceStatus,
         at: DateTime<Utc>,
     },
-    /// An alert was raised (`resolved: false`) or resolved by its rule (`resolved: true`).
+    /// An alert was raised, acknowledged or resolved; `alert` is as it now stands.
     Alert {
         alert: Box<alerts::Model>,
-        resolved: bool,
+        event: AlertEvent,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertEvent {
+    Raised,
+    Acknowledged,
+    Resolved,
+}
+
+impl AlertEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Raised => "raised",
+            Self::Acknowledged => "acknowledged",
+            Self::Resolved => "resolved",
+        }
+    }
 }

@@ -174,6 +174,12 @@ impl Pipeline {
         self.inner.gate.pending()
     }
 
+    /// Tells the event stream's listeners (live feed, notifier) about something done outside the
+    /// device actors, such as a person acknowledging an alert.
+    pub fn announce(&self, event: DeviceEvent) {
+        let _ = self.inner.shared.events.send(event);
+    }
+
     /// Status changes and other device events, from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<DeviceEvent> {
         self.inner.shared.events.subscribe()

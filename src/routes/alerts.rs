@@ -5,6 +5,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
+use insa_actors::{AlertEvent, DeviceEvent};
 use insa_entities::{alerts, devices, rules, Role};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
@@ -200,6 +201,7 @@ pub async fn acknowledge_alert(
             insa_actors::alerts::enqueue(&txn, alert.id, outgoing, Utc::now()).await?;
             txn.commit().await?;
             record(&state, &req, &user, "alert.acknowledge", &alert).await;
+            announce(&state, &alert, AlertEvent::Acknowledged);
             alert
         }
         "resolved" => {
@@ -234,9 +236,17 @@ pub async fn resolve_alert(
         active.resolved_at = Set(Some(Utc::now()));
         let alert = active.update(&state.db).await?;
         record(&state, &req, &user, "alert.resolve", &alert).await;
+        announce(&state, &alert, AlertEvent::Resolved);
         alert
     };
     Ok(HttpResponse::Ok().json(AlertResponse::from(alert)))
+}
+
+fn announce(state: &AppState, alert: &alerts::Model, event: AlertEvent) {
+    state.pipeline.announce(DeviceEvent::Alert {
+        alert: Box::new(alert.clone()),
+        event,
+    });
 }
 
 async fn acknowledged_webhooks(

@@ -207,3 +207,57 @@ async fn an_offline_rule_raises_when_the_device_goes_silent() {
     send(&app, &token, &id, json!({"pressure": 51})).await;
     wait_for(&app, &token, &id, 1, 0).await;
 }
+
+#[actix_web::test]
+async fn alert_changes_and_status_changes_come_through_one_event_stream() {
+    use insa_actors::{AlertEvent, DeviceEvent};
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let id = device(&app, &token, "West", json!({})).await;
+    create_rule(
+        &app,
+        &token,
+        json!({"name": "High pressure", "device_id": id, "key": "pressure", "condition": ">",
+               "threshold": 80}),
+    )
+    .await;
+    let mut events = app.pipeline.subscribe();
+    let mut next_alert = async || loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("an event within 5 s")
+            .expect("stream open");
+        match event {
+            DeviceEvent::Alert { alert, event } => return (event, alert.status.clone(), alert.id),
+            DeviceEvent::StatusChanged { to, .. } => assert_eq!(to.as_str(), "online"),
+        }
+    };
+    send(&app, &token, &id, json!({"pressure": 90})).await;
+    let (event, status, alert) = next_alert().await;
+    assert_eq!((event, status.as_str()), (AlertEvent::Raised, "active"));
+
+    let acked = app
+        .post(
+            &format!("/api/v1/alerts/{alert}/acknowledge"),
+            As::Bearer(&token),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(acked.status, StatusCode::OK);
+    let (event, status, _) = next_alert().await;
+    assert_eq!(
+        (event, status.as_str()),
+        (AlertEvent::Acknowledged, "acknowledged")
+    );
+
+    let resolved = app
+        .post(
+            &format!("/api/v1/alerts/{alert}/resolve"),
+            As::Bearer(&token),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(resolved.status, StatusCode::OK);
+    let (event, status, _) = next_alert().await;
+    assert_eq!((event, status.as_str()), (AlertEvent::Resolved, "resolved"));
+}
