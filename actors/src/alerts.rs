@@ -70,18 +70,9 @@ pub async fn resolve_open<C: ConnectionTrait>(
         Some(rule) => alerts::Column::RuleId.eq(rule),
         None => alerts::Column::RuleId.is_null(),
     };
-    let resolved = alerts::Entity::update_many()
-        .col_expr(
-            alerts::Column::Status,
-            sea_orm::sea_query::Expr::value("resolved"),
-        )
-        .col_expr(
-            alerts::Column::ResolvedAt,
-            sea_orm::sea_query::Expr::value(at),
-        )
+    let resolved = resolving(at)
         .filter(alerts::Column::DeviceId.eq(device_id))
         .filter(of_rule())
-        .filter(alerts::Column::Status.ne("resolved"))
         .exec(db)
         .await?;
     if resolved.rows_affected == 0 {
@@ -98,23 +89,23 @@ pub async fn resolve_open<C: ConnectionTrait>(
         .await
 }
 
+/// An update resolving open alerts (the caller narrows it).
+fn resolving(at: DateTime<Utc>) -> sea_orm::UpdateMany<alerts::Entity> {
+    use sea_orm::sea_query::Expr;
+    alerts::Entity::update_many()
+        .col_expr(alerts::Column::Status, Expr::value("resolved"))
+        .col_expr(alerts::Column::ResolvedAt, Expr::value(at))
+        .filter(alerts::Column::Status.ne("resolved"))
+}
+
 /// Resolves every open alert of a rule (the rule is being deleted or disabled).
 pub async fn resolve_rule<C: ConnectionTrait>(
     db: &C,
     rule_id: Uuid,
     at: DateTime<Utc>,
 ) -> Result<u64, DbErr> {
-    let result = alerts::Entity::update_many()
-        .col_expr(
-            alerts::Column::Status,
-            sea_orm::sea_query::Expr::value("resolved"),
-        )
-        .col_expr(
-            alerts::Column::ResolvedAt,
-            sea_orm::sea_query::Expr::value(at),
-        )
+    let result = resolving(at)
         .filter(alerts::Column::RuleId.eq(rule_id))
-        .filter(alerts::Column::Status.ne("resolved"))
         .exec(db)
         .await?;
     Ok(result.rows_affected)

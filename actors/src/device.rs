@@ -322,6 +322,17 @@ impl DeviceActor {
         }
     }
 
+    /// Takes the pipeline's current rules (see [`Self::adopt_rules`]).
+    fn adopt_current_rules(&mut self, ctx: &mut Context<Self>) {
+        let rules = self
+            .shared
+            .rules
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        self.adopt_rules(&rules, ctx);
+    }
+
     /// Takes the rules that apply to this device (and its built-in rule); a rule that did not
     /// change keeps where it stood.
     fn adopt_rules(&mut self, all: &[Rule], ctx: &mut Context<Self>) {
@@ -533,13 +544,7 @@ impl Actor for DeviceActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.shared.mailbox);
-        let rules = self
-            .shared
-            .rules
-            .read()
-            .map(|r| r.clone())
-            .unwrap_or_default();
-        self.adopt_rules(&rules, ctx);
+        self.adopt_current_rules(ctx);
         self.arm_timer(ctx);
     }
 
@@ -625,13 +630,7 @@ impl Handler<DeviceChanged> for DeviceActor {
         self.inactivity =
             inactivity_timeout(msg.profile.config.as_ref(), self.shared.default_inactivity);
         self.profile = msg.profile;
-        let rules = self
-            .shared
-            .rules
-            .read()
-            .map(|r| r.clone())
-            .unwrap_or_default();
-        self.adopt_rules(&rules, ctx);
+        self.adopt_current_rules(ctx);
         // The API already stored the new status; only tell the world.
         self.set_status(msg.status, false);
         if let Some(timer) = self.timer.take() {

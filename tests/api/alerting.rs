@@ -20,14 +20,7 @@ async fn device(app: &TestApp, token: &str, area: &str, config: Value) -> String
 }
 
 async fn send(app: &TestApp, token: &str, device: &str, telemetry: Value) {
-    let reply = app
-        .post(
-            "/api/v1/telemetry",
-            As::Bearer(token),
-            &json!({"device_id": device, "telemetry": telemetry}),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    app.send_reading(token, device, telemetry).await;
 }
 
 async fn create_rule(app: &TestApp, token: &str, rule: Value) -> String {

@@ -86,14 +86,8 @@ async fn session(socket: tokio::net::TcpStream, mails: Arc<Mutex<Vec<Mail>>>) {
 }
 
 async fn send(app: &TestApp, token: &str, device: &str, pressure: f64) {
-    let reply = app
-        .post(
-            "/api/v1/telemetry",
-            As::Bearer(token),
-            &json!({"device_id": device, "telemetry": {"pressure": pressure}}),
-        )
+    app.send_reading(token, device, json!({"pressure": pressure}))
         .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
 }
 
 #[actix_web::test]

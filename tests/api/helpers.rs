@@ -272,6 +272,18 @@ impl TestApp {
         (email, password, token)
     }
 
+    /// Posts one reading of `telemetry` for the device (as `token`) and expects it stored.
+    pub async fn send_reading(&self, token: &str, device: &str, telemetry: Value) {
+        let reply = self
+            .post(
+                "/api/v1/telemetry",
+                As::Bearer(token),
+                &json!({"device_id": device, "telemetry": telemetry}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    }
+
     /// Creates a device and returns its JSON.
     pub async fn create_device(&self, token: &str, body: Value) -> Value {
         let reply = self.post("/api/v1/devices", As::Bearer(token), &body).await;

@@ -123,14 +123,8 @@ async fn watched(app: &TestApp, webhook: Value) -> (String, String) {
 }
 
 async fn send(app: &TestApp, token: &str, device: &str, pressure: f64) {
-    let reply = app
-        .post(
-            "/api/v1/telemetry",
-            As::Bearer(token),
-            &json!({"device_id": device, "telemetry": {"pressure": pressure}}),
-        )
+    app.send_reading(token, device, json!({"pressure": pressure}))
         .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
 }
 
 async fn deliveries(app: &TestApp, token: &str) -> Vec<Value> {
