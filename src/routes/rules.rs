@@ -6,7 +6,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use insa_entities::{devices, rules, Role};
+use insa_entities::{alerts, devices, rules, Role};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect, Set, TransactionTrait,
@@ -459,6 +459,46 @@ fn check_action(problems: &mut Vec<FieldProblem>, i: usize, action: Value) -> Va
     Value::Object(action)
 }
 
+/// Resolves the rule's open alerts (it is being deleted or disabled), each with its
+/// notifications and event, as if its condition had cleared.
+async fn close_alerts(state: &AppState, rule: &rules::Model) -> Result<(), ApiError> {
+    let open: Vec<Uuid> = alerts::Entity::find()
+        .select_only()
+        .column(alerts::Column::DeviceId)
+        .filter(alerts::Column::RuleId.eq(rule.id))
+        .filter(alerts::Column::Status.ne("resolved"))
+        .into_tuple()
+        .all(&state.db)
+        .await?;
+    let rule_ref = insa_actors::device::RuleRef {
+        id: Some(rule.id),
+        name: rule.name.clone(),
+        actions: rule.actions.as_array().cloned().unwrap_or_default(),
+    };
+    for device_id in open {
+        let device = devices::Entity::find_by_id(device_id)
+            .one(&state.db)
+            .await?;
+        let resolved = insa_actors::alerts::resolve_and_notify(
+            &state.db,
+            device_id,
+            Some(rule.id),
+            Utc::now(),
+            |alert| {
+                insa_actors::device::notifications("resolved", alert, device.as_ref(), &rule_ref)
+            },
+        )
+        .await?;
+        if let Some(alert) = resolved {
+            state.pipeline.announce(insa_actors::DeviceEvent::Alert {
+                alert: Box::new(alert),
+                event: insa_actors::AlertEvent::Resolved,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Device actors evaluate the rules as they now are.
 async fn reload(state: &AppState) {
     if let Err(err) = state.pipeline.reload_rules().await {
@@ -668,7 +708,7 @@ pub async fn update_rule(
     active.id = Set(existing.id);
     let updated = active.update(&state.db).await?;
     if !updated.enabled {
-        insa_actors::alerts::resolve_rule(&state.db, updated.id, Utc::now()).await?;
+        close_alerts(&state, &updated).await?;
     }
     reload(&state).await;
     Audit::new("rule.update")
@@ -696,6 +736,7 @@ pub async fn delete_rule(
     let rule = find_rule(&state, *id).await?;
     // Its open alerts are resolved first: they would otherwise lose their rule (set null) and
     // read as alerts of the built-in rule.
+    close_alerts(&state, &rule).await?;
     let txn = state.db.begin().await?;
     insa_actors::alerts::resolve_rule(&txn, rule.id, Utc::now()).await?;
     rules::Entity::delete_by_id(rule.id).exec(&txn).await?;

@@ -297,3 +297,36 @@ async fn webhooks_to_internal_addresses_are_refused_unless_allowed() {
     );
     assert_eq!(receiver.count(), 0, "nothing was sent");
 }
+
+#[actix_web::test]
+async fn deleting_a_rule_resolves_its_alert_and_says_so() {
+    let receiver = Receiver::start(0, 200);
+    let app = app(true).await;
+    let (token, id) = watched(&app, json!({"type": "webhook", "url": receiver.url})).await;
+    send(&app, &token, &id, 95.0).await;
+    eventually(Duration::from_secs(10), "raised", || async {
+        (receiver.count() == 1).then_some(())
+    })
+    .await;
+    let rules = app.get("/api/v1/rules", As::Bearer(&token)).await;
+    let rule = rules.body["rules"][0]["id"]
+        .as_str()
+        .expect("rule id")
+        .to_string();
+    let deleted = app
+        .delete(&format!("/api/v1/rules/{rule}"), As::Bearer(&token))
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    eventually(Duration::from_secs(10), "resolved", || async {
+        (receiver.count() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.body(1)["event"], "resolved");
+    let open = app
+        .get(
+            &format!("/api/v1/alerts?device_id={id}&status=active"),
+            As::Bearer(&token),
+        )
+        .await;
+    assert_eq!(open.body["total"], 0);
+}
