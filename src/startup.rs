@@ -57,6 +57,7 @@ impl Application {
             pipeline: start_pipeline(&db, &settings),
             keys: Default::default(),
             mqtt: Default::default(),
+            live: Default::default(),
             started_at: Utc::now(),
             started: Instant::now(),
             db,

@@ -23,6 +23,8 @@ pub struct AppState {
     pub keys: KeyCache,
     /// The MQTT ingest, once connected (`None` inside when `mqtt.mode = off`).
     pub mqtt: std::sync::OnceLock<MqttInfo>,
+    /// Open live-feed connections per user or key.
+    pub live: Arc<crate::routes::live::LiveConnections>,
     pub started_at: DateTime<Utc>,
     pub started: Instant,
 }

@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     pub rules: std::sync::RwLock<Arc<Vec<Rule>>>,
     /// Where alerts are raised and resolved, in order ([`keep_alerts`]).
     pub alerts: mpsc::UnboundedSender<AlertCommand>,
+    /// Readings for live views; events are built only while someone subscribes.
+    pub telemetry: broadcast::Sender<Arc<crate::events::TelemetryEvent>>,
 }
 
 /// What the device is, for rules: its type, area and config (built-in rule).
@@ -587,6 +589,20 @@ impl Handler<RecordReadings> for DeviceActor {
         self.last_reading = Instant::now();
         if self.status != DeviceStatus::Maintenance {
             self.set_status(DeviceStatus::Online, true);
+        }
+        if self.shared.telemetry.receiver_count() > 0 {
+            if let Some(timestamp) = msg.points.iter().map(|p| p.timestamp).max() {
+                let event = crate::events::TelemetryEvent {
+                    device_id: self.id,
+                    timestamp,
+                    values: msg
+                        .points
+                        .iter()
+                        .map(|p| (p.key.clone(), p.value, p.unit.clone()))
+                        .collect(),
+                };
+                let _ = self.shared.telemetry.send(Arc::new(event));
+            }
         }
         // Rules see the newest value of each key in this message (not backfilled history).
         let newest: Vec<(String, f64)> = msg

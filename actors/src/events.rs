@@ -36,3 +36,13 @@ impl AlertEvent {
         }
     }
 }
+
+/// Readings a device sent, for live views (only built while someone listens).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryEvent {
+    pub device_id: Uuid,
+    /// The newest timestamp among the readings.
+    pub timestamp: DateTime<Utc>,
+    /// (key, value, unit) per point, in the order received.
+    pub values: Vec<(String, Option<f64>, Option<String>)>,
+}

@@ -26,7 +26,7 @@ pub mod state;
 pub mod store;
 pub mod writer;
 
-pub use events::{AlertEvent, DeviceEvent};
+pub use events::{AlertEvent, DeviceEvent, TelemetryEvent};
 pub use pipeline::{IngestError, Pipeline, PipelineConfig};
 pub use point::Point;
 pub use registry::{partition_of, DeviceRegistry};

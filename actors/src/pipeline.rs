@@ -133,6 +133,7 @@ impl Pipeline {
             mailbox: config.device_mailbox,
             rules: std::sync::RwLock::new(Arc::new(Vec::new())),
             alerts,
+            telemetry: broadcast::channel(8192).0,
         });
         let pipeline = Self {
             inner: Arc::new(Inner {
@@ -178,6 +179,12 @@ impl Pipeline {
     /// device actors, such as a person acknowledging an alert.
     pub fn announce(&self, event: DeviceEvent) {
         let _ = self.inner.shared.events.send(event);
+    }
+
+    /// Readings as devices send them, from now on (for live views). A receiver that falls more
+    /// than 8192 messages behind misses some (`Lagged`); ingest never waits for it.
+    pub fn subscribe_telemetry(&self) -> broadcast::Receiver<Arc<crate::events::TelemetryEvent>> {
+        self.inner.shared.telemetry.subscribe()
     }
 
     /// Status changes and other device events, from now on.

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod devices;
 pub mod health;
+pub mod live;
 pub mod notifications;
 pub mod openapi;
 pub mod rules;
@@ -27,6 +28,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig, ingest_max_body_bytes: usize)
     rules::configure(cfg);
     alerts::configure(cfg);
     notifications::configure(cfg);
+    live::configure(cfg);
     audit::configure(cfg);
     health::configure_api(cfg);
     openapi::configure(cfg);

@@ -12,6 +12,7 @@ mod email;
 mod errors;
 mod health;
 mod helpers;
+mod live;
 mod mqtt;
 mod openapi;
 mod roles;
