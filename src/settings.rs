@@ -53,6 +53,7 @@ pub struct Settings {
     pub mqtt: MqttSettings,
     pub smtp: SmtpSettings,
     pub webhooks: WebhookSettings,
+    pub live: LiveSettings,
     pub actors: ActorSettings,
     pub devices: DeviceSettings,
     pub ingest: IngestSettings,
@@ -175,6 +176,15 @@ pub struct WebhookSettings {
     /// First retry after this long; doubled each time (with jitter), at most `retry_max_secs`.
     pub retry_base_ms: u64,
     pub retry_max_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveSettings {
+    /// Live-feed (WebSocket) connections per user or key.
+    pub max_connections_per_user: usize,
+    /// A client whose socket does not take a message within this long is closed (`too slow`).
+    pub send_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

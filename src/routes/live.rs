@@ -9,7 +9,7 @@
 //! Fan-out is the pipeline's broadcast channels: ingest never waits for a client. A client that
 //! falls behind (its socket not draining) is closed with the reason `too slow`, rather than
 //! slowing anyone or growing memory. Pings every 20 s; no answer for 60 s closes the connection.
-//! At most [`MAX_CONNECTIONS_PER_USER`] connections per user or key.
+//! At most `live.max_connections_per_user` connections per user or key.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,11 +29,8 @@ use crate::auth::extract::{authenticate_key, authenticate_user, bearer_token};
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 
-pub const MAX_CONNECTIONS_PER_USER: usize = 10;
 const PING_EVERY: Duration = Duration::from_secs(20);
 const SILENCE_LIMIT: Duration = Duration::from_secs(60);
-/// A send that takes longer than this means the client is not reading.
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/ws").route(web::get().to(live)));
@@ -129,12 +126,13 @@ pub async fn live(
 ) -> Result<HttpResponse, ApiError> {
     let watcher = who(&state, &req).await?;
     let owner = watcher.id();
+    let limit = state.settings.live.max_connections_per_user;
     {
         let mut count = state.live.0.entry(owner).or_insert(0);
-        if *count >= MAX_CONNECTIONS_PER_USER {
+        if *count >= limit {
             return Err(ApiError::new(
                 Code::RateLimited,
-                format!("at most {MAX_CONNECTIONS_PER_USER} live connections per user"),
+                format!("at most {limit} live connections per user"),
             ));
         }
         *count += 1;
@@ -163,6 +161,8 @@ async fn serve(
     let mut alerts = false;
     let mut heard = Instant::now();
     let mut ping = tokio::time::interval(PING_EVERY);
+    // A send that takes longer than this means the client is not reading.
+    let send_timeout = Duration::from_millis(state.settings.live.send_timeout_ms);
     let reason = loop {
         let out: Option<Value> = tokio::select! {
             message = messages.recv() => match message {
@@ -216,7 +216,7 @@ async fn serve(
             }
         };
         if let Some(out) = out {
-            match tokio::time::timeout(SEND_TIMEOUT, session.text(out.to_string())).await {
+            match tokio::time::timeout(send_timeout, session.text(out.to_string())).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return,
                 Err(_) => break Some(too_slow()),
