@@ -19,6 +19,7 @@ pub mod cli;
 pub mod db;
 pub mod dynsec;
 pub mod error;
+pub mod metrics;
 pub mod mqtt;
 pub mod notify;
 pub mod query;

@@ -51,7 +51,12 @@ pub fn start(state: web::Data<AppState>) {
     actix_web::rt::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(DeviceEvent::Alert { .. }) => waker.notify_one(),
+                Ok(DeviceEvent::Alert { alert, event }) => {
+                    metrics::counter!("insa_alerts_total", "event" => event.as_str(),
+                        "severity" => alert.severity.clone())
+                    .increment(1);
+                    waker.notify_one();
+                }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => waker.notify_one(),
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -383,6 +388,14 @@ async fn record(
     let settings = &state.settings.webhooks;
     let attempts = delivery.attempts + 1;
     let now = Utc::now();
+    let outcome_label = match &outcome {
+        Outcome::Delivered => "sent",
+        Outcome::Retry(_) => "retry",
+        Outcome::Final(_) => "failed",
+    };
+    metrics::counter!("insa_notifications_total", "channel" => delivery.channel.clone(),
+        "outcome" => outcome_label)
+    .increment(1);
     let mut row: deliveries::ActiveModel = delivery.into();
     row.attempts = Set(attempts);
     row.updated_at = Set(now);

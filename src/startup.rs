@@ -86,6 +86,7 @@ impl Application {
             dynsec: mqtt.as_ref().and_then(|m| m.dynsec.clone()),
             client: mqtt.as_ref().map(|m| m.ingest.client.clone()),
         });
+        crate::metrics::install();
         crate::notify::start(state.clone());
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);
@@ -166,6 +167,7 @@ fn serve(
     let ingest_max_body = settings.ingest.max_body_bytes;
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(crate::metrics::track))
             .wrap(ErrorHandlers::new().default_handler(ensure_json_error))
             .wrap(Compress::default())
             .wrap(TracingLogger::default())
@@ -179,6 +181,7 @@ fn serve(
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .app_data(web::PayloadConfig::default().limit(max_body.max(ingest_max_body)))
             .configure(routes::health::configure_root)
+            .route("/metrics", web::get().to(crate::metrics::scrape))
             .service(
                 web::scope("/api/v1").configure(|cfg| routes::configure_api(cfg, ingest_max_body)),
             )

@@ -162,6 +162,9 @@ impl TelemetryWriter {
                             act.stats
                                 .last_batch_micros
                                 .store(took.as_micros() as u64, Ordering::Relaxed);
+                            metrics::histogram!("insa_writer_batch_points").record(n as f64);
+                            metrics::histogram!("insa_writer_commit_seconds")
+                                .record(took.as_secs_f64());
                             Ok(())
                         }
                         Err(err) => {

@@ -62,6 +62,13 @@ impl Watcher {
 #[derive(Default)]
 pub struct LiveConnections(DashMap<Uuid, usize>);
 
+impl LiveConnections {
+    /// Open connections in all.
+    pub fn clients(&self) -> usize {
+        self.0.iter().map(|c| *c.value()).sum()
+    }
+}
+
 /// Releases a connection slot when the session ends.
 struct Slot {
     connections: Arc<LiveConnections>,

@@ -128,6 +128,9 @@ pub async fn post_telemetry(
             .retry_after(1)
         })?
         .map_err(ingest_error)?;
+    metrics::counter!("insa_telemetry_messages_total", "transport" => "http").increment(1);
+    metrics::counter!("insa_telemetry_points_total", "transport" => "http")
+        .increment(stored as u64);
     Ok(with_rate_headers(HttpResponse::Created(), &caller).json(Accepted { accepted: stored }))
 }
 

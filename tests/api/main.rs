@@ -13,6 +13,7 @@ mod errors;
 mod health;
 mod helpers;
 mod live;
+mod metrics;
 mod mqtt;
 mod openapi;
 mod roles;
