@@ -139,15 +139,22 @@ pub(crate) async fn keep_alerts(
 ) {
     use sea_orm::EntityTrait;
     while let Some(command) = commands.recv().await {
-        let device_id = match &command {
-            AlertCommand::Raise(alert, _) => alert.device_id,
-            AlertCommand::Resolve { device_id, .. } => *device_id,
+        // The device's name, area and location go into notifications: read only if any.
+        let (device_id, rule) = match &command {
+            AlertCommand::Raise(alert, rule) => (alert.device_id, rule),
+            AlertCommand::Resolve {
+                device_id, rule, ..
+            } => (*device_id, rule),
         };
-        let device = insa_entities::devices::Entity::find_by_id(device_id)
-            .one(&db)
-            .await
-            .ok()
-            .flatten();
+        let device = if rule.actions.is_empty() {
+            None
+        } else {
+            insa_entities::devices::Entity::find_by_id(device_id)
+                .one(&db)
+                .await
+                .ok()
+                .flatten()
+        };
         let (outcome, event) = match command {
             AlertCommand::Raise(alert, rule) => (
                 crate::alerts::raise_and_notify(&db, alert, |a| {
@@ -568,6 +575,7 @@ impl Handler<RecordReadings> for DeviceActor {
     type Result = ();
 
     fn handle(&mut self, msg: RecordReadings, ctx: &mut Self::Context) {
+        let watched = !self.rules.is_empty();
         for point in &msg.points {
             let newer = self
                 .latest
@@ -583,6 +591,11 @@ impl Handler<RecordReadings> for DeviceActor {
                         quality: point.quality,
                     },
                 );
+                // Rules see each value that is the newest of its key when it arrives, in order
+                // (not backfilled history).
+                if let (true, Some(value)) = (watched, point.value) {
+                    self.evaluate(&point.key, value, ctx);
+                }
             }
         }
         self.last_seen = Some(Utc::now());
@@ -603,18 +616,6 @@ impl Handler<RecordReadings> for DeviceActor {
                 };
                 let _ = self.shared.telemetry.send(Arc::new(event));
             }
-        }
-        // Rules see the newest value of each key in this message (not backfilled history).
-        let newest: Vec<(String, f64)> = msg
-            .points
-            .iter()
-            .filter_map(|p| {
-                let latest = self.latest.get(&p.key)?;
-                (latest.timestamp == p.timestamp).then_some((p.key.clone(), p.value?))
-            })
-            .collect();
-        for (key, value) in newest {
-            self.evaluate(&key, value, ctx);
         }
         if self
             .seen_sent
