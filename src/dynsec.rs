@@ -138,11 +138,11 @@ fn harmless(error: &str) -> bool {
 /// Drives the connection: on every (re)connection, listens to the broker's answers and gives
 /// the platform its role; logs every command the broker refused.
 async fn drive(mut eventloop: EventLoop, dynsec: Dynsec, platform_user: Option<String>) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = insa_actors::mqtt::Backoff::default();
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 if let Err(err) = dynsec.client.try_subscribe(RESPONSES, QoS::AtLeastOnce) {
                     tracing::warn!(error = %err, "cannot listen to dynamic-security answers");
                 }
@@ -172,8 +172,7 @@ async fn drive(mut eventloop: EventLoop, dynsec: Dynsec, platform_user: Option<S
             Ok(_) => {}
             Err(err) => {
                 tracing::debug!(error = %err, "dynamic-security connection down; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait().await;
             }
         }
     }

@@ -104,6 +104,31 @@ struct Ack {
 
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
 
+/// The wait between reconnection attempts: 100 ms, doubled each time, at most 5 s.
+#[derive(Debug)]
+pub struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Self::FIRST)
+    }
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+
+    /// Waits, and makes the next wait longer.
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+    }
+
+    /// Connected: the next wait starts short again.
+    pub fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+}
+
 /// Starts the subscriber on the current actix arbiter.
 pub fn start(pipeline: Pipeline, config: MqttIngestConfig) -> MqttIngest {
     start_with(pipeline, config, Arc::default())
@@ -147,7 +172,6 @@ pub fn start_with(
         options(config.client_id.clone(), !config.persistent_session),
         1,
     );
-    let generation = Arc::new(AtomicU64::new(0));
     // Signalled whenever a message leaves the platform's hands.
     let room = Arc::new(Notify::new());
     let (inbox, received) = mpsc::unbounded_channel();
@@ -173,7 +197,6 @@ pub fn start_with(
         eventloop,
         config,
         stats.clone(),
-        generation,
         room,
         inbox,
         ready,
@@ -183,11 +206,11 @@ pub fn start_with(
 
 /// Drives the status connection; with `connected`, it is the one `/api/v1/status` reports.
 async fn drive_status(mut eventloop: EventLoop, connected: Option<Arc<MqttStats>>) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 if let Some(stats) = &connected {
                     stats.connected.store(true, Ordering::Release);
                     stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -199,8 +222,7 @@ async fn drive_status(mut eventloop: EventLoop, connected: Option<Arc<MqttStats>
                     stats.connected.store(false, Ordering::Release);
                 }
                 tracing::debug!(error = %err, "MQTT status connection down; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait().await;
             }
         }
     }
@@ -217,12 +239,13 @@ async fn receive(
     mut eventloop: EventLoop,
     config: MqttIngestConfig,
     stats: Arc<MqttStats>,
-    generation: Arc<AtomicU64>,
     room: Arc<Notify>,
     inbox: mpsc::UnboundedSender<Received>,
     mut ready: mpsc::UnboundedReceiver<Ack>,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
+    // Counts connections: a packet id is only meaningful on the connection it came on.
+    let mut generation = 0u64;
     loop {
         eventloop.network = None;
         match eventloop.poll().await {
@@ -230,8 +253,7 @@ async fn receive(
             Ok(_) => continue,
             Err(err) => {
                 tracing::debug!(error = %err, "MQTT broker not reachable; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait().await;
                 continue;
             }
         }
@@ -239,7 +261,8 @@ async fn receive(
             continue;
         };
         let connected_at = std::time::Instant::now();
-        let current = generation.fetch_add(1, Ordering::AcqRel) + 1;
+        generation += 1;
+        let current = generation;
         stats.connections.fetch_add(1, Ordering::Relaxed);
 
         let mut subscribe = Subscribe::new(TELEMETRY_FILTER, QoS::AtLeastOnce);
@@ -307,10 +330,9 @@ async fn receive(
         }
         // A connection the broker keeps closing must not turn into a busy loop.
         if connected_at.elapsed() > Duration::from_secs(10) {
-            backoff = Duration::from_millis(100);
+            backoff.reset();
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff.wait().await;
     }
 }
 
