@@ -65,6 +65,16 @@ pub struct RuleRef {
     pub actions: Vec<Value>,
 }
 
+impl From<&insa_entities::rules::Model> for RuleRef {
+    fn from(rule: &insa_entities::rules::Model) -> Self {
+        Self {
+            id: Some(rule.id),
+            name: rule.name.clone(),
+            actions: rule.actions.as_array().cloned().unwrap_or_default(),
+        }
+    }
+}
+
 /// Raise or resolve an alert.
 #[derive(Debug)]
 pub enum AlertCommand {

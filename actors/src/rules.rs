@@ -7,6 +7,9 @@ use insa_entities::rules;
 use serde_json::Value;
 use uuid::Uuid;
 
+/// Alert severities, mildest first.
+pub const SEVERITIES: [&str; 3] = ["info", "warning", "critical"];
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Condition {
     Above,
@@ -24,6 +27,16 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// Every condition, as written in a rule.
+    pub const NAMES: [&str; 9] = [
+        ">", ">=", "<", "<=", "==", "!=", "between", "outside", "offline",
+    ];
+
+    /// Conditions on a band (`low`..`high`) rather than one threshold.
+    pub fn is_band(self) -> bool {
+        matches!(self, Self::Between | Self::Outside)
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             ">" => Self::Above,
@@ -118,7 +131,7 @@ impl Rule {
         let severity = config
             .get("alert_severity")
             .and_then(Value::as_str)
-            .filter(|s| matches!(*s, "info" | "warning" | "critical"))
+            .filter(|s| SEVERITIES.contains(s))
             .unwrap_or("warning")
             .to_string();
         Some(Self {

@@ -20,9 +20,9 @@ use crate::audit::Audit;
 use crate::auth::extract::client_ip;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code};
-use crate::routes::page;
-use crate::routes::rules::SEVERITIES;
+use crate::routes::{one_of, page};
 use crate::state::AppState;
+use insa_actors::rules::SEVERITIES;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/alerts").route(web::get().to(list_alerts)))
@@ -96,10 +96,6 @@ pub struct AlertQuery {
     pub offset: Option<u64>,
 }
 
-fn bad_query(message: String) -> ApiError {
-    ApiError::new(Code::InvalidQuery, message)
-}
-
 /// List alerts, newest first.
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertQuery),
     responses((status = 200, body = AlertList), (status = 400, description = "`invalid_query`")),
@@ -114,26 +110,16 @@ pub async fn list_alerts(
     let (limit, offset) = page(query.limit, query.offset)?;
     let mut select = alerts::Entity::find();
     if let Some(status) = query.status {
-        if !STATUSES.contains(&status.as_str()) {
-            return Err(bad_query(format!(
-                "status must be one of {}",
-                STATUSES.join(", ")
-            )));
-        }
+        one_of("status", &status, &STATUSES)?;
         select = select.filter(alerts::Column::Status.eq(status));
     }
     if let Some(severity) = query.severity {
-        if !SEVERITIES.contains(&severity.as_str()) {
-            return Err(bad_query(format!(
-                "severity must be one of {}",
-                SEVERITIES.join(", ")
-            )));
-        }
+        one_of("severity", &severity, &SEVERITIES)?;
         select = select.filter(alerts::Column::Severity.eq(severity));
     }
     if let Some(device_id) = query.device_id {
         let device_id = Uuid::parse_str(&device_id)
-            .map_err(|_| bad_query("device_id must be a UUID".into()))?;
+            .map_err(|_| ApiError::new(Code::InvalidQuery, "device_id must be a UUID"))?;
         select = select.filter(alerts::Column::DeviceId.eq(device_id));
     }
     let total = select.clone().count(&state.db).await?;
@@ -259,22 +245,13 @@ async fn acknowledged_webhooks(
     let Some(rule) = rules::Entity::find_by_id(rule_id).one(db).await? else {
         return Ok(Vec::new());
     };
+    // Only webhooks hear of acknowledgements.
+    let mut rule = insa_actors::device::RuleRef::from(&rule);
+    rule.actions.retain(|action| action["type"] == "webhook");
+    if rule.actions.is_empty() {
+        return Ok(Vec::new());
+    }
     let device = devices::Entity::find_by_id(alert.device_id).one(db).await?;
-    let webhooks: Vec<Value> = rule
-        .actions
-        .as_array()
-        .map(|all| {
-            all.iter()
-                .filter(|a| a["type"] == "webhook")
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let rule = insa_actors::device::RuleRef {
-        id: Some(rule.id),
-        name: rule.name,
-        actions: webhooks,
-    };
     Ok(insa_actors::device::notifications(
         "acknowledged",
         alert,

@@ -49,6 +49,18 @@ pub fn page(limit: Option<u64>, offset: Option<u64>) -> Result<(u64, u64), ApiEr
     Ok((limit, offset.unwrap_or(0)))
 }
 
+/// A query parameter that must be one of `allowed` (400 `invalid_query` otherwise).
+pub fn one_of(name: &str, value: &str, allowed: &[&str]) -> Result<(), ApiError> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Code::InvalidQuery,
+            format!("{name} must be one of {}", allowed.join(", ")),
+        ))
+    }
+}
+
 /// For PUT bodies: tells "absent" (`None`) from "null" (`Some(None)`).
 pub fn present<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where

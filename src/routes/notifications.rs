@@ -17,7 +17,7 @@ use crate::audit::Audit;
 use crate::auth::extract::client_ip;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code};
-use crate::routes::page;
+use crate::routes::{one_of, page};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -102,12 +102,7 @@ pub async fn list_notifications(
     let (limit, offset) = page(query.limit, query.offset)?;
     let mut select = deliveries::Entity::find();
     if let Some(status) = query.status {
-        if !STATUSES.contains(&status.as_str()) {
-            return Err(ApiError::new(
-                Code::InvalidQuery,
-                format!("status must be one of {}", STATUSES.join(", ")),
-            ));
-        }
+        one_of("status", &status, &STATUSES)?;
         select = select.filter(deliveries::Column::Status.eq(status));
     }
     if let Some(alert_id) = query.alert_id {

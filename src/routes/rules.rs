@@ -6,6 +6,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
+use insa_actors::rules::{Condition, SEVERITIES};
 use insa_entities::{alerts, devices, rules, Role};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
@@ -21,7 +22,7 @@ use crate::auth::extract::client_ip;
 use crate::auth::password::looks_like_email;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
-use crate::routes::page;
+use crate::routes::{one_of, page};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -38,11 +39,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Conditions on a value; `offline` watches the device's status instead.
-pub const CONDITIONS: [&str; 9] = [
-    ">", ">=", "<", "<=", "==", "!=", "between", "outside", "offline",
-];
-pub const SEVERITIES: [&str; 3] = ["info", "warning", "critical"];
 const NAME_MAX: usize = 255;
 const DESCRIPTION_MAX: usize = 2000;
 const KEY_MAX: usize = 100;
@@ -120,13 +116,13 @@ pub struct RuleResponse {
     pub updated_at: DateTime<Utc>,
 }
 
-fn is_range(condition: &str) -> bool {
-    matches!(condition, "between" | "outside")
+fn is_band(condition: &str) -> bool {
+    Condition::parse(condition).is_some_and(Condition::is_band)
 }
 
 impl From<rules::Model> for RuleResponse {
     fn from(r: rules::Model) -> Self {
-        let range = is_range(&r.condition);
+        let range = is_band(&r.condition);
         Self {
             id: r.id,
             name: r.name,
@@ -176,25 +172,6 @@ impl From<&rules::Model> for RuleBody {
     }
 }
 
-/// A checked rule, ready to store.
-struct Checked {
-    name: String,
-    description: Option<String>,
-    device_id: Option<Uuid>,
-    device_type: Option<String>,
-    area: Option<String>,
-    key: String,
-    condition: String,
-    threshold: Option<f64>,
-    threshold_high: Option<f64>,
-    for_seconds: i32,
-    hysteresis: f64,
-    severity: String,
-    auto_resolve: bool,
-    enabled: bool,
-    actions: Value,
-}
-
 fn text(
     problems: &mut Vec<FieldProblem>,
     field: &str,
@@ -221,8 +198,9 @@ fn finite(problems: &mut Vec<FieldProblem>, field: &str, value: Option<f64>) -> 
     Some(value)
 }
 
-/// Checks everything that needs no database; `device_exists` is answered by the caller.
-fn check(body: RuleBody, device_exists: Option<bool>) -> Result<Checked, ApiError> {
+/// Checks everything that needs no database (`device_exists` is answered by the caller) and
+/// returns the rule's stored columns; id and creation fields are left to the caller.
+fn check(body: RuleBody, device_exists: Option<bool>) -> Result<rules::ActiveModel, ApiError> {
     let mut problems = Vec::new();
     let name = text(&mut problems, "name", body.name, NAME_MAX);
     if name.is_none() {
@@ -258,10 +236,11 @@ fn check(body: RuleBody, device_exists: Option<bool>) -> Result<Checked, ApiErro
     }
 
     let condition = body.condition.unwrap_or_default();
-    if !CONDITIONS.contains(&condition.as_str()) {
+    let known = Condition::parse(&condition).is_some();
+    if !known {
         problems.push(FieldProblem::new(
             "condition",
-            format!("must be one of {}", CONDITIONS.join(", ")),
+            format!("must be one of {}", Condition::NAMES.join(", ")),
         ));
     }
     let offline = condition == "offline";
@@ -275,7 +254,7 @@ fn check(body: RuleBody, device_exists: Option<bool>) -> Result<Checked, ApiErro
     let threshold = finite(&mut problems, "threshold", body.threshold);
     let low = finite(&mut problems, "low", body.low);
     let high = finite(&mut problems, "high", body.high);
-    let (threshold, threshold_high) = if is_range(&condition) {
+    let (threshold, threshold_high) = if is_band(&condition) {
         match (low, high) {
             (Some(low), Some(high)) if low < high => {}
             (Some(_), Some(_)) => problems.push(FieldProblem::new("high", "must be above low")),
@@ -294,7 +273,7 @@ fn check(body: RuleBody, device_exists: Option<bool>) -> Result<Checked, ApiErro
     } else if offline {
         (None, None)
     } else {
-        if threshold.is_none() && CONDITIONS.contains(&condition.as_str()) {
+        if threshold.is_none() && known {
             problems.push(FieldProblem::new(
                 "threshold",
                 format!("is required for `{condition}`"),
@@ -341,22 +320,24 @@ fn check(body: RuleBody, device_exists: Option<bool>) -> Result<Checked, ApiErro
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
     }
-    Ok(Checked {
-        name: name.unwrap_or_default(),
-        description,
-        device_id: body.device_id,
-        device_type,
-        area,
-        key: key.unwrap_or_default(),
-        condition,
-        threshold,
-        threshold_high,
-        for_seconds: i32::try_from(for_seconds).unwrap_or(i32::MAX),
-        hysteresis,
-        severity,
-        auto_resolve: body.auto_resolve.unwrap_or(true),
-        enabled: body.enabled.unwrap_or(true),
-        actions: Value::Array(actions),
+    Ok(rules::ActiveModel {
+        name: Set(name.unwrap_or_default()),
+        description: Set(description),
+        device_id: Set(body.device_id),
+        device_type: Set(device_type),
+        area: Set(area),
+        key: Set(key.unwrap_or_default()),
+        condition: Set(condition),
+        threshold: Set(threshold),
+        threshold_high: Set(threshold_high),
+        for_seconds: Set(i32::try_from(for_seconds).unwrap_or(i32::MAX)),
+        hysteresis: Set(hysteresis),
+        severity: Set(severity),
+        actions: Set(Value::Array(actions)),
+        auto_resolve: Set(body.auto_resolve.unwrap_or(true)),
+        enabled: Set(body.enabled.unwrap_or(true)),
+        updated_at: Set(Utc::now()),
+        ..Default::default()
     })
 }
 
@@ -470,11 +451,7 @@ async fn close_alerts(state: &AppState, rule: &rules::Model) -> Result<(), ApiEr
         .into_tuple()
         .all(&state.db)
         .await?;
-    let rule_ref = insa_actors::device::RuleRef {
-        id: Some(rule.id),
-        name: rule.name.clone(),
-        actions: rule.actions.as_array().cloned().unwrap_or_default(),
-    };
+    let rule_ref = insa_actors::device::RuleRef::from(rule);
     for device_id in open {
         let device = devices::Entity::find_by_id(device_id)
             .one(&state.db)
@@ -565,12 +542,7 @@ pub async fn list_rules(
         select = select.filter(rules::Column::Enabled.eq(enabled));
     }
     if let Some(severity) = query.severity {
-        if !SEVERITIES.contains(&severity.as_str()) {
-            return Err(ApiError::new(
-                Code::InvalidQuery,
-                format!("severity must be one of {}", SEVERITIES.join(", ")),
-            ));
-        }
+        one_of("severity", &severity, &SEVERITIES)?;
         select = select.filter(rules::Column::Severity.eq(severity));
     }
     let total = select.clone().count(&state.db).await?;
@@ -602,13 +574,11 @@ pub async fn create_rule(
     user.require(Role::Engineer)?;
     let body = body.into_inner();
     let exists = device_exists(&state, body.device_id).await?;
-    let rule = check(body, exists)?;
-    let now = Utc::now();
     let created = rules::ActiveModel {
         id: Set(Uuid::new_v4()),
         created_by: Set(Some(user.id)),
-        created_at: Set(now),
-        ..store(rule, now)
+        created_at: Set(Utc::now()),
+        ..check(body, exists)?
     }
     .insert(&state.db)
     .await?;
@@ -623,29 +593,6 @@ pub async fn create_rule(
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/rules/{}", created.id)))
         .json(RuleResponse::from(created)))
-}
-
-/// The stored columns of a checked rule (id and creation fields left to the caller).
-fn store(rule: Checked, now: DateTime<Utc>) -> rules::ActiveModel {
-    rules::ActiveModel {
-        name: Set(rule.name),
-        description: Set(rule.description),
-        device_id: Set(rule.device_id),
-        device_type: Set(rule.device_type),
-        area: Set(rule.area),
-        key: Set(rule.key),
-        condition: Set(rule.condition),
-        threshold: Set(rule.threshold),
-        threshold_high: Set(rule.threshold_high),
-        for_seconds: Set(rule.for_seconds),
-        hysteresis: Set(rule.hysteresis),
-        severity: Set(rule.severity),
-        actions: Set(rule.actions),
-        auto_resolve: Set(rule.auto_resolve),
-        enabled: Set(rule.enabled),
-        updated_at: Set(now),
-        ..Default::default()
-    }
 }
 
 /// One rule (any role).
@@ -703,10 +650,9 @@ pub async fn update_rule(
     let body: RuleBody = serde_json::from_value(merged)
         .map_err(|err| ApiError::new(Code::ValidationFailed, format!("invalid body: {err}")))?;
     let exists = device_exists(&state, body.device_id).await?;
-    let rule = check(body, exists)?;
-    let mut active = store(rule, Utc::now());
-    active.id = Set(existing.id);
-    let updated = active.update(&state.db).await?;
+    let mut rule = check(body, exists)?;
+    rule.id = Set(existing.id);
+    let updated = rule.update(&state.db).await?;
     if !updated.enabled {
         close_alerts(&state, &updated).await?;
     }
