@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message};
 use dashmap::DashMap;
 use insa_actors::{DeviceEvent, TelemetryEvent};
@@ -25,7 +25,8 @@ use serde_json::{json, Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use crate::auth::extract::{authenticate_key, authenticate_user, bearer_token};
+use crate::auth::extract::authenticate_user;
+use crate::auth::Caller;
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 
@@ -96,33 +97,28 @@ struct Request {
     alerts: Option<bool>,
 }
 
+/// `?token=` (what a browser can send), else the API's usual credentials (bearer or key).
 async fn who(state: &AppState, req: &HttpRequest) -> Result<Watcher, ApiError> {
     let query = web::Query::<Query>::from_query(req.query_string())
         .map(|q| q.into_inner())
         .unwrap_or(Query { token: None });
-    if let Some(token) = query.token.or(bearer_token(req)?) {
-        let user = authenticate_user(state, &token).await?;
-        user.require(Role::Viewer)?;
-        return Ok(Watcher::User(user.id));
+    let caller = match query.token {
+        Some(token) => Caller::User(authenticate_user(state, &token).await?),
+        None => Caller::extract(req).await?,
+    };
+    match caller {
+        Caller::User(user) => {
+            user.require(Role::Viewer)?;
+            Ok(Watcher::User(user.id))
+        }
+        Caller::Device(key) if !key.read => {
+            Err(ApiError::forbidden("this API key has no read permission"))
+        }
+        Caller::Device(key) => Ok(Watcher::Key {
+            id: key.key_id,
+            device: key.device_id,
+        }),
     }
-    let key = req
-        .headers()
-        .get("X-API-Key")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::new(
-                Code::MissingCredentials,
-                "authentication required: `?token=<JWT>`, `Authorization: Bearer` or `X-API-Key`",
-            )
-        })?;
-    let key = authenticate_key(state, key).await?;
-    if !key.read {
-        return Err(ApiError::forbidden("this API key has no read permission"));
-    }
-    Ok(Watcher::Key {
-        id: key.key_id,
-        device: key.device_id,
-    })
 }
 
 /// Upgrade to a WebSocket (authenticated first: an unauthenticated upgrade gets 401).
