@@ -3,7 +3,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -101,24 +100,9 @@ async fn a_raised_and_a_resolved_alert_each_send_one_readable_email() {
         s.server.public_url = Some("https://iiot.example.com".into());
     })
     .await;
-    let token = app.admin_token().await;
-    let device = app
-        .create_device(
-            &token,
-            json!({"name": "Wellhead 9", "type": "pressure", "area": "North", "location": "Pad 3"}),
-        )
+    let (token, id) = app
+        .watched_wellhead(json!({"type": "email", "to": ["ops@example.com", "lead@example.com"]}))
         .await;
-    let id = device["id"].as_str().expect("id").to_string();
-    let rule = app
-        .post(
-            "/api/v1/rules",
-            As::Bearer(&token),
-            &json!({"name": "High pressure", "device_id": id, "key": "pressure",
-                    "condition": ">", "threshold": 80, "severity": "critical",
-                    "actions": [{"type": "email", "to": ["ops@example.com", "lead@example.com"]}]}),
-        )
-        .await;
-    assert_eq!(rule.status, StatusCode::CREATED, "{rule:?}");
 
     send(&app, &token, &id, 85.5).await;
     let mails = eventually(Duration::from_secs(10), "the alert email", || async {

@@ -284,6 +284,30 @@ impl TestApp {
         assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
     }
 
+    /// The admin's token and a pressure device ("Wellhead 9", area North, location Pad 3) whose
+    /// rule "High pressure" (`pressure > 80`, hysteresis 5, critical) runs `action`.
+    pub async fn watched_wellhead(&self, action: Value) -> (String, String) {
+        let token = self.admin_token().await;
+        let device = self
+            .create_device(
+                &token,
+                json!({"name": "Wellhead 9", "type": "pressure", "area": "North", "location": "Pad 3"}),
+            )
+            .await;
+        let id = device["id"].as_str().expect("id").to_string();
+        let rule = self
+            .post(
+                "/api/v1/rules",
+                As::Bearer(&token),
+                &json!({"name": "High pressure", "device_id": id, "key": "pressure",
+                        "condition": ">", "threshold": 80, "hysteresis": 5, "severity": "critical",
+                        "actions": [action]}),
+            )
+            .await;
+        assert_eq!(rule.status, StatusCode::CREATED, "{rule:?}");
+        (token, id)
+    }
+
     /// Creates a device and returns its JSON.
     pub async fn create_device(&self, token: &str, body: Value) -> Value {
         let reply = self.post("/api/v1/devices", As::Bearer(token), &body).await;

@@ -99,29 +99,6 @@ async fn app(allow_private: bool) -> TestApp {
     .await
 }
 
-/// A device with a pressure rule whose action is `webhook`: (token, device id).
-async fn watched(app: &TestApp, webhook: Value) -> (String, String) {
-    let token = app.admin_token().await;
-    let device = app
-        .create_device(
-            &token,
-            json!({"name": "Wellhead 9", "type": "pressure", "area": "North", "location": "Pad 3"}),
-        )
-        .await;
-    let id = device["id"].as_str().expect("id").to_string();
-    let rule = app
-        .post(
-            "/api/v1/rules",
-            As::Bearer(&token),
-            &json!({"name": "High pressure", "device_id": id, "key": "pressure",
-                    "condition": ">", "threshold": 80, "hysteresis": 5, "severity": "critical",
-                    "actions": [webhook]}),
-        )
-        .await;
-    assert_eq!(rule.status, StatusCode::CREATED, "{rule:?}");
-    (token, id)
-}
-
 async fn send(app: &TestApp, token: &str, device: &str, pressure: f64) {
     app.send_reading(token, device, json!({"pressure": pressure}))
         .await;
@@ -145,12 +122,12 @@ fn hmac_hex(secret: &str, body: &[u8]) -> String {
 async fn a_breach_and_its_resolution_are_each_posted_once_and_signed() {
     let receiver = Receiver::start(0, 200);
     let app = app(true).await;
-    let (token, id) = watched(
-        &app,
-        json!({"type": "webhook", "url": receiver.url, "secret": "s3cret",
+    let (token, id) = app
+        .watched_wellhead(
+            json!({"type": "webhook", "url": receiver.url, "secret": "s3cret",
                "headers": {"X-Site": "north-field"}}),
-    )
-    .await;
+        )
+        .await;
 
     send(&app, &token, &id, 85.0).await;
     send(&app, &token, &id, 90.0).await;
@@ -221,7 +198,9 @@ async fn a_breach_and_its_resolution_are_each_posted_once_and_signed() {
 async fn a_failing_receiver_gets_the_webhook_after_retries() {
     let receiver = Receiver::start(2, 503);
     let app = app(true).await;
-    let (token, id) = watched(&app, json!({"type": "webhook", "url": receiver.url})).await;
+    let (token, id) = app
+        .watched_wellhead(json!({"type": "webhook", "url": receiver.url}))
+        .await;
     send(&app, &token, &id, 95.0).await;
     let delivered = eventually(
         Duration::from_secs(15),
@@ -244,7 +223,9 @@ async fn a_failing_receiver_gets_the_webhook_after_retries() {
 async fn a_receiver_refusing_the_request_is_not_asked_again() {
     let receiver = Receiver::start(usize::MAX, 400);
     let app = app(true).await;
-    let (token, id) = watched(&app, json!({"type": "webhook", "url": receiver.url})).await;
+    let (token, id) = app
+        .watched_wellhead(json!({"type": "webhook", "url": receiver.url}))
+        .await;
     send(&app, &token, &id, 95.0).await;
     let failed = eventually(Duration::from_secs(10), "failed for good", || async {
         deliveries(&app, &token)
@@ -280,7 +261,9 @@ async fn a_receiver_refusing_the_request_is_not_asked_again() {
 async fn webhooks_to_internal_addresses_are_refused_unless_allowed() {
     let receiver = Receiver::start(0, 200);
     let app = app(false).await;
-    let (token, id) = watched(&app, json!({"type": "webhook", "url": receiver.url})).await;
+    let (token, id) = app
+        .watched_wellhead(json!({"type": "webhook", "url": receiver.url}))
+        .await;
     send(&app, &token, &id, 95.0).await;
     let refused = eventually(Duration::from_secs(10), "refused", || async {
         deliveries(&app, &token)
@@ -302,7 +285,9 @@ async fn webhooks_to_internal_addresses_are_refused_unless_allowed() {
 async fn deleting_a_rule_resolves_its_alert_and_says_so() {
     let receiver = Receiver::start(0, 200);
     let app = app(true).await;
-    let (token, id) = watched(&app, json!({"type": "webhook", "url": receiver.url})).await;
+    let (token, id) = app
+        .watched_wellhead(json!({"type": "webhook", "url": receiver.url}))
+        .await;
     send(&app, &token, &id, 95.0).await;
     eventually(Duration::from_secs(10), "raised", || async {
         (receiver.count() == 1).then_some(())
