@@ -352,8 +352,9 @@ impl DeviceActor {
         self.adopt_rules(&rules, ctx);
     }
 
-    /// Takes the rules that apply to this device (and its built-in rule); a rule that did not
-    /// change keeps where it stood.
+    /// Takes the rules that apply to this device (and its built-in rule). A rule it already had
+    /// (same id, even if edited) keeps where it stood, so editing a rule does not resolve and
+    /// re-raise its alert; one that no longer applies leaves nothing open behind.
     fn adopt_rules(&mut self, all: &[Rule], ctx: &mut Context<Self>) {
         let mut applying: Vec<Rule> = all
             .iter()
@@ -374,7 +375,7 @@ impl DeviceActor {
         for rule in applying {
             let kept = old
                 .iter()
-                .position(|(r, _)| *r == rule)
+                .position(|(r, _)| r.id == rule.id)
                 .map(|i| old.swap_remove(i).1);
             self.rules.push((rule, kept.unwrap_or(Watch::Unknown)));
         }
@@ -382,7 +383,7 @@ impl DeviceActor {
             if let Watch::Pending(timer) = watch {
                 ctx.cancel_future(timer);
             }
-            // A rule that no longer applies (changed or deleted) leaves nothing open behind.
+            // Deleted, disabled, or no longer targeting this device.
             self.resolve(&rule);
         }
     }

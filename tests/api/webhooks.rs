@@ -315,3 +315,47 @@ async fn deleting_a_rule_resolves_its_alert_and_says_so() {
         .await;
     assert_eq!(open.body["total"], 0);
 }
+
+#[actix_web::test]
+async fn editing_a_raised_rule_keeps_its_alert() {
+    let receiver = Receiver::start(0, 200);
+    let app = app(true).await;
+    let (token, id) = app
+        .watched_wellhead(json!({"type": "webhook", "url": receiver.url}))
+        .await;
+    send(&app, &token, &id, 95.0).await;
+    eventually(Duration::from_secs(10), "raised", || async {
+        (receiver.count() == 1).then_some(())
+    })
+    .await;
+    let rules = app.get("/api/v1/rules", As::Bearer(&token)).await;
+    let rule = rules.body["rules"][0]["id"]
+        .as_str()
+        .expect("rule id")
+        .to_string();
+    let edited = app
+        .put(
+            &format!("/api/v1/rules/{rule}"),
+            As::Bearer(&token),
+            &json!({"severity": "warning", "threshold": 85}),
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::OK, "{edited:?}");
+    // Still breaching the edited rule: nothing resolves, nothing is raised again.
+    send(&app, &token, &id, 96.0).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        receiver.count(),
+        1,
+        "{:?}",
+        receiver.body(receiver.count() - 1)
+    );
+    let open = app
+        .get(
+            &format!("/api/v1/alerts?device_id={id}"),
+            As::Bearer(&token),
+        )
+        .await;
+    assert_eq!(open.body["total"], 1);
+    assert_eq!(open.body["alerts"][0]["status"], "active");
+}
