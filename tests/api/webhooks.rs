@@ -67,6 +67,14 @@ impl Receiver {
         }
     }
 
+    /// Waits until `n` requests have arrived.
+    pub(crate) async fn wait_for(&self, n: usize, what: &str) {
+        eventually(Duration::from_secs(15), what, || async {
+            (self.count() == n).then_some(())
+        })
+        .await;
+    }
+
     pub(crate) fn count(&self) -> usize {
         self.received.lock().expect("log").len()
     }
@@ -97,6 +105,22 @@ async fn app(allow_private: bool) -> TestApp {
         s.webhooks.max_attempts = 4;
     })
     .await
+}
+
+/// A watched wellhead with a webhook to `receiver`, its alert raised and posted:
+/// (token, device id, rule id).
+async fn raised(app: &TestApp, receiver: &Receiver) -> (String, String, String) {
+    let (token, id) = app
+        .watched_wellhead(json!({"type": "webhook", "url": receiver.url}))
+        .await;
+    send(app, &token, &id, 95.0).await;
+    receiver.wait_for(1, "raised").await;
+    let rules = app.get("/api/v1/rules", As::Bearer(&token)).await;
+    let rule = rules.body["rules"][0]["id"]
+        .as_str()
+        .expect("rule id")
+        .to_string();
+    (token, id, rule)
 }
 
 async fn send(app: &TestApp, token: &str, device: &str, pressure: f64) {
@@ -131,10 +155,7 @@ async fn a_breach_and_its_resolution_are_each_posted_once_and_signed() {
 
     send(&app, &token, &id, 85.0).await;
     send(&app, &token, &id, 90.0).await;
-    eventually(Duration::from_secs(10), "the raised webhook", || async {
-        (receiver.count() == 1).then_some(())
-    })
-    .await;
+    receiver.wait_for(1, "the raised webhook").await;
     let raised = receiver.body(0);
     assert_eq!(raised["event"], "raised");
     assert_eq!(raised["alert"]["severity"], "critical");
@@ -164,20 +185,12 @@ async fn a_breach_and_its_resolution_are_each_posted_once_and_signed() {
         )
         .await;
     assert_eq!(acked.status, StatusCode::OK);
-    eventually(
-        Duration::from_secs(10),
-        "the acknowledged webhook",
-        || async { (receiver.count() == 2).then_some(()) },
-    )
-    .await;
+    receiver.wait_for(2, "the acknowledged webhook").await;
     assert_eq!(receiver.body(1)["event"], "acknowledged");
     assert_eq!(receiver.body(1)["alert"]["status"], "acknowledged");
 
     send(&app, &token, &id, 70.0).await;
-    eventually(Duration::from_secs(10), "the resolved webhook", || async {
-        (receiver.count() == 3).then_some(())
-    })
-    .await;
+    receiver.wait_for(3, "the resolved webhook").await;
     assert_eq!(receiver.body(2)["event"], "resolved");
     assert!(receiver.body(2)["alert"]["resolved_at"].is_string());
 
@@ -251,10 +264,7 @@ async fn a_receiver_refusing_the_request_is_not_asked_again() {
         )
         .await;
     assert_eq!(retried.status, StatusCode::OK);
-    eventually(Duration::from_secs(10), "asked again", || async {
-        (receiver.count() == 2).then_some(())
-    })
-    .await;
+    receiver.wait_for(2, "asked again").await;
 }
 
 #[actix_web::test]
@@ -285,27 +295,12 @@ async fn webhooks_to_internal_addresses_are_refused_unless_allowed() {
 async fn deleting_a_rule_resolves_its_alert_and_says_so() {
     let receiver = Receiver::start(0, 200);
     let app = app(true).await;
-    let (token, id) = app
-        .watched_wellhead(json!({"type": "webhook", "url": receiver.url}))
-        .await;
-    send(&app, &token, &id, 95.0).await;
-    eventually(Duration::from_secs(10), "raised", || async {
-        (receiver.count() == 1).then_some(())
-    })
-    .await;
-    let rules = app.get("/api/v1/rules", As::Bearer(&token)).await;
-    let rule = rules.body["rules"][0]["id"]
-        .as_str()
-        .expect("rule id")
-        .to_string();
+    let (token, id, rule) = raised(&app, &receiver).await;
     let deleted = app
         .delete(&format!("/api/v1/rules/{rule}"), As::Bearer(&token))
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    eventually(Duration::from_secs(10), "resolved", || async {
-        (receiver.count() == 2).then_some(())
-    })
-    .await;
+    receiver.wait_for(2, "resolved").await;
     assert_eq!(receiver.body(1)["event"], "resolved");
     let open = app
         .get(
@@ -320,19 +315,7 @@ async fn deleting_a_rule_resolves_its_alert_and_says_so() {
 async fn editing_a_raised_rule_keeps_its_alert() {
     let receiver = Receiver::start(0, 200);
     let app = app(true).await;
-    let (token, id) = app
-        .watched_wellhead(json!({"type": "webhook", "url": receiver.url}))
-        .await;
-    send(&app, &token, &id, 95.0).await;
-    eventually(Duration::from_secs(10), "raised", || async {
-        (receiver.count() == 1).then_some(())
-    })
-    .await;
-    let rules = app.get("/api/v1/rules", As::Bearer(&token)).await;
-    let rule = rules.body["rules"][0]["id"]
-        .as_str()
-        .expect("rule id")
-        .to_string();
+    let (token, id, rule) = raised(&app, &receiver).await;
     let edited = app
         .put(
             &format!("/api/v1/rules/{rule}"),
