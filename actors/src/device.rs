@@ -622,7 +622,7 @@ impl Handler<RecordReadings> for DeviceActor {
                     values: msg
                         .points
                         .iter()
-                        .map(|p| (p.key.clone(), p.value, p.unit.clone()))
+                        .map(|p| (p.key.clone(), p.live_value(), p.unit.clone()))
                         .collect(),
                 };
                 let _ = self.shared.telemetry.send(Arc::new(event));

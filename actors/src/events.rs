@@ -43,6 +43,7 @@ pub struct TelemetryEvent {
     pub device_id: Uuid,
     /// The newest timestamp among the readings.
     pub timestamp: DateTime<Utc>,
-    /// (key, value, unit) per point, in the order received.
-    pub values: Vec<(String, Option<f64>, Option<String>)>,
+    /// (key, value, unit) per point, in the order received: the number as sent (booleans 1/0),
+    /// or the text of a text value.
+    pub values: Vec<(String, serde_json::Value, Option<String>)>,
 }

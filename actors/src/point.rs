@@ -16,3 +16,14 @@ pub struct Point {
     /// `{"text": ...}` for text values.
     pub metadata: Option<Value>,
 }
+
+impl Point {
+    /// The value as a live view shows it: the number, else the text of a text value, else null.
+    pub fn live_value(&self) -> Value {
+        match (self.value, &self.metadata) {
+            (Some(value), _) => Value::from(value),
+            (None, Some(metadata)) => metadata.get("text").cloned().unwrap_or(Value::Null),
+            (None, None) => Value::Null,
+        }
+    }
+}

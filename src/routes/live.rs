@@ -273,7 +273,7 @@ fn telemetry_message(event: &TelemetryEvent) -> Value {
     for (key, value, unit) in &event.values {
         let value = match unit {
             Some(unit) => json!({"value": value, "unit": unit}),
-            None => json!(value),
+            None => value.clone(),
         };
         values.insert(key.clone(), value);
     }

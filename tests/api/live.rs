@@ -6,7 +6,10 @@ use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{seed_device, spawn_app, As, TestApp};
+use insa_entities::telemetry;
+use sea_orm::{EntityTrait, PaginatorTrait};
+
+use crate::helpers::{seed_device, spawn_app, spawn_app_with, As, TestApp};
 
 type Socket = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
 
@@ -17,6 +20,7 @@ async fn connect(app: &TestApp, token: &str) -> Socket {
     );
     let (_, socket) = awc::Client::new()
         .ws(url)
+        .max_frame_size(1 << 20)
         .connect()
         .await
         .expect("WebSocket");
@@ -70,7 +74,7 @@ async fn a_client_hears_what_it_subscribed_to_and_nothing_else() {
     app.send_reading(
         &token,
         &watched,
-        json!({"temperature": {"value": 22.5, "unit": "°C"}, "humidity": 40}),
+        json!({"temperature": {"value": 22.5, "unit": "°C"}, "humidity": 40, "mode": "RUNNING"}),
     )
     .await;
     let mut heard = Vec::new();
@@ -83,6 +87,7 @@ async fn a_client_hears_what_it_subscribed_to_and_nothing_else() {
     assert_eq!(telemetry[0]["telemetry"]["temperature"]["value"], 22.5);
     assert_eq!(telemetry[0]["telemetry"]["temperature"]["unit"], "°C");
     assert_eq!(telemetry[0]["telemetry"]["humidity"], 40.0);
+    assert_eq!(telemetry[0]["telemetry"]["mode"], "RUNNING");
     let status: Vec<&Value> = heard.iter().filter(|m| m["type"] == "status").collect();
     assert_eq!(status.len(), 1, "{heard:?}");
     assert_eq!(status[0]["device_id"], watched.as_str());
@@ -140,4 +145,66 @@ async fn an_unauthenticated_upgrade_is_refused() {
         .replace("http://", "ws://");
     let refused = awc::Client::new().ws(url).connect().await;
     assert!(refused.is_err(), "a bad token must not open a feed");
+}
+
+#[actix_web::test]
+async fn a_client_that_stops_reading_is_closed_as_too_slow_while_ingest_goes_on() {
+    let app = spawn_app_with(|settings| settings.live.send_timeout_ms = 300).await;
+    let token = app.admin_token().await;
+    let device = app.create_device(&token, seed_device()).await;
+    let device = device["id"].as_str().expect("id").to_string();
+    let mut socket = connect(&app, &token).await;
+    say(
+        &mut socket,
+        json!({"action": "subscribe", "device_ids": [device]}),
+    )
+    .await;
+    assert_eq!(
+        hear(&mut socket, Duration::from_secs(5))
+            .await
+            .expect("ack")["type"],
+        "subscribed"
+    );
+
+    // The client stops reading while the device sends far more than any socket buffer holds:
+    // readings of 256 text values of 1 KiB, each a ~290 KB live message, 35 MB in all.
+    let text = "x".repeat(1024);
+    let reading: serde_json::Map<String, Value> = (0..256)
+        .map(|i| (format!("tag-{i:03}-{}", "k".repeat(90)), json!(text)))
+        .collect();
+    let readings = 120;
+    for _ in 0..readings {
+        // Every reading is acknowledged (stored) regardless of the stalled client.
+        app.send_reading(&token, &device, Value::Object(reading.clone()))
+            .await;
+    }
+    let stored = telemetry::Entity::find()
+        .count(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(stored, readings * 256);
+
+    // Reading again, the client finds the feed cut short with the reason.
+    let mut delivered = 0;
+    let close = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("the server closes the connection")
+            .expect("a frame before the end")
+            .expect("a valid frame");
+        match frame {
+            awc::ws::Frame::Text(_) => delivered += 1,
+            awc::ws::Frame::Close(reason) => break reason.expect("a close reason"),
+            _ => {}
+        }
+    };
+    assert_eq!(close.code, awc::ws::CloseCode::Policy);
+    assert!(
+        close
+            .description
+            .as_deref()
+            .is_some_and(|d| d.starts_with("too slow")),
+        "{close:?}"
+    );
+    assert!(delivered < readings, "all {delivered} messages were delivered");
 }
