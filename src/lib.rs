@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod cli;
+pub mod dashboard;
 pub mod db;
 pub mod dynsec;
 pub mod error;

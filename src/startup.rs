@@ -181,6 +181,7 @@ fn serve(
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .app_data(web::PayloadConfig::default().limit(max_body.max(ingest_max_body)))
             .configure(routes::health::configure_root)
+            .configure(crate::dashboard::configure)
             .route("/metrics", web::get().to(crate::metrics::scrape))
             .service(
                 web::scope("/api/v1").configure(|cfg| routes::configure_api(cfg, ingest_max_body)),

@@ -1,0 +1,817 @@
+// insa-iiot dashboard: plain JavaScript over the REST API (/api/v1) and the live feed (/api/v1/ws).
+// Views: login, devices, one device (latest values, last-hour charts), alerts, rules.
+'use strict';
+
+const ROLES = ['viewer', 'operator', 'engineer', 'admin'];
+const SESSION_KEY = 'insa.session';
+const HOUR_MS = 3600 * 1000;
+
+// ---------------------------------------------------------------- session
+
+const session = {
+  load() {
+    try {
+      return JSON.parse(sessionStorage.getItem(SESSION_KEY)) || null;
+    } catch {
+      return null;
+    }
+  },
+  save(value) {
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify(value));
+  },
+  clear() {
+    sessionStorage.removeItem(SESSION_KEY);
+  },
+};
+
+let current = session.load();
+
+function may(role) {
+  return current && ROLES.indexOf(current.user.role) >= ROLES.indexOf(role);
+}
+
+// ---------------------------------------------------------------- API
+
+class ApiFailure extends Error {
+  constructor(status, body) {
+    super((body && body.error && body.error.message) || `HTTP ${status}`);
+    this.status = status;
+  }
+}
+
+async function call(path, { method = 'GET', body, token } = {}) {
+  const headers = {};
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const response = await fetch(`/api/v1${path}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let parsed = null;
+  if (text) {
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = null;
+    }
+  }
+  if (!response.ok) throw new ApiFailure(response.status, parsed);
+  return parsed;
+}
+
+let refreshing = null;
+
+// A new token pair from the refresh token (one refresh at a time).
+function refreshTokens() {
+  if (!refreshing) {
+    refreshing = call('/auth/refresh', { method: 'POST', token: current.refresh })
+      .then((pair) => {
+        current = { access: pair.access_token, refresh: pair.refresh_token, user: pair.user || current.user };
+        session.save(current);
+        return true;
+      })
+      .catch(() => false)
+      .finally(() => {
+        refreshing = null;
+      });
+  }
+  return refreshing;
+}
+
+// Calls the API as the logged-in user; an expired access token is refreshed once, else log in again.
+async function api(path, options = {}) {
+  if (!current) throw new ApiFailure(401, null);
+  try {
+    return await call(path, { ...options, token: current.access });
+  } catch (err) {
+    if (!(err instanceof ApiFailure) || err.status !== 401) throw err;
+    if (current && (await refreshTokens())) return call(path, { ...options, token: current.access });
+    endSession();
+    throw err;
+  }
+}
+
+function query(params) {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value === undefined || value === null || value === '') continue;
+    for (const one of [].concat(value)) search.append(key, one);
+  }
+  const text = search.toString();
+  return text ? `?${text}` : '';
+}
+
+// ---------------------------------------------------------------- DOM helpers
+
+function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === 'class') el.className = value;
+    else if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
+    else if (key === 'dataset') Object.assign(el.dataset, value);
+    else el.setAttribute(key, value === true ? '' : value);
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+const view = () => document.getElementById('view');
+
+function pill(word) {
+  return h('span', { class: `pill ${word}` }, word);
+}
+
+function two(n) {
+  return String(n).padStart(2, '0');
+}
+
+function formatTime(value) {
+  if (!value) return '—';
+  const d = new Date(value);
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+}
+
+function ago(value) {
+  if (!value) return 'never';
+  const seconds = Math.max(0, Math.round((Date.now() - new Date(value).getTime()) / 1000));
+  if (seconds < 60) return `${seconds} s ago`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
+  return formatTime(value);
+}
+
+function formatNumber(value) {
+  if (typeof value !== 'number') return String(value);
+  const abs = Math.abs(value);
+  if (abs !== 0 && (abs >= 1e6 || abs < 1e-3)) return value.toExponential(3);
+  return String(Math.round(value * 1000) / 1000);
+}
+
+function toast(message) {
+  const note = h('div', { class: 'toast', role: 'alert' }, message);
+  document.body.append(note);
+  setTimeout(() => note.remove(), 6000);
+}
+
+// What to undo when leaving a view (timers, live listeners).
+let cleanups = [];
+
+function onLeave(fn) {
+  cleanups.push(fn);
+}
+
+function every(ms, fn) {
+  const id = setInterval(fn, ms);
+  onLeave(() => clearInterval(id));
+}
+
+// ---------------------------------------------------------------- live feed
+
+const live = {
+  socket: null,
+  devices: new Set(),
+  listeners: new Set(),
+  retry: 1000,
+  timer: null,
+
+  start() {
+    if (this.socket || !current) return;
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const socket = new WebSocket(`${scheme}://${location.host}/api/v1/ws?token=${encodeURIComponent(current.access)}`);
+    this.socket = socket;
+    socket.onopen = () => {
+      this.retry = 1000;
+      document.getElementById('live').classList.add('on');
+      this.send({ action: 'subscribe', alerts: true });
+      if (this.devices.size) this.send({ action: 'subscribe', device_ids: [...this.devices] });
+    };
+    socket.onmessage = (event) => {
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (message.type === 'subscribed') {
+        const indicator = document.getElementById('live');
+        indicator.textContent = `live · ${message.device_ids.length}`;
+        indicator.title = `Live feed: watching ${message.device_ids.length} device(s) and alerts`;
+      }
+      for (const listener of this.listeners) listener(message);
+    };
+    socket.onclose = () => {
+      const indicator = document.getElementById('live');
+      indicator.classList.remove('on');
+      indicator.textContent = 'offline';
+      indicator.title = 'Live feed disconnected: reconnecting';
+      if (this.socket !== socket) return;
+      this.socket = null;
+      if (!current) return;
+      // Reconnect with backoff; a call first refreshes the token if it expired.
+      this.timer = setTimeout(() => {
+        api('/auth/me').then(() => this.start(), () => {});
+      }, this.retry);
+      this.retry = Math.min(this.retry * 2, 30000);
+    };
+  },
+
+  stop() {
+    clearTimeout(this.timer);
+    const socket = this.socket;
+    this.socket = null;
+    this.devices.clear();
+    if (socket) socket.close();
+  },
+
+  send(message) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
+  },
+
+  // Watch exactly these devices (status and telemetry).
+  watch(ids) {
+    const wanted = new Set(ids);
+    const gone = [...this.devices].filter((id) => !wanted.has(id));
+    const added = [...wanted].filter((id) => !this.devices.has(id));
+    this.devices = wanted;
+    if (gone.length) this.send({ action: 'unsubscribe', device_ids: gone });
+    if (added.length) this.send({ action: 'subscribe', device_ids: added });
+  },
+
+  // Calls `fn` with each message while the current view is shown.
+  listen(fn) {
+    this.listeners.add(fn);
+    onLeave(() => this.listeners.delete(fn));
+  },
+};
+
+// ---------------------------------------------------------------- alert badge
+
+async function refreshAlertCount() {
+  try {
+    const page = await api(`/alerts${query({ status: 'active', limit: 1 })}`);
+    const badge = document.getElementById('alert-count');
+    badge.textContent = page.total;
+    badge.hidden = page.total === 0;
+  } catch {
+    // The badge waits for the next event.
+  }
+}
+
+live.listeners.add((message) => {
+  if (message.type === 'alert') refreshAlertCount();
+});
+
+// ---------------------------------------------------------------- login
+
+function showLogin(problem) {
+  document.getElementById('bar').hidden = true;
+  const email = h('input', { id: 'email', type: 'email', autocomplete: 'username', required: true });
+  const password = h('input', { id: 'password', type: 'password', autocomplete: 'current-password', required: true });
+  const note = h('div', { class: 'problem', id: 'login-problem' }, problem || '');
+  const form = h(
+    'form',
+    { class: 'login', id: 'login' },
+    h('h1', {}, 'insa-iiot'),
+    h('label', {}, 'Email', email),
+    h('label', {}, 'Password', password),
+    note,
+    h('button', { type: 'submit' }, 'Log in'),
+  );
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    note.textContent = '';
+    try {
+      const pair = await call('/auth/login', {
+        method: 'POST',
+        body: { email: email.value.trim(), password: password.value },
+      });
+      current = { access: pair.access_token, refresh: pair.refresh_token, user: pair.user };
+      session.save(current);
+      startSession();
+    } catch (err) {
+      note.textContent = err.status === 401 ? 'Wrong email or password.' : err.message;
+    }
+  });
+  view().replaceChildren(form);
+  email.focus();
+}
+
+function startSession() {
+  const bar = document.getElementById('bar');
+  bar.hidden = false;
+  document.getElementById('who').textContent = `${current.user.email} · ${current.user.role}`;
+  live.start();
+  refreshAlertCount();
+  if (!location.hash || location.hash === '#/') location.hash = '#/devices';
+  else route();
+}
+
+function endSession(problem) {
+  const ending = current;
+  current = null;
+  session.clear();
+  live.stop();
+  leave();
+  if (ending) call('/auth/logout', { method: 'POST', token: ending.access }).catch(() => {});
+  showLogin(problem);
+}
+
+// ---------------------------------------------------------------- devices
+
+const deviceNames = new Map();
+
+async function loadDeviceNames() {
+  const page = await api(`/devices${query({ limit: 1000 })}`);
+  for (const device of page.devices) deviceNames.set(device.id, device.name);
+  return page.devices;
+}
+
+function deviceLink(id) {
+  return h('a', { href: `#/devices/${id}` }, deviceNames.get(id) || id.slice(0, 8));
+}
+
+async function showDevices() {
+  const filters = { q: '', status: '', area: '', type: '' };
+  const all = await loadDeviceNames();
+  const options = (field) => [...new Set(all.map((d) => d[field]).filter(Boolean))].sort();
+
+  const select = (field, label, values) => {
+    const el = h('select', { id: `filter-${field}`, 'aria-label': label },
+      h('option', { value: '' }, `${label}: all`),
+      values.map((v) => h('option', { value: v }, v)));
+    el.addEventListener('change', () => {
+      filters[field] = el.value;
+      load();
+    });
+    return el;
+  };
+  const search = h('input', { type: 'search', id: 'filter-q', placeholder: 'Search devices by name' });
+  let typing;
+  search.addEventListener('input', () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => {
+      filters.q = search.value.trim();
+      load();
+    }, 250);
+  });
+
+  const summary = h('div', { class: 'summary' });
+  const body = h('tbody');
+  const table = h('div', { class: 'table-wrap' },
+    h('table', { id: 'devices' },
+      h('thead', {}, h('tr', {}, ['Name', 'Type', 'Area', 'Location', 'Status', 'Last seen'].map((t) => h('th', {}, t)))),
+      body));
+  view().replaceChildren(
+    h('h1', {}, 'Devices'),
+    summary,
+    h('div', { class: 'toolbar' },
+      search,
+      select('status', 'Status', ['online', 'offline', 'maintenance', 'error']),
+      select('area', 'Area', options('area')),
+      select('type', 'Type', options('type'))),
+    table,
+  );
+
+  const rows = new Map();
+  let shown = [];
+
+  function row(device) {
+    const status = h('td', { class: 'status' }, pill(device.status));
+    const seen = h('td', { class: 'seen', title: formatTime(device.last_seen) }, ago(device.last_seen));
+    const tr = h('tr', { dataset: { deviceId: device.id } },
+      h('td', {}, h('a', { href: `#/devices/${device.id}` }, device.name)),
+      h('td', {}, device.type),
+      h('td', {}, device.area || '—'),
+      h('td', {}, device.location || '—'),
+      status,
+      seen);
+    rows.set(device.id, { device, status, seen });
+    return tr;
+  }
+
+  // Counts of the devices listed, kept live with the rows.
+  function drawSummary() {
+    const devices = [...rows.values()].map((entry) => entry.device);
+    const count = (status) => devices.filter((d) => d.status === status).length;
+    const tile = (n, label) => h('div', { class: 'tile', dataset: { tile: label } },
+      h('div', { class: 'n' }, n), h('div', { class: 'l' }, label));
+    summary.replaceChildren(
+      tile(devices.length, 'devices'),
+      ...['online', 'offline', 'maintenance', 'error'].map((status) => tile(count(status), status)),
+    );
+  }
+
+  async function load() {
+    const page = await api(`/devices${query({ ...filters, limit: 1000 })}`);
+    shown = page.devices;
+    rows.clear();
+    body.replaceChildren(...shown.map(row));
+    if (!shown.length) body.append(h('tr', {}, h('td', { colspan: 6, class: 'empty' }, 'No devices match.')));
+    live.watch(shown.map((d) => d.id));
+    drawSummary();
+  }
+
+  live.listen((message) => {
+    const entry = rows.get(message.device_id);
+    if (!entry) return;
+    if (message.type === 'status') {
+      entry.device.status = message.status;
+      entry.status.replaceChildren(pill(message.status));
+      drawSummary();
+    } else if (message.type === 'telemetry') {
+      entry.device.last_seen = new Date().toISOString();
+      entry.seen.textContent = ago(entry.device.last_seen);
+    }
+  });
+  every(5000, () => {
+    for (const entry of rows.values()) entry.seen.textContent = ago(entry.device.last_seen);
+  });
+  onLeave(() => live.watch([]));
+  await load();
+}
+
+// ---------------------------------------------------------------- one device
+
+// A value axis for `values`: round bounds and a step of 1, 2, 2.5 or 5 times a power of ten,
+// about four steps in all.
+function axis(values) {
+  let low = values.length ? Math.min(...values) : 0;
+  let high = values.length ? Math.max(...values) : 1;
+  if (low === high) {
+    low -= Math.abs(low) * 0.1 || 1;
+    high += Math.abs(high) * 0.1 || 1;
+  }
+  const magnitude = 10 ** Math.floor(Math.log10((high - low) / 4));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((s) => (high - low) / s <= 4) || magnitude * 10;
+  const decimals = Math.max(0, -Math.floor(Math.log10(step)) + (step / magnitude === 2.5 ? 1 : 0));
+  return { low: Math.floor(low / step) * step, high: Math.ceil(high / step) * step, step, decimals };
+}
+
+// A line chart of one key over the last hour, drawn on a canvas.
+class Chart {
+  constructor(key, unit) {
+    this.key = key;
+    this.unit = unit;
+    this.points = [];
+    this.canvas = h('canvas', { dataset: { key, points: '0' }, role: 'img', 'aria-label': `${key}, last hour` });
+    this.latest = h('span', { class: 'latest' });
+    this.el = h('div', { class: 'chart', dataset: { chart: key } },
+      h('div', { class: 'title' }, h('span', {}, unit ? `${key} (${unit})` : key), this.latest),
+      this.canvas);
+  }
+
+  add(time, value) {
+    this.points.push({ t: new Date(time).getTime(), v: value });
+    this.points.sort((a, b) => a.t - b.t);
+  }
+
+  draw() {
+    const now = Date.now();
+    this.points = this.points.filter((p) => p.t >= now - HOUR_MS);
+    this.canvas.dataset.points = String(this.points.length);
+    const last = this.points[this.points.length - 1];
+    this.latest.textContent = last ? formatNumber(last.v) : '';
+
+    const ratio = window.devicePixelRatio || 1;
+    const width = this.canvas.clientWidth || 480;
+    const height = this.canvas.clientHeight || 200;
+    this.canvas.width = Math.round(width * ratio);
+    this.canvas.height = Math.round(height * ratio);
+    const g = this.canvas.getContext('2d');
+    g.scale(ratio, ratio);
+    g.clearRect(0, 0, width, height);
+    const css = getComputedStyle(document.documentElement);
+    const muted = css.getPropertyValue('--muted').trim();
+    const line = css.getPropertyValue('--line').trim();
+    const accent = css.getPropertyValue('--accent').trim();
+    const left = 56;
+    const bottom = height - 22;
+    const top = 8;
+    const right = width - 8;
+
+    const scale = axis(this.points.map((p) => p.v));
+    const low = scale.low;
+    const high = scale.high;
+    const x = (t) => left + ((t - (now - HOUR_MS)) / HOUR_MS) * (right - left);
+    const y = (v) => bottom - ((v - low) / (high - low)) * (bottom - top);
+
+    g.font = '11px system-ui, sans-serif';
+    g.lineWidth = 1;
+    g.fillStyle = muted;
+    g.strokeStyle = line;
+    g.textAlign = 'right';
+    g.textBaseline = 'middle';
+    for (let v = low; v <= high + scale.step / 2; v += scale.step) {
+      g.beginPath();
+      g.moveTo(left, y(v));
+      g.lineTo(right, y(v));
+      g.stroke();
+      g.fillText(v.toFixed(scale.decimals), left - 6, y(v));
+    }
+    g.textAlign = 'center';
+    g.textBaseline = 'top';
+    const quarter = 15 * 60 * 1000;
+    for (let t = Math.ceil((now - HOUR_MS) / quarter) * quarter; t <= now; t += quarter) {
+      if (x(t) > right - 16) continue;
+      const d = new Date(t);
+      g.fillText(`${two(d.getHours())}:${two(d.getMinutes())}`, x(t), bottom + 6);
+    }
+    if (!this.points.length) {
+      g.fillText('no numeric readings in the last hour', (left + right) / 2, (top + bottom) / 2);
+      return;
+    }
+    g.strokeStyle = accent;
+    g.lineWidth = 2;
+    g.beginPath();
+    this.points.forEach((p, i) => (i ? g.lineTo(x(p.t), y(p.v)) : g.moveTo(x(p.t), y(p.v))));
+    g.stroke();
+    g.fillStyle = accent;
+    g.beginPath();
+    g.arc(x(last.t), y(last.v), 3.5, 0, Math.PI * 2);
+    g.fill();
+  }
+}
+
+async function showDevice(id) {
+  const since = new Date(Date.now() - HOUR_MS).toISOString();
+  const until = new Date(Date.now() + 60000).toISOString();
+  const [device, latest, history, alerts] = await Promise.all([
+    api(`/devices/${id}`),
+    api(`/telemetry/latest${query({ device_id: id })}`),
+    // Ten-second averages: the last hour in at most 360 points per key, however fast the device.
+    api(`/telemetry${query({ device_id: id, start: since, end: until, interval: '10s', agg: 'avg' })}`),
+    api(`/alerts${query({ device_id: id, status: 'active', limit: 50 })}`),
+  ]);
+  deviceNames.set(device.id, device.name);
+
+  const status = h('span', { id: 'device-status' }, pill(latest.status || device.status));
+  const seen = h('span', { class: 'meta', title: formatTime(latest.last_seen) }, `last seen ${ago(latest.last_seen)}`);
+  let lastSeen = latest.last_seen;
+  const values = h('div', { class: 'values', id: 'values' });
+  const charts = h('div', { class: 'charts', id: 'charts' });
+  const cards = new Map();
+  const plots = new Map();
+
+  function card(key) {
+    if (!cards.has(key)) {
+      const v = h('div', { class: 'v' });
+      const t = h('div', { class: 't' });
+      values.append(h('div', { class: 'value', dataset: { value: key } }, h('div', { class: 'k' }, key), v, t));
+      cards.set(key, { v, t });
+    }
+    return cards.get(key);
+  }
+
+  function showValue(key, value, unit, time) {
+    const { v, t } = card(key);
+    v.textContent = value === null || value === undefined ? '—' : `${formatNumber(value)}${unit ? ` ${unit}` : ''}`;
+    t.textContent = formatTime(time);
+  }
+
+  function chart(key, unit) {
+    if (!plots.has(key)) {
+      const plot = new Chart(key, unit);
+      plots.set(key, plot);
+      charts.append(plot.el);
+    }
+    return plots.get(key);
+  }
+
+  for (const [key, reading] of Object.entries(latest.values || {})) {
+    showValue(key, reading.text !== undefined && reading.text !== null ? reading.text : reading.value, reading.unit, reading.timestamp);
+    if (typeof reading.value === 'number') chart(key, reading.unit);
+  }
+  for (const row of history.data) {
+    if (typeof row.value === 'number') chart(row.key, latest.values?.[row.key]?.unit).add(row.timestamp, row.value);
+  }
+
+  const alertList = h('div', { id: 'device-alerts' });
+  const renderAlerts = (list) => alertList.replaceChildren(list.length
+    ? alertTable(list, () => reloadAlerts())
+    : h('div', { class: 'empty' }, 'No active alerts.'));
+  const reloadAlerts = async () => renderAlerts((await api(`/alerts${query({ device_id: id, status: 'active', limit: 50 })}`)).alerts);
+  renderAlerts(alerts.alerts);
+
+  view().replaceChildren(
+    h('div', { class: 'device-head' }, h('h1', {}, device.name), status, seen),
+    h('div', { class: 'meta' }, [device.type, device.area, device.location, device.protocol].filter(Boolean).join(' · ')),
+    h('h2', {}, 'Latest values'),
+    values,
+    h('h2', {}, 'Last hour'),
+    charts,
+    h('h2', {}, 'Active alerts'),
+    alertList,
+  );
+  if (!cards.size) values.append(h('div', { class: 'empty' }, 'No readings yet.'));
+  const drawAll = () => plots.forEach((plot) => plot.draw());
+  drawAll();
+
+  live.watch([id]);
+  live.listen((message) => {
+    if (message.type === 'alert' && message.alert.device_id === id) reloadAlerts().catch(() => {});
+    if (message.device_id !== id) return;
+    if (message.type === 'status') status.replaceChildren(pill(message.status));
+    if (message.type !== 'telemetry') return;
+    values.querySelector('.empty')?.remove();
+    lastSeen = new Date().toISOString();
+    seen.textContent = `last seen ${ago(lastSeen)}`;
+    for (const [key, reading] of Object.entries(message.telemetry)) {
+      const value = reading !== null && typeof reading === 'object' ? reading.value : reading;
+      const unit = reading !== null && typeof reading === 'object' ? reading.unit : undefined;
+      showValue(key, value, unit, message.timestamp);
+      if (typeof value === 'number') {
+        const plot = chart(key, unit);
+        plot.add(message.timestamp, value);
+        plot.draw();
+      }
+    }
+  });
+  const resize = () => drawAll();
+  window.addEventListener('resize', resize);
+  onLeave(() => window.removeEventListener('resize', resize));
+  every(10000, () => {
+    seen.textContent = `last seen ${ago(lastSeen)}`;
+    drawAll();
+  });
+  onLeave(() => live.watch([]));
+}
+
+// ---------------------------------------------------------------- alerts
+
+function alertTable(list, changed) {
+  const act = (alert, action, label, cls) => h('button', {
+    type: 'button',
+    class: cls,
+    dataset: { action },
+    onclick: async (event) => {
+      event.target.disabled = true;
+      try {
+        await api(`/alerts/${alert.id}/${action}`, { method: 'POST' });
+        refreshAlertCount();
+        await changed();
+      } catch (err) {
+        toast(`Could not ${action}: ${err.message}`);
+        event.target.disabled = false;
+      }
+    },
+  }, label);
+  const operator = may('operator');
+  const rows = list.map((alert) => h('tr', { dataset: { alertId: alert.id } },
+    h('td', {}, pill(alert.severity)),
+    h('td', {}, deviceLink(alert.device_id)),
+    h('td', { class: 'wrap' }, alert.message),
+    h('td', {}, alert.value === null ? '—' : formatNumber(alert.value)),
+    h('td', { title: formatTime(alert.created_at) }, formatTime(alert.created_at)),
+    h('td', { class: 'alert-status' }, pill(alert.status)),
+    h('td', {}, alert.acknowledged_by || '—'),
+    operator ? h('td', {}, h('div', { class: 'actions' },
+      alert.status === 'active' ? act(alert, 'acknowledge', 'Acknowledge') : null,
+      alert.status !== 'resolved' ? act(alert, 'resolve', 'Resolve', 'quiet') : null)) : null));
+  const heads = ['Severity', 'Device', 'Message', 'Value', 'Raised', 'Status', 'Acknowledged by'];
+  if (operator) heads.push('');
+  return h('div', { class: 'table-wrap' },
+    h('table', { class: 'alerts' },
+      h('thead', {}, h('tr', {}, heads.map((t) => h('th', {}, t)))),
+      h('tbody', {}, rows)));
+}
+
+async function showAlerts() {
+  await loadDeviceNames();
+  let status = 'active';
+  let severity = '';
+  const tabs = h('div', { class: 'tabs', role: 'tablist' });
+  const list = h('div', { id: 'alerts' });
+  const severities = h('select', { id: 'filter-severity', 'aria-label': 'Severity' },
+    h('option', { value: '' }, 'Severity: all'),
+    ['critical', 'warning', 'info'].map((s) => h('option', { value: s }, s)));
+  severities.addEventListener('change', () => {
+    severity = severities.value;
+    load();
+  });
+
+  function drawTabs() {
+    tabs.replaceChildren(...['active', 'acknowledged', 'resolved'].map((s) => h('button', {
+      type: 'button',
+      role: 'tab',
+      class: s === status ? 'current' : '',
+      dataset: { status: s },
+      onclick: () => {
+        status = s;
+        drawTabs();
+        load();
+      },
+    }, s[0].toUpperCase() + s.slice(1))));
+  }
+
+  async function load() {
+    const page = await api(`/alerts${query({ status, severity, limit: 200 })}`);
+    list.replaceChildren(page.alerts.length
+      ? alertTable(page.alerts, load)
+      : h('div', { class: 'table-wrap' }, h('div', { class: 'empty' }, `No ${status} alerts.`)));
+  }
+
+  drawTabs();
+  view().replaceChildren(h('h1', {}, 'Alerts'), h('div', { class: 'toolbar' }, tabs, severities), list);
+  let pending;
+  live.listen((message) => {
+    if (message.type !== 'alert') return;
+    clearTimeout(pending);
+    pending = setTimeout(() => load().catch(() => {}), 200);
+  });
+  onLeave(() => clearTimeout(pending));
+  await load();
+}
+
+// ---------------------------------------------------------------- rules
+
+function describeCondition(rule) {
+  switch (rule.condition) {
+    case 'offline':
+      return 'device offline';
+    case 'between':
+      return `${rule.key} between ${rule.low} and ${rule.high}`;
+    case 'outside':
+      return `${rule.key} outside ${rule.low}…${rule.high}`;
+    default:
+      return `${rule.key} ${rule.condition} ${rule.threshold}`;
+  }
+}
+
+async function showRules() {
+  await loadDeviceNames();
+  const page = await api(`/rules${query({ limit: 1000 })}`);
+  const engineer = may('engineer');
+  const target = (rule) => {
+    if (rule.device_id) return deviceLink(rule.device_id);
+    return [rule.device_type && `type ${rule.device_type}`, rule.area && `area ${rule.area}`].filter(Boolean).join(', ');
+  };
+  const toggle = (rule) => h('button', {
+    type: 'button',
+    class: 'quiet',
+    onclick: async () => {
+      try {
+        await api(`/rules/${rule.id}`, { method: 'PUT', body: { enabled: !rule.enabled } });
+        await showRules();
+      } catch (err) {
+        toast(`Could not change the rule: ${err.message}`);
+      }
+    },
+  }, rule.enabled ? 'Disable' : 'Enable');
+  const heads = ['Name', 'Target', 'Condition', 'For', 'Severity', 'Actions', 'State'];
+  if (engineer) heads.push('');
+  const rows = page.rules.map((rule) => h('tr', { dataset: { ruleId: rule.id } },
+    h('td', {}, rule.name),
+    h('td', {}, target(rule)),
+    h('td', {}, describeCondition(rule)),
+    h('td', {}, rule.for ? `${rule.for} s` : '—'),
+    h('td', {}, pill(rule.severity)),
+    h('td', {}, (rule.actions || []).map((a) => a.type).join(', ') || '—'),
+    h('td', {}, pill(rule.enabled ? 'enabled' : 'disabled')),
+    engineer ? h('td', {}, toggle(rule)) : null));
+  view().replaceChildren(
+    h('h1', {}, 'Rules'),
+    h('p', { class: 'meta' }, 'Devices also alert on their own config.alert_threshold.'),
+    h('div', { class: 'table-wrap' }, rows.length
+      ? h('table', { id: 'rules' }, h('thead', {}, h('tr', {}, heads.map((t) => h('th', {}, t)))), h('tbody', {}, rows))
+      : h('div', { class: 'empty' }, 'No rules yet.')),
+  );
+}
+
+// ---------------------------------------------------------------- routing
+
+function leave() {
+  for (const fn of cleanups) fn();
+  cleanups = [];
+}
+
+async function route() {
+  if (!current) {
+    showLogin();
+    return;
+  }
+  leave();
+  const [, section, id] = (location.hash || '#/devices').split('/');
+  for (const link of document.querySelectorAll('[data-nav]')) {
+    link.classList.toggle('current', link.dataset.nav === section);
+  }
+  try {
+    if (section === 'devices' && id) await showDevice(decodeURIComponent(id));
+    else if (section === 'alerts') await showAlerts();
+    else if (section === 'rules') await showRules();
+    else await showDevices();
+  } catch (err) {
+    if (!current) return;
+    view().replaceChildren(h('div', { class: 'empty' }, `Could not load this page: ${err.message}`));
+  }
+}
+
+window.addEventListener('hashchange', route);
+document.getElementById('logout').addEventListener('click', () => endSession());
+if (current) startSession();
+else showLogin();

@@ -1,0 +1,325 @@
+//! The dashboard in a real browser: Debian's headless Chromium driven through chromedriver.
+//!
+//! Where chromedriver is missing the test says it skipped, unless `INSA_BROWSER_TESTS=required`
+//! (set by `.ci/run`, which installs `chromium` and `chromium-driver`). With
+//! `INSA_SCREENSHOTS=<dir>` it also saves the screenshots used in the README.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::{Duration as Span, Utc};
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{eventually, free_port, spawn_app, As, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// chromedriver, killed when the test ends.
+struct Driver {
+    process: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn installed(variable: &str, default: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(variable)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    path.exists().then_some(path)
+}
+
+/// A browser session, or `None` (skipped) where Chromium is not installed.
+async fn browser() -> Option<(Driver, Client)> {
+    let required = std::env::var("INSA_BROWSER_TESTS").is_ok_and(|v| v == "required");
+    let (Some(chromedriver), Some(chromium)) = (
+        installed("CHROMEDRIVER", "/usr/bin/chromedriver"),
+        installed("CHROMIUM", "/usr/bin/chromium"),
+    ) else {
+        assert!(
+            !required,
+            "chromium and chromedriver are required (apt-get install chromium chromium-driver)"
+        );
+        eprintln!("skipped: chromium or chromedriver not installed (apt-get install chromium chromium-driver)");
+        return None;
+    };
+    let port = free_port();
+    let process = Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let profile = tempfile::tempdir().expect("profile dir");
+    let driver = Driver {
+        process,
+        _profile: profile,
+    };
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("browserName".into(), json!("chrome"));
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            // No background networking: this machine has no internet and Chromium must not dial out.
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--window-size=1280,900",
+                     format!("--user-data-dir={}", driver._profile.path().display())],
+        }),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let client = eventually(WAIT, "chromedriver accepts a session", || {
+        let (url, capabilities) = (url.clone(), capabilities.clone());
+        async move {
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(capabilities)
+                .connect(&url)
+                .await
+                .ok()
+        }
+    })
+    .await;
+    Some((driver, client))
+}
+
+/// The text of the first element matching `css`, once it is `expected`.
+async fn wait_text(client: &Client, css: &str, expected: &str) {
+    eventually(WAIT, &format!("`{css}` reads `{expected}`"), || async {
+        let element = client.find(Locator::Css(css)).await.ok()?;
+        (element.text().await.ok()?.trim() == expected).then_some(())
+    })
+    .await
+}
+
+async fn wait_attr(client: &Client, css: &str, attribute: &str) -> String {
+    eventually(WAIT, &format!("`{css}` has `{attribute}`"), || async {
+        let element = client.find(Locator::Css(css)).await.ok()?;
+        element.attr(attribute).await.ok()?
+    })
+    .await
+}
+
+async fn click(client: &Client, css: &str) {
+    let element = client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|err| panic!("`{css}` never appeared: {err}"));
+    element.click().await.expect("click");
+}
+
+async fn log_in(client: &Client, app: &TestApp, email: &str, password: &str) {
+    client.goto(&app.url("/")).await.expect("the dashboard");
+    let form = client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("form#login"))
+        .await
+        .expect("the login form");
+    form.find(Locator::Css("#email"))
+        .await
+        .expect("email")
+        .send_keys(email)
+        .await
+        .expect("type");
+    form.find(Locator::Css("#password"))
+        .await
+        .expect("password")
+        .send_keys(password)
+        .await
+        .expect("type");
+    form.find(Locator::Css("button[type=submit]"))
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("click");
+}
+
+/// Waits until the live feed confirms it watches `devices` devices (so readings now are seen).
+async fn watching(client: &Client, devices: usize) {
+    wait_text(client, "#live", &format!("live · {devices}")).await;
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let Some(dir) = std::env::var_os("INSA_SCREENSHOTS") else {
+        return;
+    };
+    // Let charts settle after the last live update.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let png = client.screenshot().await.expect("screenshot");
+    std::fs::write(Path::new(&dir).join(name), png).expect("write screenshot");
+}
+
+/// A small site: a wellhead with an hour of history and a rule, a flow meter not yet heard
+/// from, a separator over its threshold, a compressor in maintenance.
+async fn site(app: &TestApp, token: &str) -> (String, String) {
+    let create = |body: Value| async move {
+        app.create_device(token, body).await["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    };
+    let wellhead = create(json!({"name": "Wellhead 7", "type": "pressure", "area": "North",
+                                 "location": "Pad 2", "protocol": "mqtt"}))
+    .await;
+    let flow = create(json!({"name": "Flow meter FT-201", "type": "flow", "area": "North",
+                             "location": "Export line", "protocol": "http"}))
+    .await;
+    let separator = create(json!({"name": "Separator V-101 level", "type": "level", "area": "South",
+                                  "location": "Process train A", "config": {"alert_threshold": 80}}))
+    .await;
+    create(json!({"name": "Compressor K-1", "type": "temperature", "area": "South",
+                  "location": "Compression", "status": "maintenance"}))
+    .await;
+
+    let now = Utc::now();
+    let records: Vec<Value> = (0..24)
+        .map(|i| {
+            let at = now - Span::seconds(3600 - 150 * i64::from(i) - 60);
+            let phase = f64::from(i) / 3.0;
+            json!({"timestamp": at.to_rfc3339(), "telemetry": {
+                "pressure": {"value": ((95.0 + 8.0 * phase.sin()) * 10.0).round() / 10.0, "unit": "bar"},
+                "temperature": {"value": ((61.0 + 2.5 * phase.cos()) * 10.0).round() / 10.0, "unit": "°C"}}})
+        })
+        .collect();
+    let reply = app
+        .post(
+            "/api/v1/telemetry",
+            As::Bearer(token),
+            &json!({"device_id": wellhead, "records": records}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let rule = app
+        .post(
+            "/api/v1/rules",
+            As::Bearer(token),
+            &json!({"name": "High wellhead pressure", "device_id": wellhead, "key": "pressure",
+                    "condition": ">", "threshold": 120, "severity": "critical",
+                    "actions": [{"type": "email", "to": ["ops@example.com"]}]}),
+        )
+        .await;
+    assert_eq!(rule.status, StatusCode::CREATED, "{rule:?}");
+    app.send_reading(
+        token,
+        &separator,
+        json!({"level": {"value": 86.5, "unit": "%"}}),
+    )
+    .await;
+    (wellhead, flow)
+}
+
+#[actix_web::test]
+async fn an_operator_sees_devices_come_online_charts_move_and_acknowledges_an_alert() {
+    let Some((_driver, client)) = browser().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let (wellhead, flow) = site(&app, &token).await;
+
+    // Log in: the device list, the flow meter not yet heard from.
+    log_in(&client, &app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let flow_row = format!("tr[data-device-id='{flow}']");
+    wait_text(&client, &format!("{flow_row} .status"), "offline").await;
+    wait_text(&client, "[data-tile='online'] .n", "2").await;
+    watching(&client, 4).await;
+
+    // A reading arrives: the row turns online without a reload.
+    app.send_reading(&token, &flow, json!({"flow": {"value": 42.5, "unit": "m3/h"}}))
+        .await;
+    wait_text(&client, &format!("{flow_row} .status"), "online").await;
+    wait_text(&client, "[data-tile='online'] .n", "3").await;
+    screenshot(&client, "dashboard-devices.png").await;
+
+    // The wellhead's page: an hour of history on the chart, then a live point.
+    click(&client, &format!("tr[data-device-id='{wellhead}'] a")).await;
+    let chart = "canvas[data-key='pressure']";
+    let before: usize = wait_attr(&client, chart, "data-points")
+        .await
+        .parse()
+        .expect("a count");
+    assert!(before >= 20, "the last hour's history is drawn: {before} points");
+    watching(&client, 1).await;
+    app.send_reading(
+        &token,
+        &wellhead,
+        json!({"pressure": {"value": 123.4, "unit": "bar"}}),
+    )
+    .await;
+    let after = (before + 1).to_string();
+    eventually(WAIT, "the live point is drawn", || async {
+        let count = client.find(Locator::Css(chart)).await.ok()?;
+        (count.attr("data-points").await.ok()?? == after).then_some(())
+    })
+    .await;
+    wait_text(
+        &client,
+        "[data-value='pressure'] .v",
+        "123.4 bar",
+    )
+    .await;
+    // The reading broke the rule: the alert shows on the device's page as it is raised.
+    wait_text(&client, "#device-alerts .alert-status", "active").await;
+    screenshot(&client, "dashboard-device.png").await;
+
+    // The alerts page: acknowledge it.
+    click(&client, "a[data-nav='alerts']").await;
+    let alerts = app
+        .get("/api/v1/alerts?status=active&severity=critical", As::Bearer(&token))
+        .await;
+    let alert = alerts.body["alerts"][0]["id"]
+        .as_str()
+        .expect("the raised alert")
+        .to_string();
+    let row = format!("tr[data-alert-id='{alert}']");
+    wait_text(&client, &format!("{row} .alert-status"), "active").await;
+    screenshot(&client, "dashboard-alerts.png").await;
+    click(&client, &format!("{row} button[data-action='acknowledge']")).await;
+    eventually(WAIT, "the alert is acknowledged", || async {
+        let reply = app
+            .get(&format!("/api/v1/alerts/{alert}"), As::Bearer(&token))
+            .await;
+        (reply.body["status"] == "acknowledged").then_some(reply)
+    })
+    .await;
+    let reply = app
+        .get(&format!("/api/v1/alerts/{alert}"), As::Bearer(&token))
+        .await;
+    assert_eq!(reply.body["acknowledged_by"], ADMIN_EMAIL);
+    click(&client, "button[data-status='acknowledged']").await;
+    wait_text(&client, &format!("{row} .alert-status"), "acknowledged").await;
+
+    // A viewer sees the same alert and no button to change it.
+    click(&client, "#logout").await;
+    let (viewer, password, _) = app.user_with_role(&token, "viewer").await;
+    log_in(&client, &app, &viewer, &password).await;
+    watching(&client, 4).await;
+    click(&client, "a[data-nav='alerts']").await;
+    click(&client, "button[data-status='acknowledged']").await;
+    wait_text(&client, &format!("{row} .alert-status"), "acknowledged").await;
+    let buttons = client
+        .find_all(Locator::Css("#alerts button"))
+        .await
+        .expect("query");
+    assert!(buttons.is_empty(), "a viewer sees no alert buttons");
+    click(&client, "a[data-nav='rules']").await;
+    wait_text(&client, "#rules tbody td", "High wellhead pressure").await;
+    let buttons = client
+        .find_all(Locator::Css("#rules button"))
+        .await
+        .expect("query");
+    assert!(buttons.is_empty(), "a viewer sees no rule buttons");
+    client.close().await.expect("close the browser");
+}
