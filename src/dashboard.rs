@@ -15,15 +15,18 @@ const POLICY: &str = "default-src 'self'; connect-src 'self'; img-src 'self' dat
      frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(|| page(INDEX, "text/html; charset=utf-8")))
-        .route(
-            "/app.js",
-            web::get().to(|| page(SCRIPT, "text/javascript; charset=utf-8")),
-        )
-        .route(
-            "/app.css",
-            web::get().to(|| page(STYLE, "text/css; charset=utf-8")),
-        );
+    cfg.route(
+        "/",
+        web::get().to(|| page(INDEX, "text/html; charset=utf-8")),
+    )
+    .route(
+        "/app.js",
+        web::get().to(|| page(SCRIPT, "text/javascript; charset=utf-8")),
+    )
+    .route(
+        "/app.css",
+        web::get().to(|| page(STYLE, "text/css; charset=utf-8")),
+    );
 }
 
 async fn page(body: &'static str, content_type: &'static str) -> HttpResponse {
@@ -35,7 +38,13 @@ async fn page(body: &'static str, content_type: &'static str) -> HttpResponse {
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(POLICY),
         ))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .insert_header((header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .insert_header((
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .insert_header((
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
         .body(body)
 }

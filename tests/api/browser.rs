@@ -170,17 +170,23 @@ async fn site(app: &TestApp, token: &str) -> (String, String) {
             .expect("id")
             .to_string()
     };
-    let wellhead = create(json!({"name": "Wellhead 7", "type": "pressure", "area": "North",
-                                 "location": "Pad 2", "protocol": "mqtt"}))
+    let wellhead = create(
+        json!({"name": "Wellhead 7", "type": "pressure", "area": "North",
+                                 "location": "Pad 2", "protocol": "mqtt"}),
+    )
     .await;
-    let flow = create(json!({"name": "Flow meter FT-201", "type": "flow", "area": "North",
-                             "location": "Export line", "protocol": "http"}))
+    let flow = create(
+        json!({"name": "Flow meter FT-201", "type": "flow", "area": "North",
+                             "location": "Export line", "protocol": "http"}),
+    )
     .await;
     let separator = create(json!({"name": "Separator V-101 level", "type": "level", "area": "South",
                                   "location": "Process train A", "config": {"alert_threshold": 80}}))
     .await;
-    create(json!({"name": "Compressor K-1", "type": "temperature", "area": "South",
-                  "location": "Compression", "status": "maintenance"}))
+    create(
+        json!({"name": "Compressor K-1", "type": "temperature", "area": "South",
+                  "location": "Compression", "status": "maintenance"}),
+    )
     .await;
 
     let now = Utc::now();
@@ -237,8 +243,12 @@ async fn an_operator_sees_devices_come_online_charts_move_and_acknowledges_an_al
     watching(&client, 4).await;
 
     // A reading arrives: the row turns online without a reload.
-    app.send_reading(&token, &flow, json!({"flow": {"value": 42.5, "unit": "m3/h"}}))
-        .await;
+    app.send_reading(
+        &token,
+        &flow,
+        json!({"flow": {"value": 42.5, "unit": "m3/h"}}),
+    )
+    .await;
     wait_text(&client, &format!("{flow_row} .status"), "online").await;
     wait_text(&client, "[data-tile='online'] .n", "3").await;
     screenshot(&client, "dashboard-devices.png").await;
@@ -250,7 +260,10 @@ async fn an_operator_sees_devices_come_online_charts_move_and_acknowledges_an_al
         .await
         .parse()
         .expect("a count");
-    assert!(before >= 20, "the last hour's history is drawn: {before} points");
+    assert!(
+        before >= 20,
+        "the last hour's history is drawn: {before} points"
+    );
     watching(&client, 1).await;
     app.send_reading(
         &token,
@@ -264,12 +277,7 @@ async fn an_operator_sees_devices_come_online_charts_move_and_acknowledges_an_al
         (count.attr("data-points").await.ok()?? == after).then_some(())
     })
     .await;
-    wait_text(
-        &client,
-        "[data-value='pressure'] .v",
-        "123.4 bar",
-    )
-    .await;
+    wait_text(&client, "[data-value='pressure'] .v", "123.4 bar").await;
     // The reading broke the rule: the alert shows on the device's page as it is raised.
     wait_text(&client, "#device-alerts .alert-status", "active").await;
     screenshot(&client, "dashboard-device.png").await;
@@ -277,7 +285,10 @@ async fn an_operator_sees_devices_come_online_charts_move_and_acknowledges_an_al
     // The alerts page: acknowledge it.
     click(&client, "a[data-nav='alerts']").await;
     let alerts = app
-        .get("/api/v1/alerts?status=active&severity=critical", As::Bearer(&token))
+        .get(
+            "/api/v1/alerts?status=active&severity=critical",
+            As::Bearer(&token),
+        )
         .await;
     let alert = alerts.body["alerts"][0]["id"]
         .as_str()

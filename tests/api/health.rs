@@ -59,3 +59,37 @@ async fn status_reports_version_uptime_and_device_counts_by_status() {
     assert_eq!(body["devices"]["by_status"]["online"], 0);
     assert_eq!(body["partitions"], 64);
 }
+
+#[actix_web::test]
+async fn the_dashboard_is_served_from_the_binary_under_a_strict_content_policy() {
+    let app = spawn_app().await;
+    for (path, content_type, marker) in [
+        ("/", "text/html", "<script src=\"/app.js\""),
+        ("/app.js", "text/javascript", "/api/v1/ws"),
+        ("/app.css", "text/css", "--online"),
+    ] {
+        let response = app.client.get(app.url(path)).send().await.expect("request");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(header("content-type").starts_with(content_type), "{path}");
+        let policy = header("content-security-policy");
+        assert!(policy.contains("default-src 'self'"), "{path}: {policy}");
+        assert!(
+            policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
+        let body = response.text().await.expect("body");
+        assert!(body.contains(marker), "{path} is the dashboard's");
+    }
+    // Unknown paths stay JSON errors, not the page.
+    let missing = app.get("/no-such-page", As::Nobody).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.code(), "not_found");
+}

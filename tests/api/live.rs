@@ -206,5 +206,8 @@ async fn a_client_that_stops_reading_is_closed_as_too_slow_while_ingest_goes_on(
             .is_some_and(|d| d.starts_with("too slow")),
         "{close:?}"
     );
-    assert!(delivered < readings, "all {delivered} messages were delivered");
+    assert!(
+        delivered < readings,
+        "all {delivered} messages were delivered"
+    );
 }
