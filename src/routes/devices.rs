@@ -149,7 +149,7 @@ fn parse_status(problems: &mut Vec<FieldProblem>, value: Option<&str>) -> Option
     status
 }
 
-async fn find_device(state: &AppState, id: Uuid) -> Result<devices::Model, ApiError> {
+pub(crate) async fn find_device(state: &AppState, id: Uuid) -> Result<devices::Model, ApiError> {
     devices::Entity::find_by_id(id)
         .one(&state.db)
         .await?
@@ -218,6 +218,12 @@ pub async fn list_devices(
         .offset(offset)
         .all(&state.db)
         .await?;
+    let devices = futures_util::future::join_all(
+        devices
+            .into_iter()
+            .map(|device| with_live_state(&state, device)),
+    )
+    .await;
     Ok(HttpResponse::Ok().json(DeviceList {
         devices: devices.into_iter().map(DeviceResponse::from).collect(),
         total,
@@ -346,7 +352,21 @@ pub async fn get_device(
         }
         Caller::Device(_) => {}
     }
-    Ok(HttpResponse::Ok().json(DeviceResponse::from(find_device(&state, id).await?)))
+    let device = with_live_state(&state, find_device(&state, id).await?).await;
+    Ok(HttpResponse::Ok().json(DeviceResponse::from(device)))
+}
+
+/// The device with the status and last reading time its actor holds, when it is active: the
+/// table is written behind (at most `devices.state_flush_ms`), the actor is exact.
+pub(crate) async fn with_live_state(
+    state: &AppState,
+    mut device: devices::Model,
+) -> devices::Model {
+    if let Some(live) = state.pipeline.device_state(device.id).await {
+        device.status = live.status;
+        device.last_seen = live.last_seen;
+    }
+    device
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use chrono::{DateTime, TimeZone, Utc};
 use insa_actors::payload;
 use insa_actors::IngestError;
-use insa_entities::{devices, telemetry, telemetry_latest, Role};
+use insa_entities::{telemetry, telemetry_latest, Role};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, Order, QueryFilter, QueryOrder,
     QuerySelect, Statement, Value as SqlValue,
@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::{ApiError, Code, FieldProblem};
 use crate::query::{buckets, suggest, Interval, MAX_BUCKETS};
+use crate::routes::devices::{find_device, with_live_state};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
@@ -224,13 +225,6 @@ fn check_keys(keys: &[String]) -> Result<(), ApiError> {
         return Err(bad_query("keys are 1 to 100 characters"));
     }
     Ok(())
-}
-
-async fn find_device(state: &AppState, id: Uuid) -> Result<devices::Model, ApiError> {
-    devices::Entity::find_by_id(id)
-        .one(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::new(Code::DeviceNotFound, format!("no device with id {id}")))
 }
 
 /// One stored point.
@@ -527,11 +521,8 @@ pub async fn get_latest(
 ) -> Result<HttpResponse, ApiError> {
     let query: LatestQuery = parse_query(&req)?;
     let device_id = read_target(&caller, query.device_id.as_deref(), &query.key)?;
-    let device = find_device(&state, device_id).await?;
-    let (status, last_seen) = match state.pipeline.device_state(device_id).await {
-        Some(live) => (live.status, live.last_seen),
-        None => (device.status, device.last_seen),
-    };
+    let device = with_live_state(&state, find_device(&state, device_id).await?).await;
+    let (status, last_seen) = (device.status, device.last_seen);
     let mut select =
         telemetry_latest::Entity::find().filter(telemetry_latest::Column::DeviceId.eq(device_id));
     if !query.key.is_empty() {

@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{seed_device, spawn_app, As};
+use crate::helpers::{seed_device, spawn_app, spawn_app_with, As};
 
 fn names(list: &Value) -> Vec<&str> {
     list["devices"]
@@ -363,4 +363,25 @@ async fn deleting_a_device_removes_it_and_its_api_keys() {
         app.get("/api/v1/api-keys", As::Bearer(&token)).await.body["total"],
         0
     );
+}
+
+#[actix_web::test]
+async fn a_device_reads_online_the_moment_its_first_reading_is_stored() {
+    // The table is written behind (here a minute behind); the answers come from the actor.
+    let app = spawn_app_with(|settings| settings.devices.state_flush_ms = 60_000).await;
+    let token = app.admin_token().await;
+    let device = app.create_device(&token, seed_device()).await;
+    let id = device["id"].as_str().expect("id");
+    assert_eq!(device["status"], "offline");
+
+    app.send_reading(&token, id, json!({"temperature": 21.5}))
+        .await;
+    let one = app
+        .get(&format!("/api/v1/devices/{id}"), As::Bearer(&token))
+        .await;
+    assert_eq!(one.body["status"], "online", "{one:?}");
+    assert!(one.body["last_seen"].is_string(), "{one:?}");
+    let list = app.get("/api/v1/devices", As::Bearer(&token)).await;
+    assert_eq!(list.body["devices"][0]["status"], "online", "{list:?}");
+    assert_eq!(list.body["devices"][0]["last_seen"], one.body["last_seen"]);
 }
