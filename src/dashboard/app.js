@@ -666,10 +666,10 @@ function alertTable(list, changed) {
     h('td', {}, pill(alert.severity)),
     h('td', {}, deviceLink(alert.device_id)),
     h('td', { class: 'wrap' }, alert.message),
-    h('td', {}, alert.value === null ? '—' : formatNumber(alert.value)),
-    h('td', { title: formatTime(alert.created_at) }, formatTime(alert.created_at)),
+    h('td', { dataset: { label: 'Value' } }, alert.value === null ? '—' : formatNumber(alert.value)),
+    h('td', { dataset: { label: 'Raised' } }, formatTime(alert.created_at)),
     h('td', { class: 'alert-status' }, pill(alert.status)),
-    h('td', {}, alert.acknowledged_by || '—'),
+    h('td', { dataset: { label: 'Acknowledged by' } }, alert.acknowledged_by || '—'),
     operator ? h('td', {}, h('div', { class: 'actions' },
       alert.status === 'active' ? act(alert, 'acknowledge', 'Acknowledge') : null,
       alert.status !== 'resolved' ? act(alert, 'resolve', 'Resolve', 'quiet') : null)) : null));

@@ -2,7 +2,8 @@
 //!
 //! Where chromedriver is missing the test says it skipped, unless `INSA_BROWSER_TESTS=required`
 //! (set by `.ci/run`, which installs `chromium` and `chromium-driver`). With
-//! `INSA_SCREENSHOTS=<dir>` it also saves the screenshots used in the README.
+//! `INSA_SCREENSHOTS=<dir>` it also saves the screenshots used in the README, at
+//! `INSA_WINDOW=<width>,<height>` (default 1280,900; 820,1180 is a tablet).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -72,7 +73,7 @@ async fn browser() -> Option<(Driver, Client)> {
             // No background networking: this machine has no internet and Chromium must not dial out.
             "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1280,900",
+                     format!("--window-size={}", std::env::var("INSA_WINDOW").unwrap_or_else(|_| "1280,900".into())),
                      format!("--user-data-dir={}", driver._profile.path().display())],
         }),
     );
