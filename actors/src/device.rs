@@ -616,15 +616,14 @@ impl Handler<RecordReadings> for DeviceActor {
         }
         if self.shared.telemetry.receiver_count() > 0 {
             if let Some(timestamp) = msg.points.iter().map(|p| p.timestamp).max() {
-                let event = crate::events::TelemetryEvent {
-                    device_id: self.id,
+                let event = crate::events::TelemetryEvent::new(
+                    self.id,
                     timestamp,
-                    values: msg
-                        .points
+                    msg.points
                         .iter()
                         .map(|p| (p.key.clone(), p.live_value(), p.unit.clone()))
                         .collect(),
-                };
+                );
                 let _ = self.shared.telemetry.send(Arc::new(event));
             }
         }

@@ -5,6 +5,7 @@
 //! ```text
 //! insa-bench http --concurrency 16 --records 100 --duration 20 --pid $(pidof insa-iiot)
 //! insa-bench mqtt --devices 1000 --rate 20000 --duration 20 --pid $(pidof insa-iiot)
+//! insa-bench http --concurrency 16 --watchers 10   # with 10 live-feed clients watching it all
 //! ```
 //! The platform must use PostgreSQL (`--database-url`, the same database) for the baseline.
 
@@ -36,6 +37,9 @@ enum Command {
         /// Readings (of 3 points) per request: 1 = the single-reading form, more = the batch form.
         #[arg(long, default_value_t = 1)]
         records: usize,
+        /// Live-feed (WebSocket) clients watching every device while the load runs.
+        #[arg(long, default_value_t = 0)]
+        watchers: usize,
     },
     /// MQTT ingest: devices publishing the seed's 3-key reading at a total rate.
     Mqtt {
@@ -132,7 +136,31 @@ async fn main() -> anyhow::Result<()> {
             common,
             concurrency,
             records,
-        } => print(&http(common, concurrency, records).await?),
+            watchers,
+        } => {
+            let client = reqwest::Client::new();
+            let fleet = fleet(&client, &common).await?;
+            let heard = match watchers {
+                0 => None,
+                n => Some(watch(
+                    n,
+                    &common,
+                    &admin_token(&client, &common).await?,
+                    &fleet.devices,
+                )?),
+            };
+            let report = http(common, fleet, concurrency, records).await?;
+            print(&report);
+            if let Some(heard) = heard {
+                let messages = heard.messages.load(Ordering::Relaxed);
+                println!(
+                    "live feed: {watchers} watchers heard {messages} telemetry messages ({:.0}/s, {:.2} per request per watcher); closed as too slow: {}",
+                    messages as f64 / report.seconds,
+                    messages as f64 / (report.requests.max(1) * watchers as u64) as f64,
+                    heard.dropped.load(Ordering::Relaxed),
+                );
+            }
+        }
         Command::Mqtt {
             common,
             mqtt_host,
@@ -317,11 +345,16 @@ fn telemetry(seq: u64) -> Value {
     })
 }
 
-async fn http(common: Common, concurrency: usize, records: usize) -> anyhow::Result<Report> {
+async fn http(
+    common: Common,
+    fleet: Fleet,
+    concurrency: usize,
+    records: usize,
+) -> anyhow::Result<Report> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;
-    let fleet = Arc::new(fleet(&client, &common).await?);
+    let fleet = Arc::new(fleet);
     let deadline = Instant::now() + Duration::from_secs(common.duration);
     let acked = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -710,6 +743,94 @@ fn print(r: &Report) {
         fmt(r.cpu_percent),
         fmt(r.peak_rss_mb),
     );
+}
+
+/// What the live-feed clients heard.
+#[derive(Default)]
+struct Heard {
+    messages: AtomicU64,
+    /// Clients the platform closed (as too slow).
+    dropped: AtomicU64,
+}
+
+/// `count` WebSocket clients on their own thread (awc), each watching every device and reading
+/// as fast as it can; returns once all are subscribed.
+fn watch(
+    count: usize,
+    common: &Common,
+    token: &str,
+    devices: &[Uuid],
+) -> anyhow::Result<Arc<Heard>> {
+    use futures_util::{SinkExt, StreamExt};
+    let heard = Arc::new(Heard::default());
+    let url = format!(
+        "{}/api/v1/ws?token={token}",
+        common.url.replacen("http", "ws", 1)
+    );
+    let subscribe = json!({"action": "subscribe", "device_ids": devices}).to_string();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let shared = heard.clone();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let mut clients = Vec::new();
+            for _ in 0..count {
+                let (url, subscribe, heard, ready) = (
+                    url.clone(),
+                    subscribe.clone(),
+                    shared.clone(),
+                    ready_tx.clone(),
+                );
+                clients.push(actix_web::rt::spawn(async move {
+                    let connected = awc::Client::new()
+                        .ws(url)
+                        .max_frame_size(1 << 20)
+                        .connect()
+                        .await;
+                    let mut socket = match connected {
+                        Ok((_, socket)) => socket,
+                        Err(err) => {
+                            let _ = ready.send(Err(anyhow::anyhow!("WebSocket: {err}")));
+                            return;
+                        }
+                    };
+                    if let Err(err) = socket.send(awc::ws::Message::Text(subscribe.into())).await {
+                        let _ = ready.send(Err(anyhow::anyhow!("subscribe: {err}")));
+                        return;
+                    }
+                    let mut subscribed = false;
+                    while let Some(Ok(frame)) = socket.next().await {
+                        match frame {
+                            awc::ws::Frame::Text(text) => {
+                                if !subscribed {
+                                    subscribed = true;
+                                    let _ = ready.send(Ok(()));
+                                } else if text.windows(18).any(|w| w == b"\"type\":\"telemetry\"") {
+                                    heard.messages.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            awc::ws::Frame::Ping(bytes) => {
+                                let _ = socket.send(awc::ws::Message::Pong(bytes)).await;
+                            }
+                            awc::ws::Frame::Close(_) => {
+                                heard.dropped.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            _ => {}
+                        }
+                    }
+                }));
+            }
+            for client in clients {
+                let _ = client.await;
+            }
+        });
+    });
+    for _ in 0..count {
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("a watcher did not subscribe")??;
+    }
+    Ok(heard)
 }
 
 /// When each device's `raised` webhook arrived.

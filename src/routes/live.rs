@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message};
 use dashmap::DashMap;
-use insa_actors::{DeviceEvent, TelemetryEvent};
+use insa_actors::DeviceEvent;
 use insa_entities::Role;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
@@ -167,11 +167,11 @@ async fn serve(
     // A send that takes longer than this means the client is not reading.
     let send_timeout = Duration::from_millis(state.settings.live.send_timeout_ms);
     let reason = loop {
-        let out: Option<Value> = tokio::select! {
+        let out: Option<String> = tokio::select! {
             message = messages.recv() => match message {
                 Some(Ok(Message::Text(text))) => {
                     heard = Instant::now();
-                    Some(handle(&watcher, &text, &mut devices, &mut alerts))
+                    Some(handle(&watcher, &text, &mut devices, &mut alerts).to_string())
                 }
                 Some(Ok(Message::Ping(bytes))) => {
                     heard = Instant::now();
@@ -188,7 +188,7 @@ async fn serve(
                 Some(Ok(_)) => None,
             },
             event = telemetry.recv() => match event {
-                Ok(event) if devices.contains(&event.device_id) => Some(telemetry_message(&event)),
+                Ok(event) if devices.contains(&event.device_id) => Some(event.message().to_owned()),
                 Ok(_) => None,
                 Err(RecvError::Lagged(_)) => break Some(too_slow()),
                 Err(RecvError::Closed) => break None,
@@ -196,13 +196,13 @@ async fn serve(
             event = events.recv() => match event {
                 Ok(DeviceEvent::StatusChanged { device_id, from, to, at }) if devices.contains(&device_id) => {
                     Some(json!({"type": "status", "device_id": device_id, "status": to.as_str(),
-                                "previous": from.as_str(), "at": at}))
+                                "previous": from.as_str(), "at": at}).to_string())
                 }
                 Ok(DeviceEvent::Alert { alert, event })
                     if alerts && watcher.may_watch(alert.device_id) =>
                 {
                     Some(json!({"type": "alert", "event": event.as_str(),
-                                "alert": crate::routes::alerts::AlertResponse::from(*alert)}))
+                                "alert": crate::routes::alerts::AlertResponse::from(*alert)}).to_string())
                 }
                 Ok(_) => None,
                 Err(RecvError::Lagged(_)) => break Some(too_slow()),
@@ -219,7 +219,7 @@ async fn serve(
             }
         };
         if let Some(out) = out {
-            match tokio::time::timeout(send_timeout, session.text(out.to_string())).await {
+            match tokio::time::timeout(send_timeout, session.text(out)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return,
                 Err(_) => break Some(too_slow()),
@@ -266,17 +266,4 @@ fn handle(watcher: &Watcher, text: &str, devices: &mut HashSet<Uuid>, alerts: &m
     let mut ids: Vec<String> = devices.iter().map(Uuid::to_string).collect();
     ids.sort();
     json!({"type": "subscribed", "device_ids": ids, "alerts": *alerts})
-}
-
-fn telemetry_message(event: &TelemetryEvent) -> Value {
-    let mut values = Map::new();
-    for (key, value, unit) in &event.values {
-        let value = match unit {
-            Some(unit) => json!({"value": value, "unit": unit}),
-            None => value.clone(),
-        };
-        values.insert(key.clone(), value);
-    }
-    json!({"type": "telemetry", "device_id": event.device_id, "timestamp": event.timestamp,
-           "telemetry": values})
 }
