@@ -51,11 +51,14 @@ pub enum Code {
     DatabaseUnavailable,
     IngestSaturated,
     NotStored,
+    ReportTooLarge,
+    ReportNotFound,
+    ReportNotReady,
 }
 
 impl Code {
     /// Every code, for documentation checks.
-    pub const ALL: [Code; 35] = [
+    pub const ALL: [Code; 38] = [
         Code::BadRequest,
         Code::InvalidJson,
         Code::InvalidId,
@@ -91,6 +94,9 @@ impl Code {
         Code::DatabaseUnavailable,
         Code::IngestSaturated,
         Code::NotStored,
+        Code::ReportTooLarge,
+        Code::ReportNotFound,
+        Code::ReportNotReady,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -130,6 +136,9 @@ impl Code {
             Code::DatabaseUnavailable => "database_unavailable",
             Code::IngestSaturated => "ingest_saturated",
             Code::NotStored => "not_stored",
+            Code::ReportTooLarge => "report_too_large",
+            Code::ReportNotFound => "report_not_found",
+            Code::ReportNotReady => "report_not_ready",
         }
     }
 
@@ -138,7 +147,7 @@ impl Code {
             Code::BadRequest | Code::InvalidJson | Code::InvalidId | Code::InvalidQuery => {
                 StatusCode::BAD_REQUEST
             }
-            Code::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::ValidationFailed | Code::ReportTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::MissingCredentials
@@ -155,11 +164,14 @@ impl Code {
             | Code::UserNotFound
             | Code::ApiKeyNotFound
             | Code::RuleNotFound
-            | Code::AlertNotFound => StatusCode::NOT_FOUND,
+            | Code::AlertNotFound
+            | Code::ReportNotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Code::EmailTaken | Code::LastAdmin | Code::CannotDeleteSelf | Code::AlertResolved => {
-                StatusCode::CONFLICT
-            }
+            Code::EmailTaken
+            | Code::LastAdmin
+            | Code::CannotDeleteSelf
+            | Code::AlertResolved
+            | Code::ReportNotReady => StatusCode::CONFLICT,
             Code::LoginRateLimited | Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::DatabaseUnavailable | Code::IngestSaturated | Code::NotStored => {

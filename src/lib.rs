@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod notify;
 pub mod query;
+pub mod reports;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -1,7 +1,81 @@
-//! Pure helpers of the telemetry queries: aggregation intervals and how many buckets a request
-//! would produce.
+//! Telemetry queries shared by the API and reports: aggregation intervals, how many buckets a
+//! request would produce, and the aggregate query itself (portable SQL).
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, Statement, Value as SqlValue};
+use uuid::Uuid;
+
+use crate::routes::telemetry::Bucket;
+
+/// `function` (`AVG`, `MIN`, `MAX`, `SUM` or `COUNT`) of each key of a device per `interval`
+/// bucket over `[start, end)`, ordered by bucket then key. `keys` empty: every key.
+pub async fn aggregate(
+    db: &impl ConnectionTrait,
+    device_id: Uuid,
+    keys: &[String],
+    interval: Interval,
+    function: &str,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    ascending: bool,
+) -> Result<Vec<Bucket>, DbErr> {
+    let backend = db.get_database_backend();
+    // The n-th bound value: `$n` on PostgreSQL, `?n` on SQLite.
+    let mark = |n: usize| match backend {
+        DatabaseBackend::Postgres => format!("${n}"),
+        _ => format!("?{n}"),
+    };
+    // Bucket start in epoch seconds (SQLite has no floor(); its integer division floors here).
+    let bucket = match backend {
+        DatabaseBackend::Postgres => {
+            format!(
+                "CAST(floor(extract(epoch FROM timestamp) / {s}) * {s} AS BIGINT)",
+                s = mark(1)
+            )
+        }
+        _ => format!(
+            "(CAST(strftime('%s', timestamp) AS INTEGER) / {s}) * {s}",
+            s = mark(1)
+        ),
+    };
+    let mut sql = format!(
+        "SELECT key, {bucket} AS bucket, \
+         CAST({function}(value) AS DOUBLE PRECISION) AS value, COUNT(value) AS n FROM telemetry \
+         WHERE device_id = {d} AND timestamp >= {from} AND timestamp < {to}",
+        d = mark(2),
+        from = mark(3),
+        to = mark(4),
+    );
+    let mut values: Vec<SqlValue> = vec![
+        interval.seconds.into(),
+        device_id.into(),
+        start.into(),
+        end.into(),
+    ];
+    if !keys.is_empty() {
+        let first = values.len() + 1;
+        let marks: Vec<String> = (first..first + keys.len()).map(mark).collect();
+        sql.push_str(&format!(" AND key IN ({})", marks.join(", ")));
+        values.extend(keys.iter().map(|k| SqlValue::from(k.clone())));
+    }
+    let direction = if ascending { "ASC" } else { "DESC" };
+    sql.push_str(&format!(
+        " GROUP BY key, bucket ORDER BY bucket {direction}, key"
+    ));
+    let rows = db
+        .query_all(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    let mut data = Vec::with_capacity(rows.len());
+    for row in rows {
+        let seconds: i64 = row.try_get("", "bucket")?;
+        data.push(Bucket {
+            timestamp: Utc.timestamp_opt(seconds, 0).single().unwrap_or_default(),
+            key: row.try_get("", "key")?,
+            value: row.try_get("", "value")?,
+            count: row.try_get("", "n")?,
+        });
+    }
+    Ok(data)
+}
 
 /// Buckets per key one aggregate request may produce; beyond, a coarser interval is suggested.
 pub const MAX_BUCKETS: i64 = 10_000;

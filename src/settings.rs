@@ -54,6 +54,7 @@ pub struct Settings {
     pub smtp: SmtpSettings,
     pub webhooks: WebhookSettings,
     pub live: LiveSettings,
+    pub reports: ReportSettings,
     pub actors: ActorSettings,
     pub devices: DeviceSettings,
     pub ingest: IngestSettings,
@@ -185,6 +186,21 @@ pub struct LiveSettings {
     pub max_connections_per_user: usize,
     /// A client whose socket does not take a message within this long is closed (`too slow`).
     pub send_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSettings {
+    /// Points one report may hold (CSV streams them; Excel splits sheets at Excel's row limit).
+    pub max_points: u64,
+    /// Points an Excel, PDF or ZIP report answered at once may hold; beyond, run it as a job.
+    pub max_sync_points: u64,
+    /// Alerts one report may list.
+    pub max_alerts: u64,
+    /// Report jobs generated at once; more wait their turn.
+    pub max_running_jobs: usize,
+    /// Hours a finished job's file is kept for download.
+    pub keep_hours: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -400,6 +416,14 @@ impl Settings {
                 "smtp.url: must start with smtp://, smtp+starttls:// or smtps://".into(),
             );
         }
+        check(
+            self.reports.max_points >= 1
+                && (1..=self.reports.max_points).contains(&self.reports.max_sync_points)
+                && self.reports.max_alerts >= 1
+                && self.reports.max_running_jobs >= 1
+                && self.reports.keep_hours >= 1,
+            "reports: max_points, max_alerts, max_running_jobs, keep_hours at least 1, and max_sync_points 1..=max_points".into(),
+        );
         check(
             (1..=65_536).contains(&self.actors.partitions),
             format!(

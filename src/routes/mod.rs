@@ -9,6 +9,7 @@ pub mod health;
 pub mod live;
 pub mod notifications;
 pub mod openapi;
+pub mod reports;
 pub mod rules;
 pub mod telemetry;
 pub mod users;
@@ -28,6 +29,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig, ingest_max_body_bytes: usize)
     rules::configure(cfg);
     alerts::configure(cfg);
     notifications::configure(cfg);
+    reports::configure(cfg);
     live::configure(cfg);
     audit::configure(cfg);
     health::configure_api(cfg);

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, Secur
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    alerts, api_keys, audit, auth, devices, health, notifications, rules, telemetry, users,
+    alerts, api_keys, audit, auth, devices, health, notifications, reports, rules, telemetry, users,
 };
 
 #[derive(OpenApi)]
@@ -44,6 +44,8 @@ use super::{
         alerts::resolve_alert,
         notifications::list_notifications,
         notifications::retry_notification,
+        reports::telemetry_report,
+        reports::alert_report,
         audit::list_audit_log,
         telemetry::post_telemetry,
         telemetry::get_telemetry,
@@ -59,6 +61,7 @@ use super::{
         (name = "rules", description = "Alert rules"),
         (name = "alerts", description = "Alerts: list, acknowledge, resolve"),
         (name = "notifications", description = "Alert notification deliveries"),
+        (name = "reports", description = "Telemetry and alert reports: CSV, Excel, PDF, ZIP"),
         (name = "audit", description = "Audit log (admin)"),
         (name = "telemetry", description = "Readings in, history and latest values out"),
         (name = "operations", description = "Health, status, this document"),

@@ -4,14 +4,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use insa_actors::payload;
 use insa_actors::IngestError;
 use insa_entities::{telemetry, telemetry_latest, Role};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, Order, QueryFilter, QueryOrder,
-    QuerySelect, Statement, Value as SqlValue,
-};
+use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -161,7 +158,7 @@ fn read_target(
     Ok(device_id)
 }
 
-fn bad_query(message: impl Into<String>) -> ApiError {
+pub(crate) fn bad_query(message: impl Into<String>) -> ApiError {
     ApiError::new(Code::InvalidQuery, message)
 }
 
@@ -188,7 +185,7 @@ pub struct TelemetryQuery {
     pub agg: Option<String>,
 }
 
-fn parse_query<T: for<'de> Deserialize<'de>>(req: &HttpRequest) -> Result<T, ApiError> {
+pub(crate) fn parse_query<T: for<'de> Deserialize<'de>>(req: &HttpRequest) -> Result<T, ApiError> {
     serde_html_form::from_str(req.query_string())
         .map_err(|err| bad_query(format!("invalid query string: {err}")))
 }
@@ -198,7 +195,10 @@ fn parse_device(device_id: Option<&str>) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| bad_query("device_id must be a UUID"))
 }
 
-fn parse_time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+pub(crate) fn parse_time(
+    name: &str,
+    value: Option<&str>,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
     value
         .map(|v| {
             DateTime::parse_from_rfc3339(v)
@@ -408,63 +408,16 @@ async fn aggregate(
         })));
     }
     let order = order.unwrap_or(Order::Asc);
-    let backend = state.db.get_database_backend();
-    // The n-th bound value: `$n` on PostgreSQL, `?n` on SQLite.
-    let mark = |n: usize| match backend {
-        DatabaseBackend::Postgres => format!("${n}"),
-        _ => format!("?{n}"),
-    };
-    // Bucket start in epoch seconds (SQLite has no floor(); its integer division floors here).
-    let bucket = match backend {
-        DatabaseBackend::Postgres => {
-            format!(
-                "CAST(floor(extract(epoch FROM timestamp) / {s}) * {s} AS BIGINT)",
-                s = mark(1)
-            )
-        }
-        _ => format!(
-            "(CAST(strftime('%s', timestamp) AS INTEGER) / {s}) * {s}",
-            s = mark(1)
-        ),
-    };
-    let mut sql = format!(
-        "SELECT key, {bucket} AS bucket, \
-         CAST({function}(value) AS DOUBLE PRECISION) AS value, COUNT(value) AS n FROM telemetry \
-         WHERE device_id = {d} AND timestamp >= {from} AND timestamp < {to}",
-        d = mark(2),
-        from = mark(3),
-        to = mark(4),
-    );
-    let mut values: Vec<SqlValue> = vec![
-        interval.seconds.into(),
-        device_id.into(),
-        start.into(),
-        end.into(),
-    ];
-    if !query.key.is_empty() {
-        let first = values.len() + 1;
-        let marks: Vec<String> = (first..first + query.key.len()).map(mark).collect();
-        sql.push_str(&format!(" AND key IN ({})", marks.join(", ")));
-        values.extend(query.key.iter().map(|k| SqlValue::from(k.clone())));
-    }
-    let direction = if order == Order::Asc { "ASC" } else { "DESC" };
-    sql.push_str(&format!(
-        " GROUP BY key, bucket ORDER BY bucket {direction}, key"
-    ));
-    let rows = state
-        .db
-        .query_all(Statement::from_sql_and_values(backend, sql, values))
-        .await?;
-    let mut data = Vec::with_capacity(rows.len());
-    for row in rows {
-        let seconds: i64 = row.try_get("", "bucket")?;
-        data.push(Bucket {
-            timestamp: Utc.timestamp_opt(seconds, 0).single().unwrap_or_default(),
-            key: row.try_get("", "key")?,
-            value: row.try_get("", "value")?,
-            count: row.try_get("", "n")?,
-        });
-    }
+    let data = crate::query::aggregate(
+        &state.db,
+        device_id,
+        &query.key,
+        interval,
+        function,
+        (start, end),
+        order == Order::Asc,
+    )
+    .await?;
     Ok(AggregateResponse {
         device_id,
         start,

@@ -17,6 +17,7 @@ mod live;
 mod metrics;
 mod mqtt;
 mod openapi;
+mod reports;
 mod roles;
 mod rules;
 mod schema;

@@ -1,0 +1,199 @@
+//! CSV (RFC 4180: comma-separated, CRLF line ends, quotes where needed), written as rows are read:
+//! to a file, or to an HTTP response through a bounded channel (constant memory either way).
+
+use actix_web::web::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sea_orm::DatabaseConnection;
+use tokio::io::AsyncWriteExt;
+
+use super::{AlertRows, Contents, DeviceRows, Kind, Progress, Report, ReportError};
+
+/// Rows buffered before they are handed on.
+const CHUNK_ROWS: u64 = 2_000;
+
+/// Where the CSV goes.
+pub enum Out {
+    File(tokio::io::BufWriter<tokio::fs::File>),
+    /// An HTTP response body; a full channel holds the writer back (back-pressure).
+    Stream(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>),
+}
+
+impl Out {
+    async fn put(&mut self, bytes: Vec<u8>) -> std::io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Out::File(file) => file.write_all(&bytes).await,
+            Out::Stream(channel) => channel.send(Ok(Bytes::from(bytes))).await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+            }),
+        }
+    }
+
+    pub async fn finish(self) -> std::io::Result<()> {
+        match self {
+            Out::File(mut file) => file.flush().await,
+            Out::Stream(_) => Ok(()),
+        }
+    }
+}
+
+pub fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn crlf() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new())
+}
+
+/// Hands the buffered rows on; writing goes on with a fresh buffer.
+async fn drain(writer: &mut csv::Writer<Vec<u8>>, out: &mut Out) -> Result<(), ReportError> {
+    let full = std::mem::replace(writer, crlf());
+    let bytes = full
+        .into_inner()
+        .map_err(|err| ReportError::Other(format!("csv: {err}")))?;
+    out.put(bytes).await?;
+    Ok(())
+}
+
+fn csv_error(err: csv::Error) -> ReportError {
+    ReportError::Other(format!("csv: {err}"))
+}
+
+pub async fn write(
+    db: &DatabaseConnection,
+    report: &Report,
+    contents: &Contents,
+    out: &mut Out,
+    progress: &Progress,
+) -> Result<(), ReportError> {
+    match report.kind {
+        Kind::Telemetry => telemetry(db, report, contents, out, progress).await,
+        Kind::Alerts => alerts(db, report, out, progress).await,
+    }
+}
+
+async fn telemetry(
+    db: &DatabaseConnection,
+    report: &Report,
+    contents: &Contents,
+    out: &mut Out,
+    progress: &Progress,
+) -> Result<(), ReportError> {
+    let mut writer = crlf();
+    match report.aggregation {
+        None => writer.write_record([
+            "timestamp",
+            "device_id",
+            "device",
+            "key",
+            "value",
+            "unit",
+            "quality",
+            "text",
+        ]),
+        Some(aggregation) => writer.write_record([
+            "timestamp",
+            "device_id",
+            "device",
+            "key",
+            aggregation.name,
+            "unit",
+            "count",
+        ]),
+    }
+    .map_err(csv_error)?;
+    let mut pending = 0;
+    for device in &report.devices {
+        let id = device.id.to_string();
+        let mut rows = DeviceRows::open(db, report, contents, device.id).await?;
+        while let Some(row) = rows.next(db).await? {
+            let value = row.value.map(|v| v.to_string()).unwrap_or_default();
+            let unit = row.unit.unwrap_or_default();
+            let last = match report.aggregation {
+                None => vec![
+                    row.quality.map(|q| q.to_string()).unwrap_or_default(),
+                    row.text.unwrap_or_default(),
+                ],
+                Some(_) => vec![row.count.unwrap_or_default().to_string()],
+            };
+            let mut record = vec![
+                time(row.timestamp),
+                id.clone(),
+                device.name.clone(),
+                row.key,
+            ];
+            record.extend([value, unit]);
+            record.extend(last);
+            writer.write_record(&record).map_err(csv_error)?;
+            pending += 1;
+            if pending == CHUNK_ROWS {
+                drain(&mut writer, out).await?;
+                progress.add(pending);
+                pending = 0;
+            }
+        }
+    }
+    drain(&mut writer, out).await?;
+    progress.add(pending);
+    Ok(())
+}
+
+async fn alerts(
+    db: &DatabaseConnection,
+    report: &Report,
+    out: &mut Out,
+    progress: &Progress,
+) -> Result<(), ReportError> {
+    let mut writer = crlf();
+    writer
+        .write_record([
+            "raised_at",
+            "alert_id",
+            "device_id",
+            "device",
+            "severity",
+            "status",
+            "message",
+            "value",
+            "threshold",
+            "acknowledged_by",
+            "acknowledged_at",
+            "resolved_at",
+        ])
+        .map_err(csv_error)?;
+    let mut rows = AlertRows::new(report);
+    let mut pending = 0;
+    let number = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let when = |v: Option<DateTime<Utc>>| v.map(time).unwrap_or_default();
+    while let Some(alert) = rows.next(db).await? {
+        writer
+            .write_record([
+                time(alert.created_at),
+                alert.id.to_string(),
+                alert.device_id.to_string(),
+                report.device_name(alert.device_id),
+                alert.severity,
+                alert.status,
+                alert.message,
+                number(alert.value),
+                number(alert.threshold),
+                alert.acknowledged_by.unwrap_or_default(),
+                when(alert.acknowledged_at),
+                when(alert.resolved_at),
+            ])
+            .map_err(csv_error)?;
+        pending += 1;
+        if pending == CHUNK_ROWS {
+            drain(&mut writer, out).await?;
+            progress.add(pending);
+            pending = 0;
+        }
+    }
+    drain(&mut writer, out).await?;
+    progress.add(pending);
+    Ok(())
+}

@@ -1,0 +1,580 @@
+//! Reports opened with independent readers (csv, calamine, pdf-extract, zip) and checked against
+//! what was stored.
+
+use std::io::{Cursor, Read};
+
+use calamine::{Data, DataType, Reader, Xlsx};
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, spawn_app_with, As, TestApp};
+
+/// A small site with known readings over the last hour: (token, wellhead id, separator id,
+/// report start, report end).
+struct Site {
+    token: String,
+    wellhead: String,
+    separator: String,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    /// The wellhead's reading times, oldest first.
+    times: Vec<DateTime<Utc>>,
+}
+
+const PRESSURES: [f64; 6] = [80.5, 82.0, 90.25, 85.0, 79.5, 88.0];
+const TEMPERATURES: [f64; 6] = [60.0, 61.5, 63.0, 62.0, 61.0, 64.5];
+
+async fn site(app: &TestApp) -> Site {
+    let token = app.admin_token().await;
+    let wellhead = app
+        .create_device(
+            &token,
+            json!({"name": "Wellhead 7", "type": "pressure", "area": "North", "location": "Pad 2"}),
+        )
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let separator = app
+        .create_device(
+            &token,
+            json!({"name": "Separator V-101", "type": "level", "area": "North",
+                   "config": {"alert_threshold": 90}}),
+        )
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let now = Utc::now()
+        .duration_trunc(Duration::seconds(1))
+        .expect("whole seconds");
+    let start = now - Duration::hours(1);
+    let times: Vec<DateTime<Utc>> = (0..6)
+        .map(|i| start + Duration::minutes(5 + 10 * i))
+        .collect();
+    let records: Vec<Value> = times
+        .iter()
+        .enumerate()
+        .map(|(i, at)| {
+            json!({"timestamp": at.to_rfc3339(), "telemetry": {
+                "pressure": {"value": PRESSURES[i], "unit": "bar"},
+                "temperature": {"value": TEMPERATURES[i], "unit": "°C"},
+                "mode": if i % 2 == 0 { "RUNNING" } else { "IDLE" }}})
+        })
+        .collect();
+    let stored = app
+        .post(
+            "/api/v1/telemetry",
+            As::Bearer(&token),
+            &json!({"device_id": wellhead, "records": records}),
+        )
+        .await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{stored:?}");
+    // The separator's last level breaks its threshold: one warning alert.
+    for (minutes, level) in [(15, 70.0), (35, 95.5)] {
+        let stored = app
+            .post(
+                "/api/v1/telemetry",
+                As::Bearer(&token),
+                &json!({"device_id": separator, "timestamp": (start + Duration::minutes(minutes)).to_rfc3339(),
+                        "telemetry": {"level": {"value": level, "unit": "%"}}}),
+            )
+            .await;
+        assert_eq!(stored.status, StatusCode::CREATED, "{stored:?}");
+    }
+    crate::helpers::eventually(std::time::Duration::from_secs(10), "the alert", || async {
+        let alerts = app.get("/api/v1/alerts", As::Bearer(&token)).await;
+        (alerts.body["total"] == 1).then_some(())
+    })
+    .await;
+    Site {
+        token,
+        wellhead,
+        separator,
+        start,
+        end: now + Duration::minutes(1),
+        times,
+    }
+}
+
+/// The report's bytes and its headers.
+async fn download(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+    let response = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.expect("body").to_vec();
+    (status, headers, body)
+}
+
+fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+fn period(site: &Site) -> String {
+    format!(
+        "start={}&end={}",
+        site.start.to_rfc3339().replace('+', "%2B"),
+        site.end.to_rfc3339().replace('+', "%2B")
+    )
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+#[actix_web::test]
+async fn a_csv_report_lists_every_point_in_time_order_with_the_period_in_its_name() {
+    let app = spawn_app().await;
+    let site = site(&app).await;
+    let path = format!(
+        "/api/v1/reports/telemetry?device_id={}&device_id={}&{}&format=csv",
+        site.wellhead,
+        site.separator,
+        period(&site)
+    );
+    let (status, headers, body) = download(&app, &site.token, &path).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert!(header(&headers, "content-type").starts_with("text/csv"));
+    let name = format!(
+        "telemetry-report_{}_{}.csv",
+        site.start.format("%Y-%m-%d"),
+        site.end.format("%Y-%m-%d")
+    );
+    assert_eq!(
+        header(&headers, "content-disposition"),
+        format!("attachment; filename=\"{name}\"")
+    );
+    assert!(body.windows(2).any(|w| w == b"\r\n"), "RFC 4180 line ends");
+
+    let mut reader = csv::Reader::from_reader(body.as_slice());
+    let heads: Vec<String> = reader
+        .headers()
+        .expect("headers")
+        .iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        heads,
+        [
+            "timestamp",
+            "device_id",
+            "device",
+            "key",
+            "value",
+            "unit",
+            "quality",
+            "text"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("a record")).collect();
+    // 6 readings x 3 keys for the wellhead, 2 for the separator.
+    assert_eq!(rows.len(), 6 * 3 + 2);
+    let pressures: Vec<f64> = rows
+        .iter()
+        .filter(|r| &r[2] == "Wellhead 7" && &r[3] == "pressure")
+        .map(|r| r[4].parse().expect("a number"))
+        .collect();
+    assert_eq!(pressures, PRESSURES);
+    let modes: Vec<&str> = rows
+        .iter()
+        .filter(|r| &r[3] == "mode")
+        .map(|r| &r[7])
+        .collect();
+    assert_eq!(
+        modes,
+        ["RUNNING", "IDLE", "RUNNING", "IDLE", "RUNNING", "IDLE"]
+    );
+    let wellhead_times: Vec<DateTime<Utc>> = rows
+        .iter()
+        .filter(|r| &r[1] == site.wellhead.as_str())
+        .map(|r| r[0].parse().expect("RFC 3339"))
+        .collect();
+    assert!(
+        wellhead_times.windows(2).all(|w| w[0] <= w[1]),
+        "time order"
+    );
+    assert_eq!(wellhead_times.first(), site.times.first());
+    let level = rows
+        .iter()
+        .find(|r| &r[2] == "Separator V-101")
+        .expect("the separator's rows");
+    assert_eq!((&level[3], &level[4], &level[5]), ("level", "70", "%"));
+}
+
+#[actix_web::test]
+async fn an_excel_report_has_a_summary_and_a_sheet_per_device_with_date_cells() {
+    let app = spawn_app().await;
+    let site = site(&app).await;
+    let path = format!(
+        "/api/v1/reports/telemetry?area=North&{}&format=xlsx",
+        period(&site)
+    );
+    let (status, headers, body) = download(&app, &site.token, &path).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        header(&headers, "content-type"),
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    );
+    assert!(header(&headers, "content-disposition").contains(".xlsx\""));
+
+    let mut book: Xlsx<_> = calamine::open_workbook_from_rs(Cursor::new(body)).expect("an xlsx");
+    assert_eq!(
+        book.sheet_names(),
+        ["Summary", "Separator V-101", "Wellhead 7"]
+    );
+
+    let summary = book.worksheet_range("Summary").expect("summary");
+    let find = |key: &str| {
+        summary
+            .rows()
+            .find(|row| row.get(2) == Some(&Data::String(key.into())))
+            .unwrap_or_else(|| panic!("a summary row for {key}"))
+            .to_vec()
+    };
+    let pressure = find("pressure");
+    assert_eq!(pressure[0], Data::String("Wellhead 7".into()));
+    assert_eq!(pressure[3], Data::String("bar".into()));
+    assert_eq!(pressure[4].as_f64(), Some(6.0));
+    assert_eq!(pressure[5].as_f64(), Some(79.5));
+    assert_eq!(pressure[6].as_f64(), Some(90.25));
+    assert!((pressure[7].as_f64().expect("a number") - mean(&PRESSURES)).abs() < 1e-9);
+    let warnings = summary
+        .rows()
+        .find(|row| row.first() == Some(&Data::String("warning".into())))
+        .expect("alerts by severity");
+    assert_eq!(warnings[1].as_f64(), Some(1.0));
+
+    let sheet = book
+        .worksheet_range("Wellhead 7")
+        .expect("the device sheet");
+    let rows: Vec<&[Data]> = sheet.rows().collect();
+    assert_eq!(
+        rows[0],
+        [
+            Data::String("Timestamp (UTC)".into()),
+            Data::String("mode".into()),
+            Data::String("pressure (bar)".into()),
+            Data::String("temperature (°C)".into()),
+        ]
+    );
+    assert_eq!(rows.len(), 1 + 6, "one row per reading time");
+    for (i, row) in rows[1..].iter().enumerate() {
+        let at = row[0].as_datetime().expect("a date cell").and_utc();
+        assert_eq!(at, site.times[i]);
+        assert_eq!(row[2].as_f64(), Some(PRESSURES[i]));
+        assert_eq!(row[3].as_f64(), Some(TEMPERATURES[i]));
+    }
+    assert_eq!(rows[1][1], Data::String("RUNNING".into()));
+}
+
+#[actix_web::test]
+async fn a_pdf_report_has_the_summary_the_alerts_and_a_chart_per_key() {
+    let app = spawn_app().await;
+    let site = site(&app).await;
+    let path = format!(
+        "/api/v1/reports/telemetry?area=North&{}&format=pdf",
+        period(&site)
+    );
+    let (status, headers, body) = download(&app, &site.token, &path).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(header(&headers, "content-type"), "application/pdf");
+    assert!(body.starts_with(b"%PDF-"));
+    let text = pdf_extract::extract_text_from_mem(&body).expect("readable text");
+    for expected in [
+        "Telemetry report",
+        &format!("Period: {}", site.start.format("%Y-%m-%d %H:%M UTC")),
+        "Wellhead 7",
+        "Separator V-101",
+        "90.25",
+        "79.5",
+        &format!("{:.3}", mean(&PRESSURES))
+            .trim_end_matches('0')
+            .to_string(),
+        "level above alert_threshold",
+        "Wellhead 7 - pressure (bar)",
+        "Separator V-101 - level (%)",
+        "page 1 of",
+    ] {
+        assert!(
+            text.contains(expected),
+            "`{expected}` is missing from:\n{text}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_zip_report_holds_the_excel_pdf_and_csv_of_the_same_report() {
+    let app = spawn_app().await;
+    let site = site(&app).await;
+    let path = format!(
+        "/api/v1/reports/telemetry?device_id={}&{}&format=zip",
+        site.wellhead,
+        period(&site)
+    );
+    let (status, headers, body) = download(&app, &site.token, &path).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(header(&headers, "content-type"), "application/zip");
+    let stem = format!(
+        "telemetry-report_{}_{}",
+        site.start.format("%Y-%m-%d"),
+        site.end.format("%Y-%m-%d")
+    );
+    let mut archive = zip::ZipArchive::new(Cursor::new(body)).expect("a zip");
+    let mut names: Vec<String> = archive
+        .file_names()
+        .map(|n| n.expect("a name").to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            format!("{stem}.csv"),
+            format!("{stem}.pdf"),
+            format!("{stem}.xlsx")
+        ]
+    );
+    let mut csv_text = String::new();
+    archive
+        .by_name(&format!("{stem}.csv"))
+        .expect("the csv")
+        .read_to_string(&mut csv_text)
+        .expect("text");
+    assert_eq!(csv_text.lines().count(), 1 + 6 * 3);
+    let mut xlsx = Vec::new();
+    archive
+        .by_name(&format!("{stem}.xlsx"))
+        .expect("the xlsx")
+        .read_to_end(&mut xlsx)
+        .expect("bytes");
+    let mut book: Xlsx<_> = calamine::open_workbook_from_rs(Cursor::new(xlsx)).expect("an xlsx");
+    assert_eq!(book.sheet_names(), ["Summary", "Wellhead 7"]);
+    let mut pdf = Vec::new();
+    archive
+        .by_name(&format!("{stem}.pdf"))
+        .expect("the pdf")
+        .read_to_end(&mut pdf)
+        .expect("bytes");
+    assert!(pdf_extract::extract_text_from_mem(&pdf)
+        .expect("text")
+        .contains("Wellhead 7 - pressure (bar)"));
+    let _ = book.worksheet_range("Wellhead 7").expect("its sheet");
+}
+
+#[actix_web::test]
+async fn an_aggregated_report_has_one_row_per_bucket_and_key() {
+    let app = spawn_app().await;
+    let site = site(&app).await;
+    // 30-minute averages: the readings at 5, 15, 25 min and at 35, 45, 55 min fall in two
+    // buckets when the hour starts on a half hour; align the period so they do.
+    let start = site
+        .start
+        .duration_trunc(Duration::minutes(30))
+        .expect("aligned");
+    let end = start + Duration::minutes(90);
+    let path = format!(
+        "/api/v1/reports/telemetry?device_id={}&key=pressure&interval=30m&agg=max&start={}&end={}",
+        site.wellhead,
+        start.to_rfc3339().replace('+', "%2B"),
+        end.to_rfc3339().replace('+', "%2B"),
+    );
+    let (status, _, body) = download(&app, &site.token, &path).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let mut reader = csv::Reader::from_reader(body.as_slice());
+    let heads: Vec<String> = reader
+        .headers()
+        .expect("headers")
+        .iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        heads,
+        [
+            "timestamp",
+            "device_id",
+            "device",
+            "key",
+            "max",
+            "unit",
+            "count"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("a record")).collect();
+    // Each reading lands in the 30-minute bucket that holds it.
+    let mut expected: Vec<(DateTime<Utc>, f64, i64)> = Vec::new();
+    for (at, value) in site.times.iter().zip(PRESSURES) {
+        let bucket = at.duration_trunc(Duration::minutes(30)).expect("bucket");
+        match expected.last_mut() {
+            Some(last) if last.0 == bucket => {
+                last.1 = last.1.max(value);
+                last.2 += 1;
+            }
+            _ => expected.push((bucket, value, 1)),
+        }
+    }
+    let got: Vec<(DateTime<Utc>, f64, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r[0].parse().expect("time"),
+                r[4].parse().expect("max"),
+                r[6].parse().expect("count"),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert!(rows.iter().all(|r| &r[3] == "pressure" && &r[5] == "bar"));
+}
+
+#[actix_web::test]
+async fn an_alert_report_lists_the_alerts_of_the_period() {
+    let app = spawn_app().await;
+    let site = site(&app).await;
+    let (viewer_email, _, viewer) = app.user_with_role(&site.token, "viewer").await;
+    assert!(viewer_email.starts_with("viewer"));
+    let (status, headers, body) = download(
+        &app,
+        &viewer,
+        &format!("/api/v1/reports/alerts?{}&format=csv", period(&site)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert!(header(&headers, "content-disposition").contains("alerts-report_"));
+    let mut reader = csv::Reader::from_reader(body.as_slice());
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("a record")).collect();
+    assert_eq!(rows.len(), 1);
+    let stored = app.get("/api/v1/alerts", As::Bearer(&site.token)).await;
+    let alert = &stored.body["alerts"][0];
+    assert_eq!(&rows[0][1], alert["id"].as_str().expect("id"));
+    assert_eq!(&rows[0][3], "Separator V-101");
+    assert_eq!(&rows[0][4], "warning");
+    assert_eq!(&rows[0][5], "active");
+    assert_eq!(&rows[0][7], "95.5");
+
+    let (status, _, body) = download(
+        &app,
+        &viewer,
+        &format!(
+            "/api/v1/reports/alerts?{}&severity=critical&format=xlsx",
+            period(&site)
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut book: Xlsx<_> = calamine::open_workbook_from_rs(Cursor::new(body)).expect("an xlsx");
+    assert_eq!(book.sheet_names(), ["Summary", "Alerts"]);
+    let alerts = book.worksheet_range("Alerts").expect("the alerts sheet");
+    assert_eq!(
+        alerts.rows().count(),
+        1,
+        "only the header: no critical alerts"
+    );
+}
+
+#[actix_web::test]
+async fn reports_beyond_the_limits_are_refused_with_what_to_do() {
+    let app = spawn_app_with(|settings| {
+        settings.reports.max_sync_points = 10;
+        settings.reports.max_points = 19;
+    })
+    .await;
+    let site = site(&app).await;
+    let base = format!(
+        "/api/v1/reports/telemetry?device_id={}&{}",
+        site.wellhead,
+        period(&site)
+    );
+    // 18 points: CSV streams them; Excel at once would hold more than 10.
+    let (status, _, _) = download(&app, &site.token, &format!("{base}&format=csv")).await;
+    assert_eq!(status, StatusCode::OK);
+    let refused = app
+        .get(&format!("{base}&format=xlsx"), As::Bearer(&site.token))
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{refused:?}"
+    );
+    assert_eq!(refused.code(), "report_too_large");
+    assert_eq!(refused.body["error"]["details"]["rows"], 18);
+    assert_eq!(
+        refused.body["error"]["details"]["job"],
+        "POST /api/v1/reports"
+    );
+    // Both devices: 20 points, more than any report may hold.
+    let refused = app
+        .get(
+            &format!(
+                "/api/v1/reports/telemetry?area=North&{}&format=csv",
+                period(&site)
+            ),
+            As::Bearer(&site.token),
+        )
+        .await;
+    assert_eq!(refused.code(), "report_too_large", "{refused:?}");
+    assert!(refused.body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("interval=1h&agg=avg")));
+}
+
+#[actix_web::test]
+async fn bad_report_requests_get_clear_errors() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    for (path, status, code) in [
+        (
+            "/api/v1/reports/telemetry",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "/api/v1/reports/telemetry?area=Nowhere",
+            StatusCode::NOT_FOUND,
+            "device_not_found",
+        ),
+        (
+            "/api/v1/reports/telemetry?device_id=00000000-0000-0000-0000-000000000001",
+            StatusCode::NOT_FOUND,
+            "device_not_found",
+        ),
+        (
+            "/api/v1/reports/telemetry?area=North&format=docx",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "/api/v1/reports/alerts?start=2026-11-27T00:00:00Z&end=2026-11-26T00:00:00Z",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "/api/v1/reports/alerts?key=pressure",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "/api/v1/reports/alerts?severity=urgent",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+    ] {
+        let reply = app.get(path, As::Bearer(&token)).await;
+        assert_eq!(reply.status, status, "{path}: {reply:?}");
+        assert_eq!(reply.code(), code, "{path}");
+    }
+    let reply = app.get("/api/v1/reports/alerts", As::Nobody).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
