@@ -58,6 +58,7 @@ impl Application {
             keys: Default::default(),
             mqtt: Default::default(),
             live: Default::default(),
+            report_jobs: Default::default(),
             started_at: Utc::now(),
             started: Instant::now(),
             db,
@@ -88,6 +89,7 @@ impl Application {
         });
         crate::metrics::install();
         crate::notify::start(state.clone());
+        crate::reports::jobs::start(state.clone());
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener =

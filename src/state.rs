@@ -25,6 +25,8 @@ pub struct AppState {
     pub mqtt: std::sync::OnceLock<MqttInfo>,
     /// Open live-feed connections per user or key.
     pub live: Arc<crate::routes::live::LiveConnections>,
+    /// Wakes the report-job runner (a job was queued).
+    pub report_jobs: Arc<tokio::sync::Notify>,
     pub started_at: DateTime<Utc>,
     pub started: Instant,
 }

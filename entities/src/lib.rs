@@ -4,6 +4,7 @@
 //! - [`devices`], [`telemetry`], [`telemetry_latest`]: field devices, every point they sent, the newest per key
 //! - [`rules`], [`alerts`], [`notification_deliveries`]: thresholds, what they raised, whom we told
 //! - [`api_keys`]: device credentials (stored hashed)
+//! - [`report_jobs`], [`report_schedules`]: reports made in the background, reports emailed on a schedule
 //! - [`audit_log`]: who did what, including failed logins
 //!
 //! The string enums ([`Role`], [`DeviceStatus`]) are stored as text so both PostgreSQL and SQLite
@@ -15,6 +16,8 @@ pub mod audit_log;
 pub mod devices;
 pub mod notification_deliveries;
 pub mod refresh_tokens;
+pub mod report_jobs;
+pub mod report_schedules;
 pub mod rules;
 pub mod telemetry;
 pub mod telemetry_latest;

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261127_000001_initial;
 mod m20261127_000002_telemetry_latest;
 mod m20261127_000003_open_alerts;
+mod m20261127_000004_reports;
 
 /// All migrations of the platform, in order.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_initial::Migration),
             Box::new(m20261127_000002_telemetry_latest::Migration),
             Box::new(m20261127_000003_open_alerts::Migration),
+            Box::new(m20261127_000004_reports::Migration),
         ]
     }
 }

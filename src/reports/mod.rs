@@ -7,6 +7,7 @@
 
 pub mod csv_out;
 pub mod excel;
+pub mod jobs;
 pub mod pdf;
 
 use std::collections::{BTreeMap, VecDeque};

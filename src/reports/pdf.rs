@@ -237,7 +237,9 @@ impl Doc {
         } else if low == high {
             (low - 1.0, high + 1.0)
         } else {
-            (low, high)
+            // A little room so the line never runs along the frame.
+            let pad = (high - low) * 0.06;
+            (low - pad, high + pad)
         };
         let span = (range.1 - range.0).num_milliseconds().max(1) as f32;
         let x = |at: DateTime<Utc>| {

@@ -5,21 +5,33 @@
 //! file first and are limited to `reports.max_sync_points` (larger ones run as jobs).
 
 use actix_web::body::SizedStream;
-use actix_web::http::header::{HeaderValue, CONTENT_DISPOSITION};
+use actix_web::http::header::{HeaderValue, CONTENT_DISPOSITION, LOCATION};
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::Utc;
-use insa_entities::Role;
-use utoipa::IntoParams;
+use chrono::{DateTime, Utc};
+use insa_entities::{report_jobs as jobs, Role};
+use sea_orm::{ActiveModelTrait, EntityTrait, PaginatorTrait, QueryOrder, QuerySelect, Set};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, Code, FieldProblem};
 use crate::reports::{self, csv_out, Format, Kind, Progress, Report, ReportQuery};
+use crate::routes::page;
 use crate::routes::telemetry::parse_query;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // The named reports first: `{id}` would take them otherwise.
     cfg.service(web::resource("/reports/telemetry").route(web::get().to(telemetry_report)))
-        .service(web::resource("/reports/alerts").route(web::get().to(alert_report)));
+        .service(web::resource("/reports/alerts").route(web::get().to(alert_report)))
+        .service(
+            web::resource("/reports")
+                .route(web::get().to(list_jobs))
+                .route(web::post().to(create_job)),
+        )
+        .service(web::resource("/reports/{id}").route(web::get().to(get_job)))
+        .service(web::resource("/reports/{id}/download").route(web::get().to(download_job)));
 }
 
 /// The query string of a report (repeat `device_id` and `key` for several).
@@ -146,4 +158,265 @@ async fn answer(state: &AppState, kind: Kind, req: &HttpRequest) -> Result<HttpR
         size,
         tokio_util::io::ReaderStream::new(file),
     )))
+}
+
+/// `POST /api/v1/reports`: `kind` and the fields of the query string of `GET /reports/{kind}`
+/// (`device_id` and `key` as arrays). Unknown fields are refused.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct JobRequest {
+    /// `telemetry` or `alerts`.
+    #[schema(example = "telemetry")]
+    kind: String,
+    #[schema(value_type = Option<Vec<Uuid>>)]
+    device_id: Option<Vec<Uuid>>,
+    area: Option<String>,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+    key: Option<Vec<String>>,
+    interval: Option<String>,
+    agg: Option<String>,
+    severity: Option<String>,
+    /// `csv` (default), `xlsx`, `pdf` or `zip`.
+    format: Option<String>,
+}
+
+/// Splits a job request into its kind and its query (checked field by field).
+pub fn job_request(body: serde_json::Value) -> Result<(Kind, ReportQuery), ApiError> {
+    let serde_json::Value::Object(mut fields) = body else {
+        return Err(ApiError::validation(vec![FieldProblem::new(
+            "body",
+            "must be a JSON object",
+        )]));
+    };
+    let kind = match fields.remove("kind").as_ref().and_then(|k| k.as_str()) {
+        Some("telemetry") => Kind::Telemetry,
+        Some("alerts") => Kind::Alerts,
+        _ => {
+            return Err(ApiError::validation(vec![FieldProblem::new(
+                "kind",
+                "is required: telemetry or alerts",
+            )]))
+        }
+    };
+    let query = serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|err| ApiError::validation(vec![FieldProblem::new("body", err.to_string())]))?;
+    Ok((kind, query))
+}
+
+/// A report job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobResponse {
+    pub id: Uuid,
+    pub kind: String,
+    pub format: String,
+    /// `queued`, `running`, `done` or `failed`.
+    pub status: String,
+    /// Percent written, 0 to 100.
+    pub progress: u8,
+    /// Rows the report holds (points, buckets or alerts).
+    pub rows: Option<i64>,
+    pub rows_done: i64,
+    pub file_name: Option<String>,
+    pub file_size: Option<i64>,
+    pub error: Option<String>,
+    /// Where to fetch the file, once `done`.
+    pub download: Option<String>,
+    #[schema(value_type = Object)]
+    pub query: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the file and this job are removed.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<jobs::Model> for JobResponse {
+    fn from(job: jobs::Model) -> Self {
+        let progress = match (job.status.as_str(), job.rows) {
+            ("done", _) => 100,
+            (_, Some(rows)) if rows > 0 => (job.rows_done.max(0) * 100 / rows).min(99) as u8,
+            _ => 0,
+        };
+        Self {
+            download: (job.status == "done")
+                .then(|| format!("/api/v1/reports/{}/download", job.id)),
+            id: job.id,
+            kind: job.kind,
+            format: job.format,
+            status: job.status,
+            progress,
+            rows: job.rows,
+            rows_done: job.rows_done,
+            file_name: job.file_name,
+            file_size: job.file_size,
+            error: job.error,
+            query: job.query,
+            created_at: job.created_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            expires_at: job.expires_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub reports: Vec<JobResponse>,
+    pub total: u64,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct JobQuery {
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+}
+
+/// Queue a report (any size up to `reports.max_points`); `202` with the job, then poll it.
+#[utoipa::path(post, path = "/api/v1/reports", tag = "reports", request_body = JobRequest,
+    responses(
+        (status = 202, description = "Queued; `Location: /api/v1/reports/{id}`", body = JobResponse),
+        (status = 400, description = "`invalid_query`"),
+        (status = 404, description = "`device_not_found`"),
+        (status = 422, description = "`report_too_large` or `validation_failed`"),
+    ),
+    security(("bearer" = [])))]
+pub async fn create_job(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<serde_json::Value>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Viewer)?;
+    let (kind, mut query) = job_request(body.into_inner())?;
+    let now = Utc::now();
+    let report = Report::resolve(&state.db, kind, &query, now).await?;
+    // The period is fixed now: the job covers what was asked, whenever it runs.
+    query.start = Some(report.start);
+    query.end = Some(report.end);
+    let format = query.format.unwrap_or(Format::Csv);
+    let contents = reports::measure(&state.db, &report).await?;
+    reports::check_limits(&report, &contents, format, false, &state.settings.reports)?;
+    let job = jobs::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        kind: Set(kind.as_str().into()),
+        format: Set(format.extension().into()),
+        query: Set(serde_json::to_value(&query).map_err(ApiError::internal)?),
+        status: Set("queued".into()),
+        rows: Set(Some(contents.rows as i64)),
+        rows_done: Set(0),
+        file_name: Set(Some(report.file_name(format))),
+        file_size: Set(None),
+        error: Set(None),
+        created_by: Set(Some(user.id)),
+        schedule_id: Set(None),
+        created_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+        expires_at: Set(None),
+    }
+    .insert(&state.db)
+    .await?;
+    state.report_jobs.notify_one();
+    Ok(HttpResponse::Accepted()
+        .insert_header((LOCATION, format!("/api/v1/reports/{}", job.id)))
+        .json(JobResponse::from(job)))
+}
+
+/// Report jobs, newest first.
+#[utoipa::path(get, path = "/api/v1/reports", tag = "reports", params(JobQuery),
+    responses((status = 200, body = JobList)), security(("bearer" = [])))]
+pub async fn list_jobs(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<JobQuery>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Viewer)?;
+    let (limit, offset) = page(query.limit, query.offset)?;
+    let select = jobs::Entity::find().order_by_desc(jobs::Column::CreatedAt);
+    let total = select.clone().count(&state.db).await?;
+    let rows = select.limit(limit).offset(offset).all(&state.db).await?;
+    Ok(HttpResponse::Ok().json(JobList {
+        reports: rows.into_iter().map(JobResponse::from).collect(),
+        total,
+        limit,
+        offset,
+    }))
+}
+
+async fn find_job(state: &AppState, id: Uuid) -> Result<jobs::Model, ApiError> {
+    jobs::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::new(Code::ReportNotFound, format!("no report job with id {id}")))
+}
+
+/// A job: its status and progress.
+#[utoipa::path(get, path = "/api/v1/reports/{id}", tag = "reports",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses((status = 200, body = JobResponse), (status = 404, description = "`report_not_found`")),
+    security(("bearer" = [])))]
+pub async fn get_job(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Viewer)?;
+    Ok(HttpResponse::Ok().json(JobResponse::from(find_job(&state, id.into_inner()).await?)))
+}
+
+/// The finished job's file.
+#[utoipa::path(get, path = "/api/v1/reports/{id}/download", tag = "reports",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The file"),
+        (status = 404, description = "`report_not_found`"),
+        (status = 409, description = "`report_not_ready`: queued, running or failed"),
+    ),
+    security(("bearer" = [])))]
+pub async fn download_job(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    user.require(Role::Viewer)?;
+    let job = find_job(&state, id.into_inner()).await?;
+    match job.status.as_str() {
+        "done" => {}
+        "failed" => {
+            return Err(ApiError::new(
+                Code::ReportNotReady,
+                format!(
+                    "the report failed: {}",
+                    job.error.as_deref().unwrap_or("unknown")
+                ),
+            ))
+        }
+        _ => {
+            let progress = JobResponse::from(job).progress;
+            return Err(ApiError::new(
+                Code::ReportNotReady,
+                format!("the report is not ready ({progress} % written); GET /api/v1/reports/{{id}} shows its progress"),
+            ));
+        }
+    }
+    let format = Format::parse(&job.format).unwrap_or(Format::Csv);
+    let path = reports::jobs::file(&state, job.id);
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|_| ApiError::new(Code::ReportNotFound, "the report's file is gone (expired)"))?;
+    let size = file.metadata().await.map_err(ApiError::internal)?.len();
+    let name = job
+        .file_name
+        .unwrap_or_else(|| format!("report.{}", format.extension()));
+    Ok(HttpResponse::Ok()
+        .content_type(format.content_type())
+        .insert_header((CONTENT_DISPOSITION, disposition(&name)))
+        .body(SizedStream::new(
+            size,
+            tokio_util::io::ReaderStream::new(file),
+        )))
 }

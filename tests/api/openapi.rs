@@ -51,6 +51,12 @@ async fn the_openapi_document_covers_every_route() {
         ("post", "/api/v1/telemetry"),
         ("get", "/api/v1/telemetry"),
         ("get", "/api/v1/telemetry/latest"),
+        ("get", "/api/v1/reports/telemetry"),
+        ("get", "/api/v1/reports/alerts"),
+        ("get", "/api/v1/reports"),
+        ("post", "/api/v1/reports"),
+        ("get", "/api/v1/reports/{id}"),
+        ("get", "/api/v1/reports/{id}/download"),
     ];
     for (method, path) in routes {
         assert!(

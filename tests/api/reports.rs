@@ -293,6 +293,9 @@ async fn a_pdf_report_has_the_summary_the_alerts_and_a_chart_per_key() {
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     assert_eq!(header(&headers, "content-type"), "application/pdf");
     assert!(body.starts_with(b"%PDF-"));
+    if let Some(dir) = std::env::var_os("INSA_SCREENSHOTS") {
+        std::fs::write(std::path::Path::new(&dir).join("report-sample.pdf"), &body).expect("save");
+    }
     let text = pdf_extract::extract_text_from_mem(&body).expect("readable text");
     for expected in [
         "Telemetry report",
@@ -301,9 +304,7 @@ async fn a_pdf_report_has_the_summary_the_alerts_and_a_chart_per_key() {
         "Separator V-101",
         "90.25",
         "79.5",
-        &format!("{:.3}", mean(&PRESSURES))
-            .trim_end_matches('0')
-            .to_string(),
+        format!("{:.3}", mean(&PRESSURES)).trim_end_matches('0'),
         "level above alert_threshold",
         "Wellhead 7 - pressure (bar)",
         "Separator V-101 - level (%)",
@@ -577,4 +578,132 @@ async fn bad_report_requests_get_clear_errors() {
     }
     let reply = app.get("/api/v1/reports/alerts", As::Nobody).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[actix_web::test]
+async fn a_report_too_large_to_answer_at_once_runs_as_a_job_with_progress_and_a_download() {
+    let app = spawn_app_with(|settings| settings.reports.max_sync_points = 5).await;
+    let site = site(&app).await;
+    let body = json!({"kind": "telemetry", "format": "xlsx", "device_id": [site.wellhead],
+                      "start": site.start, "end": site.end});
+    let queued = app
+        .post("/api/v1/reports", As::Bearer(&site.token), &body)
+        .await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED, "{queued:?}");
+    let id = queued.body["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        queued.header("location"),
+        Some(format!("/api/v1/reports/{id}").as_str())
+    );
+    assert_eq!(queued.body["rows"], 18);
+    assert!(["queued", "running"].contains(&queued.body["status"].as_str().unwrap_or("")));
+
+    let done = crate::helpers::eventually(
+        std::time::Duration::from_secs(20),
+        "the job finishes",
+        || async {
+            let job = app
+                .get(&format!("/api/v1/reports/{id}"), As::Bearer(&site.token))
+                .await;
+            (job.body["status"] == "done").then_some(job.body)
+        },
+    )
+    .await;
+    assert_eq!(done["progress"], 100);
+    assert_eq!(done["rows_done"], 18);
+    assert_eq!(
+        done["download"],
+        format!("/api/v1/reports/{id}/download").as_str()
+    );
+    assert!(done["expires_at"].is_string());
+    let listed = app.get("/api/v1/reports", As::Bearer(&site.token)).await;
+    assert_eq!(listed.body["reports"][0]["id"], id.as_str());
+
+    let (status, headers, body) =
+        download(&app, &site.token, &format!("/api/v1/reports/{id}/download")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        header(&headers, "content-disposition"),
+        format!(
+            "attachment; filename=\"telemetry-report_{}_{}.xlsx\"",
+            site.start.format("%Y-%m-%d"),
+            site.end.format("%Y-%m-%d")
+        )
+    );
+    assert_eq!(done["file_size"], body.len());
+    let mut book: Xlsx<_> = calamine::open_workbook_from_rs(Cursor::new(body)).expect("an xlsx");
+    let sheet = book
+        .worksheet_range("Wellhead 7")
+        .expect("the device sheet");
+    let pressures: Vec<f64> = sheet.rows().skip(1).filter_map(|r| r[2].as_f64()).collect();
+    assert_eq!(pressures, PRESSURES);
+}
+
+#[actix_web::test]
+async fn a_job_not_finished_cannot_be_downloaded_and_says_how_far_it_is() {
+    use insa_entities::report_jobs;
+    use sea_orm::{ActiveModelTrait, Set};
+
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let id = uuid::Uuid::new_v4();
+    // A job the runner is writing (the runner leaves running jobs alone).
+    report_jobs::ActiveModel {
+        id: Set(id),
+        kind: Set("telemetry".into()),
+        format: Set("csv".into()),
+        query: Set(json!({})),
+        status: Set("running".into()),
+        rows: Set(Some(400)),
+        rows_done: Set(100),
+        file_name: Set(Some("telemetry-report.csv".into())),
+        file_size: Set(None),
+        error: Set(None),
+        created_by: Set(None),
+        schedule_id: Set(None),
+        created_at: Set(Utc::now()),
+        started_at: Set(Some(Utc::now())),
+        finished_at: Set(None),
+        expires_at: Set(None),
+    }
+    .insert(&app.db)
+    .await
+    .expect("a job");
+    let job = app
+        .get(&format!("/api/v1/reports/{id}"), As::Bearer(&token))
+        .await;
+    assert_eq!(job.body["progress"], 25);
+    assert!(job.body["download"].is_null());
+    let early = app
+        .get(
+            &format!("/api/v1/reports/{id}/download"),
+            As::Bearer(&token),
+        )
+        .await;
+    assert_eq!(early.status, StatusCode::CONFLICT);
+    assert_eq!(early.code(), "report_not_ready");
+    assert!(early.body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("25 %")));
+    let missing = app
+        .get(
+            &format!("/api/v1/reports/{}", uuid::Uuid::new_v4()),
+            As::Bearer(&token),
+        )
+        .await;
+    assert_eq!(missing.code(), "report_not_found");
+    let unknown = app
+        .post(
+            "/api/v1/reports",
+            As::Bearer(&token),
+            &json!({"kind": "telemetry", "area": "North", "colour": "red"}),
+        )
+        .await;
+    assert!(unknown.status.is_client_error(), "{unknown:?}");
+    assert!(
+        unknown.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("colour")),
+        "{unknown:?}"
+    );
 }

@@ -2,7 +2,7 @@ use insa_migration::{Migrator, MigratorTrait, SchemaManager};
 
 use crate::helpers::spawn_app;
 
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 12] = [
     "telemetry_latest",
     "devices",
     "telemetry",
@@ -13,6 +13,8 @@ const TABLES: [&str; 10] = [
     "refresh_tokens",
     "notification_deliveries",
     "audit_log",
+    "report_jobs",
+    "report_schedules",
 ];
 
 #[actix_web::test]

@@ -1,0 +1,194 @@
+//! Report jobs: `POST /api/v1/reports` queues one; the runner generates queued jobs (at most
+//! `reports.max_running_jobs` at once, oldest first) into `data_dir/reports/{id}`, recording the
+//! rows written as it goes, and removes files (and their jobs) `reports.keep_hours` after they
+//! finish. A job interrupted by a stop is queued again at the next start.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use chrono::Utc;
+use insa_entities::report_jobs as jobs;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
+    QueryOrder, Set,
+};
+
+use super::{Format, Kind, Progress, Report, ReportError, ReportQuery};
+use crate::state::AppState;
+
+/// How often the runner looks for work and expired files, besides being woken.
+const TICK: Duration = Duration::from_secs(2);
+/// How often a running job's progress is recorded.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// Where job files live.
+pub fn dir(state: &AppState) -> PathBuf {
+    state.settings.data_dir.join("reports")
+}
+
+pub fn file(state: &AppState, id: uuid::Uuid) -> PathBuf {
+    dir(state).join(id.to_string())
+}
+
+/// Starts the runner on the current arbiter.
+pub fn start(state: web::Data<AppState>) {
+    actix_web::rt::spawn(async move {
+        if let Err(err) = requeue_interrupted(&state).await {
+            tracing::warn!(error = %err, "report jobs: cannot requeue interrupted jobs");
+        }
+        loop {
+            if let Err(err) = run_due(&state).await {
+                tracing::warn!(error = %err, "report jobs: cannot read the queue");
+            }
+            if let Err(err) = remove_expired(&state).await {
+                tracing::warn!(error = %err, "report jobs: cannot remove expired files");
+            }
+            tokio::select! {
+                () = state.report_jobs.notified() => {}
+                () = tokio::time::sleep(TICK) => {}
+            }
+        }
+    });
+}
+
+async fn requeue_interrupted(state: &AppState) -> Result<(), sea_orm::DbErr> {
+    jobs::Entity::update_many()
+        .col_expr(jobs::Column::Status, "queued".into())
+        .col_expr(jobs::Column::RowsDone, 0i64.into())
+        .filter(jobs::Column::Status.eq("running"))
+        .exec(&state.db)
+        .await?;
+    Ok(())
+}
+
+async fn run_due(state: &web::Data<AppState>) -> Result<(), sea_orm::DbErr> {
+    let running = jobs::Entity::find()
+        .filter(jobs::Column::Status.eq("running"))
+        .count(&state.db)
+        .await? as usize;
+    let room = state
+        .settings
+        .reports
+        .max_running_jobs
+        .saturating_sub(running);
+    if room == 0 {
+        return Ok(());
+    }
+    let queued = jobs::Entity::find()
+        .filter(jobs::Column::Status.eq("queued"))
+        .order_by_asc(jobs::Column::CreatedAt)
+        .all(&state.db)
+        .await?;
+    for job in queued.into_iter().take(room) {
+        // Claimed only if still queued (another runner may not take it twice).
+        let claimed = jobs::Entity::update_many()
+            .col_expr(jobs::Column::Status, "running".into())
+            .col_expr(jobs::Column::StartedAt, Utc::now().into())
+            .filter(jobs::Column::Id.eq(job.id))
+            .filter(jobs::Column::Status.eq("queued"))
+            .exec(&state.db)
+            .await?;
+        if claimed.rows_affected == 1 {
+            let state = state.clone();
+            actix_web::rt::spawn(async move {
+                let id = job.id;
+                let outcome = run(&state, &job).await;
+                if let Err(err) = finish(&state, job, outcome).await {
+                    tracing::warn!(job = %id, error = %err, "report jobs: cannot record the outcome");
+                }
+                state.report_jobs.notify_one();
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Generates a job's file; its size on success.
+async fn run(state: &AppState, job: &jobs::Model) -> Result<u64, ReportError> {
+    let query: ReportQuery = serde_json::from_value(job.query.clone())
+        .map_err(|err| ReportError::Other(format!("stored query: {err}")))?;
+    let kind = match job.kind.as_str() {
+        "alerts" => Kind::Alerts,
+        _ => Kind::Telemetry,
+    };
+    let format = Format::parse(&job.format)
+        .ok_or_else(|| ReportError::Other(format!("unknown format {}", job.format)))?;
+    let report = Report::resolve(&state.db, kind, &query, job.created_at)
+        .await
+        .map_err(|err| ReportError::Other(err.to_string()))?;
+    let contents = super::measure(&state.db, &report).await?;
+    let mut row = job.clone().into_active_model();
+    row.rows = Set(Some(contents.rows as i64));
+    row.update(&state.db).await?;
+
+    tokio::fs::create_dir_all(dir(state)).await?;
+    let target = file(state, job.id);
+    let partial = target.with_extension("part");
+    let progress = Arc::new(Progress::default());
+    let recorder = {
+        let (db, progress, id) = (state.db.clone(), progress.clone(), job.id);
+        actix_web::rt::spawn(async move {
+            loop {
+                tokio::time::sleep(PROGRESS_EVERY).await;
+                let _ = jobs::Entity::update_many()
+                    .col_expr(jobs::Column::RowsDone, (progress.rows() as i64).into())
+                    .filter(jobs::Column::Id.eq(id))
+                    .exec(&db)
+                    .await;
+            }
+        })
+    };
+    let written = super::write(&state.db, &report, &contents, format, &partial, &progress).await;
+    recorder.abort();
+    if let Err(err) = written {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(err);
+    }
+    tokio::fs::rename(&partial, &target).await?;
+    metrics::counter!("insa_reports_total", "kind" => kind.as_str(), "format" => format.extension())
+        .increment(1);
+    Ok(tokio::fs::metadata(&target).await?.len())
+}
+
+async fn finish(
+    state: &AppState,
+    job: jobs::Model,
+    outcome: Result<u64, ReportError>,
+) -> Result<(), sea_orm::DbErr> {
+    let now = Utc::now();
+    let Some(current) = jobs::Entity::find_by_id(job.id).one(&state.db).await? else {
+        return Ok(());
+    };
+    let mut row = current.clone().into_active_model();
+    row.finished_at = Set(Some(now));
+    let hours = state.settings.reports.keep_hours.min(24 * 365) as i64;
+    row.expires_at = Set(Some(now + chrono::Duration::hours(hours)));
+    match outcome {
+        Ok(size) => {
+            row.status = Set("done".into());
+            row.file_size = Set(Some(size as i64));
+            row.rows_done = Set(current.rows.unwrap_or(current.rows_done));
+        }
+        Err(err) => {
+            tracing::warn!(job = %job.id, error = %err, "report job failed");
+            row.status = Set("failed".into());
+            row.error = Set(Some(err.to_string()));
+        }
+    }
+    row.update(&state.db).await?;
+    Ok(())
+}
+
+async fn remove_expired(state: &AppState) -> Result<(), sea_orm::DbErr> {
+    let expired = jobs::Entity::find()
+        .filter(jobs::Column::ExpiresAt.lte(Utc::now()))
+        .all(&state.db)
+        .await?;
+    for job in expired {
+        let _ = tokio::fs::remove_file(file(state, job.id)).await;
+        jobs::Entity::delete_by_id(job.id).exec(&state.db).await?;
+    }
+    Ok(())
+}
