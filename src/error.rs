@@ -54,11 +54,12 @@ pub enum Code {
     ReportTooLarge,
     ReportNotFound,
     ReportNotReady,
+    ScheduleNotFound,
 }
 
 impl Code {
     /// Every code, for documentation checks.
-    pub const ALL: [Code; 38] = [
+    pub const ALL: [Code; 39] = [
         Code::BadRequest,
         Code::InvalidJson,
         Code::InvalidId,
@@ -97,6 +98,7 @@ impl Code {
         Code::ReportTooLarge,
         Code::ReportNotFound,
         Code::ReportNotReady,
+        Code::ScheduleNotFound,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -139,6 +141,7 @@ impl Code {
             Code::ReportTooLarge => "report_too_large",
             Code::ReportNotFound => "report_not_found",
             Code::ReportNotReady => "report_not_ready",
+            Code::ScheduleNotFound => "schedule_not_found",
         }
     }
 
@@ -165,7 +168,8 @@ impl Code {
             | Code::ApiKeyNotFound
             | Code::RuleNotFound
             | Code::AlertNotFound
-            | Code::ReportNotFound => StatusCode::NOT_FOUND,
+            | Code::ReportNotFound
+            | Code::ScheduleNotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::EmailTaken
             | Code::LastAdmin

@@ -326,10 +326,7 @@ async fn email(state: &AppState, payload: &Value) -> Outcome {
         Ok(from) => from,
         Err(err) => return Outcome::Final(format!("smtp.from: {err}")),
     };
-    let mut message = Message::builder()
-        .from(from)
-        .subject(email_subject(payload))
-        .header(ContentType::TEXT_PLAIN);
+    let mut message = Message::builder().from(from);
     let recipients = payload["action"]["to"]
         .as_array()
         .cloned()
@@ -345,7 +342,18 @@ async fn email(state: &AppState, payload: &Value) -> Outcome {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{}:{}", server.host, server.port));
-    let message = match message.body(email_body(payload, &base)) {
+    let built = if payload["event"] == "report" {
+        match report_email(message, payload, &base).await {
+            Ok(built) => built,
+            Err(outcome) => return outcome,
+        }
+    } else {
+        message
+            .subject(email_subject(payload))
+            .header(ContentType::TEXT_PLAIN)
+            .body(email_body(payload, &base))
+    };
+    let message = match built {
         Ok(message) => message,
         Err(err) => return Outcome::Final(format!("cannot build the message: {err}")),
     };
@@ -354,6 +362,73 @@ async fn email(state: &AppState, payload: &Value) -> Outcome {
         Err(err) if err.is_permanent() => Outcome::Final(format!("the SMTP server refused: {err}")),
         Err(err) => Outcome::Retry(format!("cannot send: {err}")),
     }
+}
+
+/// Reports larger than this are linked, not attached (mail servers refuse big messages).
+const MAX_ATTACHMENT_BYTES: u64 = 20 * 1024 * 1024;
+
+/// A scheduled report's email: what it covers and the file attached (or linked, when large).
+async fn report_email(
+    message: lettre::message::MessageBuilder,
+    payload: &Value,
+    base_url: &str,
+) -> Result<Result<lettre::Message, lettre::error::Error>, Outcome> {
+    use lettre::message::header::ContentType;
+    use lettre::message::{Attachment, MultiPart, SinglePart};
+
+    let report = &payload["report"];
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let name = text(&payload["attachment"]["name"]);
+    let link = format!(
+        "{}/api/v1/reports/{}/download",
+        base_url.trim_end_matches('/'),
+        text(&report["job_id"])
+    );
+    let path = std::path::PathBuf::from(text(&payload["attachment"]["path"]));
+    let size = tokio::fs::metadata(&path)
+        .await
+        .map_err(|err| Outcome::Final(format!("the report file is gone: {err}")))?
+        .len();
+    let attach = size <= MAX_ATTACHMENT_BYTES;
+    let body = format!(
+        "{schedule}\n\n\
+         Report:  {kind}\n\
+         Period:  {period}\n\
+         Rows:    {rows}\n\
+         File:    {name} ({size} bytes){attached}\n\
+         Download (while kept): {link}\n",
+        schedule = text(&report["schedule"]),
+        kind = text(&report["kind"]),
+        period = text(&report["period"]),
+        rows = report["rows"],
+        attached = if attach {
+            ", attached"
+        } else {
+            ", too large to attach"
+        },
+    );
+    let subject = format!(
+        "[REPORT] {}: {} to {}",
+        text(&report["schedule"]),
+        text(&report["start"]).get(..10).unwrap_or("-"),
+        text(&report["end"]).get(..10).unwrap_or("-"),
+    );
+    let message = message.subject(subject);
+    if !attach {
+        return Ok(message.body(body));
+    }
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|err| Outcome::Retry(format!("cannot read the report file: {err}")))?;
+    let content_type = ContentType::parse(&text(&payload["attachment"]["content_type"])).unwrap_or(
+        ContentType::parse("application/octet-stream")
+            .map_err(|err| Outcome::Final(format!("content type: {err}")))?,
+    );
+    Ok(message.multipart(
+        MultiPart::mixed()
+            .singlepart(SinglePart::plain(body))
+            .singlepart(Attachment::new(name).body(bytes, content_type)),
+    ))
 }
 
 async fn mqtt_command(state: &AppState, delivery: &deliveries::Model) -> Outcome {

@@ -39,6 +39,9 @@ pub fn start(state: web::Data<AppState>) {
             tracing::warn!(error = %err, "report jobs: cannot requeue interrupted jobs");
         }
         loop {
+            if let Err(err) = super::schedules::run_due(&state).await {
+                tracing::warn!(error = %err, "report schedules: cannot run");
+            }
             if let Err(err) = run_due(&state).await {
                 tracing::warn!(error = %err, "report jobs: cannot read the queue");
             }
@@ -177,7 +180,10 @@ async fn finish(
             row.error = Set(Some(err.to_string()));
         }
     }
-    row.update(&state.db).await?;
+    let finished = row.update(&state.db).await?;
+    if finished.status == "done" {
+        super::schedules::email_finished(state, &finished).await?;
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ pub mod csv_out;
 pub mod excel;
 pub mod jobs;
 pub mod pdf;
+pub mod schedules;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;

@@ -9,6 +9,7 @@ pub mod health;
 pub mod live;
 pub mod notifications;
 pub mod openapi;
+pub mod report_schedules;
 pub mod reports;
 pub mod rules;
 pub mod telemetry;
@@ -30,6 +31,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig, ingest_max_body_bytes: usize)
     alerts::configure(cfg);
     notifications::configure(cfg);
     reports::configure(cfg);
+    report_schedules::configure(cfg);
     live::configure(cfg);
     audit::configure(cfg);
     health::configure_api(cfg);

@@ -5,7 +5,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, Secur
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    alerts, api_keys, audit, auth, devices, health, notifications, reports, rules, telemetry, users,
+    alerts, api_keys, audit, auth, devices, health, notifications, report_schedules, reports,
+    rules, telemetry, users,
 };
 
 #[derive(OpenApi)]
@@ -50,6 +51,12 @@ use super::{
         reports::list_jobs,
         reports::get_job,
         reports::download_job,
+        report_schedules::create_schedule,
+        report_schedules::list_schedules,
+        report_schedules::get_schedule,
+        report_schedules::update_schedule,
+        report_schedules::delete_schedule,
+        report_schedules::run_schedule,
         audit::list_audit_log,
         telemetry::post_telemetry,
         telemetry::get_telemetry,

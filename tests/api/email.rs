@@ -11,19 +11,19 @@ use crate::helpers::{eventually, spawn_app_with, As, TestApp};
 
 /// One message as the server received it.
 #[derive(Debug, Clone)]
-struct Mail {
-    recipients: Vec<String>,
-    data: String,
+pub struct Mail {
+    pub recipients: Vec<String>,
+    pub data: String,
 }
 
 /// An SMTP server (EHLO, MAIL, RCPT, DATA, QUIT) that keeps what it receives.
-struct SmtpServer {
-    port: u16,
+pub struct SmtpServer {
+    pub port: u16,
     mails: Arc<Mutex<Vec<Mail>>>,
 }
 
 impl SmtpServer {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("address").port();
         let mails: Arc<Mutex<Vec<Mail>>> = Arc::default();
@@ -36,7 +36,7 @@ impl SmtpServer {
         Self { port, mails }
     }
 
-    fn mails(&self) -> Vec<Mail> {
+    pub fn mails(&self) -> Vec<Mail> {
         self.mails.lock().expect("mails").clone()
     }
 }

@@ -9,7 +9,7 @@ mod browser;
 mod cli;
 mod devices;
 mod durability;
-mod email;
+pub mod email;
 mod errors;
 mod health;
 mod helpers;

@@ -57,6 +57,12 @@ async fn the_openapi_document_covers_every_route() {
         ("post", "/api/v1/reports"),
         ("get", "/api/v1/reports/{id}"),
         ("get", "/api/v1/reports/{id}/download"),
+        ("get", "/api/v1/report-schedules"),
+        ("post", "/api/v1/report-schedules"),
+        ("get", "/api/v1/report-schedules/{id}"),
+        ("put", "/api/v1/report-schedules/{id}"),
+        ("delete", "/api/v1/report-schedules/{id}"),
+        ("post", "/api/v1/report-schedules/{id}/run"),
     ];
     for (method, path) in routes {
         assert!(

@@ -707,3 +707,225 @@ async fn a_job_not_finished_cannot_be_downloaded_and_says_how_far_it_is() {
         "{unknown:?}"
     );
 }
+
+/// The attachment of a MIME message: (file name, decoded bytes).
+fn attachment(data: &str) -> (String, Vec<u8>) {
+    use base64::Engine;
+    let lines: Vec<&str> = data.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("Content-Disposition: attachment"))
+        .unwrap_or_else(|| panic!("no attachment in:\n{data}"));
+    // The header with its folded continuation lines (`filename*0="..."` per RFC 2231).
+    let header: String = std::iter::once(lines[at])
+        .chain(
+            lines[at + 1..]
+                .iter()
+                .copied()
+                .take_while(|l| l.starts_with([' ', '\t'])),
+        )
+        .collect();
+    let name = header
+        .split_once("filename")
+        .and_then(|(_, rest)| rest.split('"').nth(1))
+        .unwrap_or("")
+        .to_string();
+    let body_start = at
+        + lines[at..]
+            .iter()
+            .position(|l| l.is_empty())
+            .expect("a body")
+        + 1;
+    let encoded: String = lines[body_start..]
+        .iter()
+        .take_while(|l| !l.starts_with("--"))
+        .map(|l| l.trim())
+        .collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("base64");
+    (name, bytes)
+}
+
+#[actix_web::test]
+async fn a_due_schedule_emails_its_report_as_an_attachment_and_moves_to_its_next_run() {
+    use insa_entities::report_schedules;
+    use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
+
+    let smtp = crate::email::SmtpServer::start().await;
+    let app = spawn_app_with(|s| {
+        s.smtp.url = Some(insa_iiot::settings::Secret::new(format!(
+            "smtp://127.0.0.1:{}",
+            smtp.port
+        )));
+    })
+    .await;
+    let site = site(&app).await;
+    let created = app
+        .post(
+            "/api/v1/report-schedules",
+            As::Bearer(&site.token),
+            &json!({"name": "Daily North", "kind": "telemetry", "area": "North", "format": "xlsx",
+                    "frequency": "daily", "hour": 6,
+                    "recipients": ["ops@example.com", "night@example.com"]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let id = created.body["id"].as_str().expect("id").to_string();
+    let next: DateTime<Utc> = created.body["next_run_at"]
+        .as_str()
+        .expect("next_run_at")
+        .parse()
+        .expect("a time");
+    assert!(next > Utc::now() && next - Utc::now() <= Duration::days(1));
+    assert_eq!(next.format("%H:%M").to_string(), "06:00");
+    assert_eq!(created.body["area"], "North");
+
+    // Due a minute ago: the scheduler runs it by itself.
+    let due = Utc::now() - Duration::minutes(1);
+    let schedule = report_schedules::Entity::find_by_id(uuid::Uuid::parse_str(&id).expect("uuid"))
+        .one(&app.db)
+        .await
+        .expect("query")
+        .expect("the schedule");
+    let mut row = schedule.into_active_model();
+    row.next_run_at = Set(due);
+    row.update(&app.db).await.expect("update");
+
+    let mails = crate::helpers::eventually(
+        std::time::Duration::from_secs(20),
+        "the report email",
+        || async {
+            let mails = smtp.mails();
+            (!mails.is_empty()).then_some(mails)
+        },
+    )
+    .await;
+    let mail = &mails[0];
+    assert_eq!(mail.recipients, ["ops@example.com", "night@example.com"]);
+    let subject = format!(
+        "Subject: [REPORT] Daily North: {} to {}",
+        (due - Duration::days(1)).format("%Y-%m-%d"),
+        due.format("%Y-%m-%d")
+    );
+    assert!(mail.data.contains(&subject), "{}", mail.data);
+    let (name, bytes) = attachment(&mail.data);
+    assert!(
+        name.starts_with("telemetry-report_") && name.ends_with(".xlsx"),
+        "{name}"
+    );
+    let mut book: Xlsx<_> = calamine::open_workbook_from_rs(Cursor::new(bytes)).expect("an xlsx");
+    assert_eq!(
+        book.sheet_names(),
+        ["Summary", "Separator V-101", "Wellhead 7"]
+    );
+    let sheet = book
+        .worksheet_range("Wellhead 7")
+        .expect("the device sheet");
+    let pressures: Vec<f64> = sheet.rows().skip(1).filter_map(|r| r[2].as_f64()).collect();
+    assert_eq!(pressures, PRESSURES);
+
+    let after = app
+        .get(
+            &format!("/api/v1/report-schedules/{id}"),
+            As::Bearer(&site.token),
+        )
+        .await;
+    assert!(after.body["last_job_id"].is_string(), "{after:?}");
+    let next: DateTime<Utc> = after.body["next_run_at"]
+        .as_str()
+        .expect("next_run_at")
+        .parse()
+        .expect("a time");
+    assert!(next > Utc::now(), "the next run is ahead: {next}");
+    assert_eq!(smtp.mails().len(), 1, "one run, one email");
+}
+
+#[actix_web::test]
+async fn schedules_are_checked_and_only_engineers_manage_them() {
+    let app = spawn_app().await;
+    let site = site(&app).await;
+    let bad = app
+        .post(
+            "/api/v1/report-schedules",
+            As::Bearer(&site.token),
+            &json!({"name": "", "kind": "telemetry", "area": "North", "frequency": "hourly",
+                    "hour": 24, "recipients": ["not-an-address"]}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+    let mut fields = bad.fields();
+    fields.sort();
+    assert_eq!(fields, ["frequency", "hour", "name", "recipients[0]"]);
+    let with_period = app
+        .post(
+            "/api/v1/report-schedules",
+            As::Bearer(&site.token),
+            &json!({"name": "x", "kind": "alerts", "frequency": "daily", "start": site.start,
+                    "recipients": ["a@example.com"]}),
+        )
+        .await;
+    assert_eq!(with_period.fields(), ["start"]);
+
+    let weekly = app
+        .post(
+            "/api/v1/report-schedules",
+            As::Bearer(&site.token),
+            &json!({"name": "Weekly alerts", "kind": "alerts", "format": "pdf",
+                    "frequency": "weekly", "weekday": 1, "hour": 7,
+                    "recipients": ["ops@example.com"]}),
+        )
+        .await;
+    assert_eq!(weekly.status, StatusCode::CREATED, "{weekly:?}");
+    let next: DateTime<Utc> = weekly.body["next_run_at"]
+        .as_str()
+        .expect("next")
+        .parse()
+        .expect("time");
+    assert_eq!(
+        next.format("%u %H:%M").to_string(),
+        "1 07:00",
+        "a Monday, 07:00"
+    );
+    let id = weekly.body["id"].as_str().expect("id").to_string();
+    let changed = app
+        .put(
+            &format!("/api/v1/report-schedules/{id}"),
+            As::Bearer(&site.token),
+            &json!({"frequency": "monthly", "day": 15}),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{changed:?}");
+    assert_eq!(changed.body["day"], 15);
+    assert!(changed.body["weekday"].is_null());
+    assert_eq!(changed.body["format"], "pdf");
+
+    let (_, _, viewer) = app.user_with_role(&site.token, "viewer").await;
+    let refused = app
+        .post(
+            "/api/v1/report-schedules",
+            As::Bearer(&viewer),
+            &json!({"name": "mine", "kind": "alerts", "frequency": "daily",
+                    "recipients": ["a@example.com"]}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let listed = app
+        .get("/api/v1/report-schedules", As::Bearer(&viewer))
+        .await;
+    assert_eq!(listed.body["total"], 1);
+    let gone = app
+        .delete(
+            &format!("/api/v1/report-schedules/{id}"),
+            As::Bearer(&site.token),
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    let missing = app
+        .get(
+            &format!("/api/v1/report-schedules/{id}"),
+            As::Bearer(&site.token),
+        )
+        .await;
+    assert_eq!(missing.code(), "schedule_not_found");
+}
