@@ -2,8 +2,9 @@
 # Runs the benchmark set of docs/BENCHMARKS.md on this machine: a fresh PostgreSQL database, a
 # Mosquitto tuned as docs/MQTT.md says (port 18883, max_inflight_messages 1000, unlimited queue),
 # the release platform, then insa-bench for HTTP batch, HTTP single readings and MQTT QoS 1
-# ("ingest"), or HTTP single readings without and with 10 live-feed clients watching ("live").
-# Usage: bench/run.sh [seconds=20] [ingest|live|all=ingest]
+# ("ingest"), or HTTP single readings without and with 10 live-feed clients watching ("live"), or
+# report jobs of 0.5 M and 5 M points in every format ("reports"; files kept in target/bench-reports).
+# Usage: bench/run.sh [seconds=20] [ingest|live|reports|all=ingest]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
@@ -29,20 +30,24 @@ run() { # $1 = insa-bench arguments
   platform=$!
   for _ in $(seq 1 100); do curl -sf http://127.0.0.1:5002/health >/dev/null && break; sleep 0.1; done
   DATABASE_URL=$pg INSA_BENCH_PASSWORD=bench-password-1 \
-    ./target/release/insa-bench $1 --duration "$secs" --pid "$platform" | grep -v '^| mode\|^| ---' 
+    ./target/release/insa-bench $1 --pid "$platform" | grep -v '^| mode\|^| ---' 
   kill "$platform"; wait "$platform" 2>/dev/null || true
 }
 
 echo "| mode | seconds | drain s | acked points | persisted points | lost | persisted dp/s | raw COPY rows/s | ratio | req/s | p50 ms | p99 ms | errors | platform CPU % | platform peak RSS MB |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-if [ "$set_" != live ]; then
-  run "http --concurrency 16 --records 100 --devices 100"
-  run "http --concurrency 128 --records 1 --devices 100"
-  run "mqtt --mqtt-port $mqtt_port --rate 20000 --connections 4 --devices 1000 --qos 1"
+if [ "$set_" = ingest ] || [ "$set_" = all ]; then
+  run "http --concurrency 16 --records 100 --devices 100 --duration $secs"
+  run "http --concurrency 128 --records 1 --devices 100 --duration $secs"
+  run "mqtt --mqtt-port $mqtt_port --rate 20000 --connections 4 --devices 1000 --qos 1 --duration $secs"
 fi
-if [ "$set_" != ingest ]; then
+if [ "$set_" = live ] || [ "$set_" = all ]; then
   for round in 1 2 3; do
-    run "http --concurrency 32 --records 1 --devices 100"
-    run "http --concurrency 32 --records 1 --devices 100 --watchers 10"
+    run "http --concurrency 32 --records 1 --devices 100 --duration $secs"
+    run "http --concurrency 32 --records 1 --devices 100 --watchers 10 --duration $secs"
   done
+fi
+if [ "$set_" = reports ] || [ "$set_" = all ]; then
+  run "reports --devices 10 --points 500000 --keep target/bench-reports/small"
+  run "reports --devices 10 --points 5000000 --keep target/bench-reports/large"
 fi

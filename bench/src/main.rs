@@ -74,6 +74,21 @@ enum Command {
         #[arg(long, default_value_t = 18099)]
         receiver_port: u16,
     },
+    /// Report generation: seeds `points` points (the devices x 3 keys, one reading a second)
+    /// straight into the database, then runs each format as a report job, timing it and taking
+    /// the platform's peak RSS over the job (reset before each); the baseline is PostgreSQL's own
+    /// `COPY (SELECT ...) TO STDOUT` of the same rows.
+    Reports {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 5_000_000)]
+        points: u64,
+        #[arg(long, default_value = "csv,xlsx,pdf,zip")]
+        formats: String,
+        /// Save the files here (the PDF's first page goes to docs/img).
+        #[arg(long)]
+        keep: Option<std::path::PathBuf>,
+    },
     /// Memory per active device actor: registers `devices` devices (straight into the database,
     /// for speed), sends each one reading so its actor starts, and compares the platform's RSS.
     Actors {
@@ -174,6 +189,12 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             activate,
         } => actors(common, concurrency, activate).await?,
+        Command::Reports {
+            common,
+            points,
+            formats,
+            keep,
+        } => reports(common, points, &formats, keep).await?,
         Command::Alerts {
             common,
             samples,
@@ -998,5 +1019,158 @@ async fn alerts(
         cpu.map_or("-".into(), |c| format!("{c:.1}")),
         rss.map_or("-".into(), |r| format!("{r:.1}")),
     );
+    Ok(())
+}
+
+/// Peak RSS of `pid` since the last reset, in MB; resets it for the next measure.
+fn peak_rss_mb(pid: u32, reset: bool) -> Option<f64> {
+    let peak = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0);
+    if reset {
+        // "5" resets the peak to the current RSS (Linux 4.0+).
+        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    }
+    peak
+}
+
+async fn reports(
+    common: Common,
+    points: u64,
+    formats: &str,
+    keep: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let fleet = fleet(&client, &common).await?;
+    let token = admin_token(&client, &common).await?;
+    let pool = sqlx::PgPool::connect(&common.database_url).await?;
+    // One reading (3 keys) a second per device, ending an hour ago.
+    let readings = points / 3 / fleet.devices.len() as u64;
+    let end = chrono::Utc::now() - chrono::Duration::hours(1);
+    let start = end - chrono::Duration::seconds(readings as i64);
+    let seeded = Instant::now();
+    for device in &fleet.devices {
+        let mut written = 0;
+        while written < readings {
+            let batch = (readings - written).min(20_000);
+            let mut buf = String::with_capacity(batch as usize * 300);
+            for i in written..written + batch {
+                let at =
+                    (start + chrono::Duration::seconds(i as i64)).format("%Y-%m-%d %H:%M:%S+00");
+                let phase = i as f64 / 600.0;
+                for (key, value, unit) in [
+                    ("pressure", 90.0 + 8.0 * phase.sin(), "bar"),
+                    ("temperature", 60.0 + 3.0 * (phase / 3.0).cos(), "C"),
+                    ("flow", 30.0 + 5.0 * (phase * 2.0).sin(), "m3/h"),
+                ] {
+                    buf.push_str(&format!(
+                        "{at}\t{device}\t{key}\t{value:.3}\t{unit}\t100\t\\N\n"
+                    ));
+                }
+            }
+            let mut conn = pool.acquire().await?;
+            let mut copy = conn
+                .copy_in_raw("COPY telemetry (timestamp, device_id, key, value, unit, quality, metadata) FROM STDIN")
+                .await?;
+            copy.send(buf.into_bytes()).await?;
+            copy.finish().await?;
+            written += batch;
+        }
+    }
+    sqlx::query("ANALYZE telemetry").execute(&pool).await?;
+    let total = readings * 3 * fleet.devices.len() as u64;
+    println!(
+        "seeded {total} points ({} devices x 3 keys x {readings} readings) in {:.1} s",
+        fleet.devices.len(),
+        seeded.elapsed().as_secs_f64()
+    );
+
+    // Baseline: PostgreSQL writing the same rows out itself.
+    let ids: Vec<String> = fleet.devices.iter().map(|d| format!("'{d}'")).collect();
+    let copied = Instant::now();
+    let mut conn = pool.acquire().await?;
+    let mut out = conn
+        .copy_out_raw(&format!(
+            "COPY (SELECT timestamp, device_id, key, value, unit, quality FROM telemetry WHERE device_id IN ({}) ORDER BY device_id, key, timestamp) TO STDOUT WITH CSV HEADER",
+            ids.join(",")
+        ))
+        .await?;
+    let mut copy_bytes = 0usize;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut out).await {
+        copy_bytes += chunk?.len();
+    }
+    drop(out);
+    let copy_seconds = copied.elapsed().as_secs_f64();
+    println!(
+        "baseline COPY TO: {total} rows, {:.1} MB in {copy_seconds:.2} s = {:.0} rows/s",
+        copy_bytes as f64 / 1e6,
+        total as f64 / copy_seconds
+    );
+
+    let idle = common.pid.and_then(|pid| peak_rss_mb(pid, true));
+    println!(
+        "platform RSS before the reports: {}",
+        idle.map_or("-".into(), |v| format!("{v:.1} MB"))
+    );
+    println!("| format | points | seconds | points/s | ratio to COPY TO | file MB | platform peak RSS MB |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for format in formats.split(',') {
+        let body = json!({"kind": "telemetry", "format": format, "device_id": fleet.devices,
+                          "start": start, "end": end});
+        let started = Instant::now();
+        let job: Value = client
+            .post(format!("{}/api/v1/reports", common.url))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()
+            .context("queue the report")?
+            .json()
+            .await?;
+        let id = job["id"].as_str().context("job id")?.to_string();
+        let done = loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let job: Value = client
+                .get(format!("{}/api/v1/reports/{id}", common.url))
+                .bearer_auth(&token)
+                .send()
+                .await?
+                .json()
+                .await?;
+            match job["status"].as_str() {
+                Some("done") => break job,
+                Some("failed") => bail!("the {format} report failed: {}", job["error"]),
+                _ => {}
+            }
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let peak = common.pid.and_then(|pid| peak_rss_mb(pid, true));
+        let size = done["file_size"].as_f64().unwrap_or(0.0) / 1e6;
+        println!(
+            "| {format} | {total} | {seconds:.1} | {:.0} | {:.2} | {size:.1} | {} |",
+            total as f64 / seconds,
+            copy_seconds / seconds,
+            peak.map_or("-".into(), |v| format!("{v:.1}"))
+        );
+        if let Some(dir) = &keep {
+            let bytes = client
+                .get(format!("{}/api/v1/reports/{id}/download", common.url))
+                .bearer_auth(&token)
+                .send()
+                .await?
+                .bytes()
+                .await?;
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join(format!("report.{format}")), bytes)?;
+        }
+    }
+    pool.close().await;
     Ok(())
 }

@@ -98,7 +98,11 @@ pub async fn write(
         }
         Kind::Alerts => alert_sheet(db, &mut workbook, report, &styles, progress).await?,
     }
-    workbook.save(path)?;
+    // Zipping the sheets is the one long CPU step: off the async threads.
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || workbook.save(path))
+        .await
+        .map_err(|err| ReportError::Other(format!("excel task: {err}")))??;
     Ok(())
 }
 

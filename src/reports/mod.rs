@@ -455,7 +455,7 @@ impl AlertRows {
         if self.buffer.is_empty() && !self.done {
             let mut select = alerts::Entity::find().filter(self.filter.clone());
             if let Some((at, id)) = self.after {
-                select = select.filter(
+                select = select.filter(alerts::Column::CreatedAt.gte(at)).filter(
                     Condition::any().add(alerts::Column::CreatedAt.gt(at)).add(
                         Condition::all()
                             .add(alerts::Column::CreatedAt.eq(at))
@@ -587,7 +587,8 @@ impl DeviceRows {
                     .filter(telemetry::Column::Timestamp.gte(range.0))
                     .filter(telemetry::Column::Timestamp.lt(range.1));
                 if let Some((at, id)) = cursor.after {
-                    select = select.filter(
+                    // `timestamp >= at` alone bounds the index scan; the rest skips what was read.
+                    select = select.filter(telemetry::Column::Timestamp.gte(at)).filter(
                         Condition::any()
                             .add(telemetry::Column::Timestamp.gt(at))
                             .add(

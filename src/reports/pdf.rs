@@ -152,8 +152,9 @@ impl Doc {
         self.text(MARGIN, y, size, bold, text);
     }
 
-    fn heading(&mut self, text: &str) {
-        self.room(60.0);
+    /// A section heading, kept with at least `first` points of what follows it.
+    fn heading(&mut self, text: &str, first: f32) {
+        self.room(30.0 + first);
         self.y -= 10.0;
         self.line(13.0, true, text);
         self.y -= 4.0;
@@ -414,7 +415,7 @@ pub async fn write(
     );
 
     if report.kind == Kind::Telemetry {
-        doc.heading("Summary");
+        doc.heading("Summary", 50.0);
         let columns = [
             col("Device", 130.0, false),
             col("Key", 90.0, false),
@@ -441,7 +442,7 @@ pub async fn write(
     }
 
     let total_alerts: u64 = counts.values().sum();
-    doc.heading("Alerts");
+    doc.heading("Alerts", 40.0);
     let mut listed = Vec::new();
     let mut rows = AlertRows::new(report);
     while listed.len() < PDF_ALERTS {
@@ -477,7 +478,7 @@ pub async fn write(
     }
 
     if report.kind == Kind::Telemetry {
-        doc.heading("Charts");
+        doc.heading("Charts", 200.0);
         let range = (report.start, report.end);
         let step = ((report.end - report.start).num_seconds() + CHART_BUCKETS - 1) / CHART_BUCKETS;
         let interval = Interval {
