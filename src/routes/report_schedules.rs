@@ -2,7 +2,7 @@
 //! and admins manage them; every role reads them.
 
 use actix_web::http::header::LOCATION;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use insa_entities::{report_schedules as schedules, Role};
 use sea_orm::{
@@ -11,6 +11,8 @@ use sea_orm::{
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use crate::audit::Audit;
+use crate::auth::extract::client_ip;
 use crate::auth::password::looks_like_email;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
@@ -260,6 +262,7 @@ async fn find(state: &AppState, id: Uuid) -> Result<schedules::Model, ApiError> 
     security(("bearer" = [])))]
 pub async fn create_schedule(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: AuthUser,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
@@ -276,6 +279,7 @@ pub async fn create_schedule(
     };
     apply(&mut row, checked);
     let schedule = row.insert(&state.db).await?;
+    audit(&state, &req, &user, "report_schedule.create", &schedule).await;
     Ok(HttpResponse::Created()
         .insert_header((
             LOCATION,
@@ -334,6 +338,7 @@ pub async fn get_schedule(
     security(("bearer" = [])))]
 pub async fn update_schedule(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: AuthUser,
     id: web::Path<Uuid>,
     body: web::Json<Value>,
@@ -376,7 +381,9 @@ pub async fn update_schedule(
     let checked = check(&state, merged).await?;
     let mut row = stored.into_active_model();
     apply(&mut row, checked);
-    Ok(HttpResponse::Ok().json(present(&row.update(&state.db).await?)))
+    let updated = row.update(&state.db).await?;
+    audit(&state, &req, &user, "report_schedule.update", &updated).await;
+    Ok(HttpResponse::Ok().json(present(&updated)))
 }
 
 /// Delete a schedule (its past jobs stay until they expire).
@@ -386,6 +393,7 @@ pub async fn update_schedule(
     security(("bearer" = [])))]
 pub async fn delete_schedule(
     state: web::Data<AppState>,
+    req: HttpRequest,
     user: AuthUser,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
@@ -394,6 +402,7 @@ pub async fn delete_schedule(
     schedules::Entity::delete_by_id(schedule.id)
         .exec(&state.db)
         .await?;
+    audit(&state, &req, &user, "report_schedule.delete", &schedule).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -413,4 +422,21 @@ pub async fn run_schedule(
     Ok(HttpResponse::Accepted()
         .insert_header((LOCATION, format!("/api/v1/reports/{}", job.id)))
         .json(JobResponse::from(job)))
+}
+
+/// Records who changed a schedule.
+async fn audit(
+    state: &AppState,
+    req: &HttpRequest,
+    user: &AuthUser,
+    action: &str,
+    schedule: &schedules::Model,
+) {
+    Audit::new(action)
+        .actor(Some(user.id), &user.email)
+        .target("report_schedule", schedule.id)
+        .ip(client_ip(req))
+        .details(json!({"name": schedule.name}))
+        .record(&state.db)
+        .await;
 }

@@ -921,6 +921,18 @@ async fn schedules_are_checked_and_only_engineers_manage_them() {
         )
         .await;
     assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    let audit = app
+        .get(
+            "/api/v1/audit-log?action=report_schedule.delete",
+            As::Bearer(&site.token),
+        )
+        .await;
+    assert_eq!(
+        audit.body["entries"][0]["target_id"],
+        id.as_str(),
+        "{audit:?}"
+    );
+    assert_eq!(audit.body["entries"][0]["details"]["name"], "Weekly alerts");
     let missing = app
         .get(
             &format!("/api/v1/report-schedules/{id}"),
