@@ -783,6 +783,183 @@ async function showRules() {
   );
 }
 
+// ---------------------------------------------------------------- reports
+
+const FORMATS = [['xlsx', 'Excel'], ['pdf', 'PDF'], ['csv', 'CSV'], ['zip', 'ZIP (all three)']];
+
+// Fetches a file with the user's token and hands it to the browser as a download.
+async function saveFile(path) {
+  const request = (token) => fetch(`/api/v1${path}`, { headers: { Authorization: `Bearer ${token}` } });
+  let response = await request(current.access);
+  if (response.status === 401 && (await refreshTokens())) response = await request(current.access);
+  if (!response.ok) {
+    let body = null;
+    try {
+      body = await response.json();
+    } catch {
+      body = null;
+    }
+    throw new ApiFailure(response.status, body);
+  }
+  const disposition = response.headers.get('Content-Disposition') || '';
+  const name = (disposition.match(/filename="([^"]+)"/) || [])[1] || 'report';
+  const url = URL.createObjectURL(await response.blob());
+  const link = h('a', { href: url, download: name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}
+
+async function showReports() {
+  const devices = await loadDeviceNames();
+  const areas = [...new Set(devices.map((d) => d.area).filter(Boolean))].sort();
+  const field = (label, control) => h('label', { class: 'field' }, h('span', {}, label), control);
+
+  const kind = h('select', { id: 'report-kind' }, h('option', { value: 'telemetry' }, 'Telemetry'), h('option', { value: 'alerts' }, 'Alerts'));
+  const area = h('select', { id: 'report-area' }, h('option', { value: '' }, 'Chosen devices'), areas.map((a) => h('option', { value: a }, `Area ${a}`)));
+  const picks = h('select', { id: 'report-devices', multiple: true, size: Math.min(6, Math.max(3, devices.length)) },
+    devices.map((d) => h('option', { value: d.id }, d.name)));
+  const period = h('select', { id: 'report-period' },
+    h('option', { value: '24' }, 'Last 24 hours'),
+    h('option', { value: '168' }, 'Last 7 days'),
+    h('option', { value: '720' }, 'Last 30 days'));
+  const interval = h('select', { id: 'report-interval' },
+    h('option', { value: '' }, 'Every point'),
+    ['15m', '1h', '1d'].map((i) => h('option', { value: i }, `${i} averages`)));
+  const severity = h('select', { id: 'report-severity' }, h('option', { value: '' }, 'Every severity'),
+    ['critical', 'warning', 'info'].map((s) => h('option', { value: s }, s)));
+  const format = h('select', { id: 'report-format' }, FORMATS.map(([v, l]) => h('option', { value: v }, l)));
+  const note = h('div', { class: 'problem', id: 'report-problem' });
+
+  function request() {
+    const end = new Date();
+    const start = new Date(end.getTime() - Number(period.value) * HOUR_MS);
+    const chosen = [...picks.selectedOptions].map((o) => o.value);
+    const body = { kind: kind.value, start: start.toISOString(), end: end.toISOString(), format: format.value };
+    if (area.value) body.area = area.value;
+    else if (chosen.length) body.device_id = chosen;
+    if (kind.value === 'telemetry' && interval.value) {
+      body.interval = interval.value;
+      body.agg = 'avg';
+    }
+    if (kind.value === 'alerts' && severity.value) body.severity = severity.value;
+    return body;
+  }
+
+  const download = h('button', {
+    type: 'button',
+    id: 'report-download',
+    onclick: async () => {
+      note.textContent = '';
+      const { kind: which, ...params } = request();
+      download.disabled = true;
+      try {
+        await saveFile(`/reports/${which}${query(params)}`);
+      } catch (err) {
+        note.textContent = err.message;
+      } finally {
+        download.disabled = false;
+      }
+    },
+  }, 'Download');
+  const background = h('button', {
+    type: 'button',
+    id: 'report-queue',
+    class: 'quiet',
+    onclick: async () => {
+      note.textContent = '';
+      try {
+        await api('/reports', { method: 'POST', body: request() });
+        await loadJobs();
+      } catch (err) {
+        note.textContent = err.message;
+      }
+    },
+  }, 'Run in background');
+
+  const sync = () => {
+    const telemetry = kind.value === 'telemetry';
+    interval.parentElement.hidden = !telemetry;
+    severity.parentElement.hidden = telemetry;
+    picks.disabled = Boolean(area.value);
+  };
+  kind.addEventListener('change', sync);
+  area.addEventListener('change', sync);
+
+  const jobs = h('div', { id: 'report-jobs' });
+  const schedules = h('div', { id: 'report-schedules' });
+  let polling = null;
+
+  async function loadJobs() {
+    const page = await api(`/reports${query({ limit: 20 })}`);
+    const busy = page.reports.some((j) => j.status === 'queued' || j.status === 'running');
+    clearTimeout(polling);
+    if (busy) polling = setTimeout(() => loadJobs().catch(() => {}), 1500);
+    if (!page.reports.length) {
+      jobs.replaceChildren(h('div', { class: 'table-wrap' }, h('div', { class: 'empty' }, 'No report jobs yet.')));
+      return;
+    }
+    const size = (bytes) => {
+      if (bytes === null) return '—';
+      return bytes < 1e6 ? `${(bytes / 1e3).toFixed(1)} kB` : `${(bytes / 1e6).toFixed(1)} MB`;
+    };
+    jobs.replaceChildren(h('div', { class: 'table-wrap' }, h('table', {},
+      h('thead', {}, h('tr', {}, ['Queued', 'Report', 'Status', 'Rows', 'Size', ''].map((t) => h('th', {}, t)))),
+      h('tbody', {}, page.reports.map((job) => h('tr', { dataset: { jobId: job.id } },
+        h('td', {}, formatTime(job.created_at)),
+        h('td', {}, job.file_name || `${job.kind}.${job.format}`),
+        h('td', { class: 'job-status' }, job.status === 'running' ? `running, ${job.progress} %` : pill(job.status)),
+        h('td', {}, job.rows === null ? '—' : job.rows),
+        h('td', {}, size(job.file_size)),
+        h('td', {}, job.download ? h('button', {
+          type: 'button',
+          class: 'quiet',
+          dataset: { action: 'download' },
+          onclick: () => saveFile(`/reports/${job.id}/download`).catch((err) => toast(err.message)),
+        }, 'Download') : (job.error ? h('span', { class: 'problem' }, job.error) : null))))))));
+  }
+
+  async function loadSchedules() {
+    const page = await api(`/report-schedules${query({ limit: 100 })}`);
+    const when = (s) => (s.frequency === 'weekly'
+      ? `weekly, day ${s.weekday}`
+      : s.frequency === 'monthly' ? `monthly, on the ${s.day}` : 'daily');
+    schedules.replaceChildren(h('div', { class: 'table-wrap' }, page.schedules.length
+      ? h('table', {},
+        h('thead', {}, h('tr', {}, ['Name', 'Report', 'When (UTC)', 'Next run', 'Recipients', 'State'].map((t) => h('th', {}, t)))),
+        h('tbody', {}, page.schedules.map((s) => h('tr', {},
+          h('td', {}, s.name),
+          h('td', {}, `${s.kind}, ${s.format}`),
+          h('td', {}, `${when(s)} at ${two(s.hour)}:00`),
+          h('td', {}, formatTime(s.next_run_at)),
+          h('td', { class: 'wrap' }, (s.recipients || []).join(', ')),
+          h('td', {}, pill(s.enabled ? 'enabled' : 'disabled'))))))
+      : h('div', { class: 'empty' }, 'No scheduled reports. Engineers create them with POST /api/v1/report-schedules.')));
+  }
+
+  view().replaceChildren(
+    h('h1', {}, 'Reports'),
+    h('div', { class: 'report-form' },
+      field('Report', kind),
+      field('Devices', area),
+      field('', picks),
+      field('Period', period),
+      field('Values', interval),
+      field('Severity', severity),
+      field('Format', format)),
+    h('div', { class: 'toolbar' }, download, background),
+    note,
+    h('h2', {}, 'Background jobs'),
+    jobs,
+    h('h2', {}, 'Scheduled reports'),
+    schedules,
+  );
+  sync();
+  onLeave(() => clearTimeout(polling));
+  await Promise.all([loadJobs(), loadSchedules()]);
+}
+
 // ---------------------------------------------------------------- routing
 
 function leave() {
@@ -804,6 +981,7 @@ async function route() {
     if (section === 'devices' && id) await showDevice(decodeURIComponent(id));
     else if (section === 'alerts') await showAlerts();
     else if (section === 'rules') await showRules();
+    else if (section === 'reports') await showReports();
     else await showDevices();
   } catch (err) {
     if (!current) return;

@@ -335,3 +335,59 @@ async fn an_operator_sees_devices_come_online_charts_move_and_acknowledges_an_al
     assert!(buttons.is_empty(), "a viewer sees no rule buttons");
     client.close().await.expect("close the browser");
 }
+
+#[actix_web::test]
+async fn a_viewer_runs_a_pdf_report_in_the_background_and_gets_a_download() {
+    let Some((_driver, client)) = browser().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let (wellhead, _) = site(&app, &token).await;
+    let (viewer, password, _) = app.user_with_role(&token, "viewer").await;
+
+    log_in(&client, &app, &viewer, &password).await;
+    wait_text(&client, "#who", &format!("{viewer} · viewer")).await;
+    click(&client, "a[data-nav='reports']").await;
+    click(
+        &client,
+        &format!("#report-devices option[value='{wellhead}']"),
+    )
+    .await;
+    client
+        .find(Locator::Css("#report-format"))
+        .await
+        .expect("the format")
+        .select_by_value("pdf")
+        .await
+        .expect("choose PDF");
+    click(&client, "#report-queue").await;
+    // The job appears, runs, and offers its file.
+    let row = "#report-jobs tbody tr";
+    wait_text(&client, &format!("{row} .job-status"), "done").await;
+    client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(&format!(
+            "{row} button[data-action='download']"
+        )))
+        .await
+        .expect("a download button");
+    screenshot(&client, "dashboard-reports.png").await;
+
+    let jobs = app.get("/api/v1/reports", As::Bearer(&token)).await;
+    let job = &jobs.body["reports"][0];
+    assert_eq!(job["format"], "pdf");
+    assert_eq!(job["kind"], "telemetry");
+    assert_eq!(job["query"]["device_id"], json!([wellhead]));
+    assert_eq!(job["status"], "done");
+    let problem = client
+        .find(Locator::Css("#report-problem"))
+        .await
+        .expect("the problem line")
+        .text()
+        .await
+        .expect("text");
+    assert!(problem.is_empty(), "{problem}");
+    client.close().await.expect("close the browser");
+}
