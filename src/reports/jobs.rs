@@ -122,6 +122,9 @@ async fn run(state: &AppState, job: &jobs::Model) -> Result<u64, ReportError> {
         .await
         .map_err(|err| ReportError::Other(err.to_string()))?;
     let contents = super::measure(&state.db, &report).await?;
+    // Checked when queued; a schedule's period may have grown past the limits since.
+    super::check_limits(&report, &contents, format, false, &state.settings.reports)
+        .map_err(|err| ReportError::Other(err.to_string()))?;
     let mut row = job.clone().into_active_model();
     row.rows = Set(Some(contents.rows as i64));
     row.update(&state.db).await?;

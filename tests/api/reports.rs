@@ -941,3 +941,61 @@ async fn schedules_are_checked_and_only_engineers_manage_them() {
         .await;
     assert_eq!(missing.code(), "schedule_not_found");
 }
+
+#[actix_web::test]
+async fn a_scheduled_run_over_the_limits_fails_with_the_reason_and_sends_nothing() {
+    let app = spawn_app_with(|settings| settings.reports.max_points = 5).await;
+    let site = site(&app).await;
+    let created = app
+        .post(
+            "/api/v1/report-schedules",
+            As::Bearer(&site.token),
+            &json!({"name": "Too big", "kind": "telemetry", "area": "North",
+                    "frequency": "daily", "recipients": ["ops@example.com"]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let id = created.body["id"].as_str().expect("id");
+    let run = app
+        .post(
+            &format!("/api/v1/report-schedules/{id}/run"),
+            As::Bearer(&site.token),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(run.status, StatusCode::ACCEPTED, "{run:?}");
+    let job = run.body["id"].as_str().expect("job id").to_string();
+    let failed = crate::helpers::eventually(
+        std::time::Duration::from_secs(20),
+        "the job fails",
+        || async {
+            let reply = app
+                .get(&format!("/api/v1/reports/{job}"), As::Bearer(&site.token))
+                .await;
+            (reply.body["status"] == "failed").then_some(reply.body)
+        },
+    )
+    .await;
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("report_too_large")),
+        "{failed}"
+    );
+    let download = app
+        .get(
+            &format!("/api/v1/reports/{job}/download"),
+            As::Bearer(&site.token),
+        )
+        .await;
+    assert_eq!(download.code(), "report_not_ready");
+    let outbox = app
+        .get("/api/v1/notifications", As::Bearer(&site.token))
+        .await;
+    assert!(
+        outbox.body["notifications"]
+            .as_array()
+            .is_some_and(|n| n.iter().all(|d| d["event"] != "report")),
+        "{outbox:?}"
+    );
+}
