@@ -286,3 +286,100 @@ async fn a_webhook_queued_while_its_receiver_is_down_is_delivered_after_a_restar
     assert_eq!(receiver.body(0)["event"], "raised");
     assert_eq!(receiver.body(0)["device"]["name"], "Wellhead 4");
 }
+
+#[actix_web::test]
+async fn a_report_job_cut_short_by_a_stop_runs_again_at_the_next_start() {
+    use insa_entities::report_jobs;
+    use sea_orm::{ActiveModelTrait, Set};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database_url = fresh_database_url(dir.path()).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let platform = start(dir.path(), &database_url, port);
+    wait_healthy(&client, &base).await;
+    let token = login(&client, &base).await;
+    let device: serde_json::Value = client
+        .post(format!("{base}/api/v1/devices"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Wellhead 5", "type": "pressure"}))
+        .send()
+        .await
+        .expect("create device")
+        .json()
+        .await
+        .expect("device");
+    let id = device["id"].as_str().expect("id").to_string();
+    let stored = client
+        .post(format!("{base}/api/v1/telemetry"))
+        .bearer_auth(&token)
+        .json(&json!({"device_id": id, "telemetry": {"pressure": 77.25}}))
+        .send()
+        .await
+        .expect("reading");
+    assert_eq!(stored.status(), reqwest::StatusCode::CREATED);
+    drop(platform);
+
+    // What a stop in the middle of a job leaves: the job marked running, no file.
+    let db = Database::connect(&database_url).await.expect("database");
+    let job = uuid::Uuid::new_v4();
+    let now = chrono::Utc::now();
+    report_jobs::ActiveModel {
+        id: Set(job),
+        kind: Set("telemetry".into()),
+        format: Set("csv".into()),
+        query: Set(
+            json!({"device_id": [id], "start": now - chrono::Duration::hours(1),
+                          "end": now + chrono::Duration::minutes(1), "format": "csv"}),
+        ),
+        status: Set("running".into()),
+        rows: Set(Some(1)),
+        rows_done: Set(0),
+        file_name: Set(Some("telemetry-report.csv".into())),
+        file_size: Set(None),
+        error: Set(None),
+        created_by: Set(None),
+        schedule_id: Set(None),
+        created_at: Set(now),
+        started_at: Set(Some(now)),
+        finished_at: Set(None),
+        expires_at: Set(None),
+    }
+    .insert(&db)
+    .await
+    .expect("a job");
+    db.close().await.expect("close");
+
+    let _platform = start(dir.path(), &database_url, port);
+    wait_healthy(&client, &base).await;
+    let token = login(&client, &base).await;
+    eventually(
+        Duration::from_secs(20),
+        "the job done after the restart",
+        || async {
+            let job: serde_json::Value = client
+                .get(format!("{base}/api/v1/reports/{job}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (job["status"] == "done").then_some(())
+        },
+    )
+    .await;
+    let csv = client
+        .get(format!("{base}/api/v1/reports/{job}/download"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("download")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.contains("Wellhead 5,pressure,77.25"), "{csv}");
+}
