@@ -342,7 +342,7 @@ async fn email(state: &AppState, payload: &Value) -> Outcome {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{}:{}", server.host, server.port));
-    let built = if payload["event"] == "report" {
+    let built = if payload["event"] == "report" || payload["event"] == "report_failed" {
         match report_email(message, payload, &base).await {
             Ok(built) => built,
             Err(outcome) => return outcome,
@@ -384,6 +384,24 @@ async fn report_email(
         base_url.trim_end_matches('/'),
         text(&report["job_id"])
     );
+    if payload["event"] == "report_failed" {
+        let body = format!(
+            "{schedule}\n\n\
+             This run produced no report.\n\
+             Report:  {kind}\n\
+             Period:  {period}\n\
+             Reason:  {reason}\n",
+            schedule = text(&report["schedule"]),
+            kind = text(&report["kind"]),
+            period = text(&report["period"]),
+            reason = text(&payload["error"]),
+        );
+        let subject = format!("[REPORT FAILED] {}", text(&report["schedule"]));
+        return Ok(message
+            .subject(subject)
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .body(body));
+    }
     let path = std::path::PathBuf::from(text(&payload["attachment"]["path"]));
     let size = tokio::fs::metadata(&path)
         .await
@@ -415,7 +433,7 @@ async fn report_email(
     );
     let message = message.subject(subject);
     if !attach {
-        return Ok(message.body(body));
+        return Ok(message.header(ContentType::TEXT_PLAIN).body(body));
     }
     let bytes = tokio::fs::read(&path)
         .await

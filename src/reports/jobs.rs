@@ -184,9 +184,7 @@ async fn finish(
         }
     }
     let finished = row.update(&state.db).await?;
-    if finished.status == "done" {
-        super::schedules::email_finished(state, &finished).await?;
-    }
+    super::schedules::email_finished(state, &finished).await?;
     Ok(())
 }
 

@@ -159,7 +159,8 @@ pub async fn run_due(state: &AppState) -> Result<(), sea_orm::DbErr> {
     Ok(())
 }
 
-/// The outbox row that emails a finished scheduled job's file to the schedule's recipients.
+/// The outbox row that emails a finished scheduled job's file to the schedule's recipients, or,
+/// when it failed, why there is no report this time.
 pub async fn email_finished(state: &AppState, job: &jobs::Model) -> Result<(), sea_orm::DbErr> {
     let Some(schedule_id) = job.schedule_id else {
         return Ok(());
@@ -173,8 +174,10 @@ pub async fn email_finished(state: &AppState, job: &jobs::Model) -> Result<(), s
     let to: Vec<String> = serde_json::from_value(schedule.recipients.clone()).unwrap_or_default();
     let query: ReportQuery = serde_json::from_value(job.query.clone()).unwrap_or_default();
     let format = Format::parse(&job.format).unwrap_or(Format::Xlsx);
+    let failed = job.status == "failed";
     let payload = serde_json::json!({
-        "event": "report",
+        "event": if failed { "report_failed" } else { "report" },
+        "error": job.error,
         "report": {
             "schedule_id": schedule.id,
             "schedule": schedule.name,

@@ -943,8 +943,16 @@ async fn schedules_are_checked_and_only_engineers_manage_them() {
 }
 
 #[actix_web::test]
-async fn a_scheduled_run_over_the_limits_fails_with_the_reason_and_sends_nothing() {
-    let app = spawn_app_with(|settings| settings.reports.max_points = 5).await;
+async fn a_scheduled_run_over_the_limits_fails_and_tells_the_recipients_why() {
+    let smtp = crate::email::SmtpServer::start().await;
+    let app = spawn_app_with(|settings| {
+        settings.reports.max_points = 5;
+        settings.smtp.url = Some(insa_iiot::settings::Secret::new(format!(
+            "smtp://127.0.0.1:{}",
+            smtp.port
+        )));
+    })
+    .await;
     let site = site(&app).await;
     let created = app
         .post(
@@ -989,13 +997,22 @@ async fn a_scheduled_run_over_the_limits_fails_with_the_reason_and_sends_nothing
         )
         .await;
     assert_eq!(download.code(), "report_not_ready");
-    let outbox = app
-        .get("/api/v1/notifications", As::Bearer(&site.token))
-        .await;
+    let mails = crate::helpers::eventually(
+        std::time::Duration::from_secs(20),
+        "the failure email",
+        || async {
+            let mails = smtp.mails();
+            (!mails.is_empty()).then_some(mails)
+        },
+    )
+    .await;
+    let mail = &mails[0];
+    assert_eq!(mail.recipients, ["ops@example.com"]);
     assert!(
-        outbox.body["notifications"]
-            .as_array()
-            .is_some_and(|n| n.iter().all(|d| d["event"] != "report")),
-        "{outbox:?}"
+        mail.data.contains("Subject: [REPORT FAILED] Too big"),
+        "{}",
+        mail.data
     );
+    assert!(mail.data.contains("report_too_large"), "{}", mail.data);
+    assert!(!mail.data.contains("Content-Disposition: attachment"));
 }
