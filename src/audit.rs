@@ -4,11 +4,15 @@
 
 use std::net::IpAddr;
 
+use actix_web::HttpRequest;
 use chrono::Utc;
 use insa_entities::audit_log;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, Set};
 use serde_json::Value;
 use uuid::Uuid;
+
+use crate::auth::extract::client_ip;
+use crate::auth::AuthUser;
 
 /// One entry, built up and then [`Audit::record`]ed.
 #[must_use = "an audit entry does nothing until recorded"]
@@ -33,6 +37,13 @@ impl Audit {
                 ..Default::default()
             },
         }
+    }
+
+    /// An entry for what a logged-in user did from this request (who, and from where).
+    pub fn by(action: &str, user: &AuthUser, req: &HttpRequest) -> Self {
+        Self::new(action)
+            .actor(Some(user.id), &user.email)
+            .ip(client_ip(req))
     }
 
     pub fn actor(mut self, id: Option<Uuid>, name: &str) -> Self {

@@ -17,7 +17,6 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::Audit;
-use crate::auth::extract::client_ip;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code};
 use crate::routes::{one_of, page};
@@ -267,10 +266,8 @@ async fn record(
     action: &'static str,
     alert: &alerts::Model,
 ) {
-    Audit::new(action)
-        .actor(Some(user.id), &user.email)
+    Audit::by(action, user, req)
         .target("alert", alert.id)
-        .ip(client_ip(req))
         .details(json!({ "device_id": alert.device_id, "severity": alert.severity }))
         .record(&state.db)
         .await;

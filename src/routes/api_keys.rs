@@ -14,7 +14,6 @@ use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::auth::api_keys::{generate_key, hash_key, prefix};
-use crate::auth::extract::client_ip;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
 use crate::routes::page;
@@ -207,10 +206,8 @@ pub async fn create_api_key(
     if let Some(dynsec) = state.dynsec() {
         dynsec.key_created(&created, &key).await;
     }
-    Audit::new("api_key.create")
-        .actor(Some(user.id), &user.email)
+    Audit::by("api_key.create", &user, &req)
         .target("api_key", created.id)
-        .ip(client_ip(&req))
         .details(json!({ "name": created.name, "device_id": created.device_id }))
         .record(&state.db)
         .await;
@@ -307,10 +304,8 @@ pub async fn revoke_api_key(
         if let Some(dynsec) = state.dynsec() {
             dynsec.key_removed(key.id).await;
         }
-        Audit::new("api_key.revoke")
-            .actor(Some(user.id), &user.email)
+        Audit::by("api_key.revoke", &user, &req)
             .target("api_key", key.id)
-            .ip(client_ip(&req))
             .details(json!({ "name": key.name }))
             .record(&state.db)
             .await;

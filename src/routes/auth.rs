@@ -342,9 +342,7 @@ pub async fn change_password(
         .ok_or_else(|| ApiError::new(Code::UserNotFound, "user not found"))?;
     let hash = model.password_hash.clone();
     if !web::block(move || verify_password(&current_password, &hash)).await? {
-        Audit::new("user.password_change")
-            .actor(Some(user.id), &user.email)
-            .ip(client_ip(&req))
+        Audit::by("user.password_change", &user, &req)
             .failed()
             .record(&state.db)
             .await;
@@ -354,10 +352,8 @@ pub async fn change_password(
         ));
     }
     accounts::set_password(&state.db, model, &new_password, Some(user.session_id)).await?;
-    Audit::new("user.password_change")
-        .actor(Some(user.id), &user.email)
+    Audit::by("user.password_change", &user, &req)
         .target("user", user.id)
-        .ip(client_ip(&req))
         .record(&state.db)
         .await;
     Ok(HttpResponse::Ok().json(MessageResponse {

@@ -14,7 +14,6 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::Audit;
-use crate::auth::extract::client_ip;
 use crate::auth::{AuthUser, Caller};
 use crate::error::{ApiError, Code, FieldProblem};
 use crate::routes::{page, present};
@@ -317,10 +316,8 @@ pub async fn create_device(
     }
     .insert(&state.db)
     .await?;
-    Audit::new("device.create")
-        .actor(Some(user.id), &user.email)
+    Audit::by("device.create", &user, &req)
         .target("device", device.id)
-        .ip(client_ip(&req))
         .details(json!({ "name": device.name }))
         .record(&state.db)
         .await;
@@ -511,10 +508,8 @@ pub async fn update_device(
             config: updated.config.clone(),
         },
     );
-    Audit::new("device.update")
-        .actor(Some(user.id), &user.email)
+    Audit::by("device.update", &user, &req)
         .target("device", updated.id)
-        .ip(client_ip(&req))
         .details(json!({
             "status": (updated.status != previous_status)
                 .then(|| json!({ "from": previous_status.as_str(), "to": updated.status.as_str() })),
@@ -560,10 +555,8 @@ pub async fn delete_device(
     }
     state.pipeline.device_removed(device.id);
     state.keys.evict_device(device.id);
-    Audit::new("device.delete")
-        .actor(Some(user.id), &user.email)
+    Audit::by("device.delete", &user, &req)
         .target("device", device.id)
-        .ip(client_ip(&req))
         .details(json!({ "name": device.name }))
         .record(&state.db)
         .await;

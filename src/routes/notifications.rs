@@ -14,7 +14,6 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::Audit;
-use crate::auth::extract::client_ip;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code};
 use crate::routes::{one_of, page};
@@ -149,10 +148,8 @@ pub async fn retry_notification(
         row.next_attempt_at = Set(Some(Utc::now()));
         row.updated_at = Set(Utc::now());
         let row = row.update(&state.db).await?;
-        Audit::new("notification.retry")
-            .actor(Some(user.id), &user.email)
+        Audit::by("notification.retry", &user, &req)
             .target("notification", row.id)
-            .ip(client_ip(&req))
             .details(json!({ "channel": row.channel, "target": row.target }))
             .record(&state.db)
             .await;

@@ -12,7 +12,6 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use crate::audit::Audit;
-use crate::auth::extract::client_ip;
 use crate::auth::password::looks_like_email;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
@@ -432,10 +431,8 @@ async fn audit(
     action: &str,
     schedule: &schedules::Model,
 ) {
-    Audit::new(action)
-        .actor(Some(user.id), &user.email)
+    Audit::by(action, user, req)
         .target("report_schedule", schedule.id)
-        .ip(client_ip(req))
         .details(json!({"name": schedule.name}))
         .record(&state.db)
         .await;

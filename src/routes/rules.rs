@@ -18,7 +18,6 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::Audit;
-use crate::auth::extract::client_ip;
 use crate::auth::password::looks_like_email;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
@@ -583,10 +582,8 @@ pub async fn create_rule(
     .insert(&state.db)
     .await?;
     reload(&state).await;
-    Audit::new("rule.create")
-        .actor(Some(user.id), &user.email)
+    Audit::by("rule.create", &user, &req)
         .target("rule", created.id)
-        .ip(client_ip(&req))
         .details(json!({ "name": created.name }))
         .record(&state.db)
         .await;
@@ -657,10 +654,8 @@ pub async fn update_rule(
         close_alerts(&state, &updated).await?;
     }
     reload(&state).await;
-    Audit::new("rule.update")
-        .actor(Some(user.id), &user.email)
+    Audit::by("rule.update", &user, &req)
         .target("rule", updated.id)
-        .ip(client_ip(&req))
         .details(json!({ "name": updated.name }))
         .record(&state.db)
         .await;
@@ -688,10 +683,8 @@ pub async fn delete_rule(
     rules::Entity::delete_by_id(rule.id).exec(&txn).await?;
     txn.commit().await?;
     reload(&state).await;
-    Audit::new("rule.delete")
-        .actor(Some(user.id), &user.email)
+    Audit::by("rule.delete", &user, &req)
         .target("rule", rule.id)
-        .ip(client_ip(&req))
         .details(json!({ "name": rule.name }))
         .record(&state.db)
         .await;
