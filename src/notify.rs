@@ -343,25 +343,27 @@ async fn email(state: &AppState, payload: &Value) -> Outcome {
         .clone()
         .unwrap_or_else(|| format!("http://{}:{}", server.host, server.port));
     let built = if payload["event"] == "report" || payload["event"] == "report_failed" {
-        match report_email(message, payload, &base).await {
-            Ok(built) => built,
-            Err(outcome) => return outcome,
-        }
+        report_email(message, payload, &base).await
     } else {
         message
             .subject(email_subject(payload))
             .header(ContentType::TEXT_PLAIN)
             .body(email_body(payload, &base))
+            .map_err(cannot_build)
     };
     let message = match built {
         Ok(message) => message,
-        Err(err) => return Outcome::Final(format!("cannot build the message: {err}")),
+        Err(outcome) => return outcome,
     };
     match transport.send(message).await {
         Ok(_) => Outcome::Delivered,
         Err(err) if err.is_permanent() => Outcome::Final(format!("the SMTP server refused: {err}")),
         Err(err) => Outcome::Retry(format!("cannot send: {err}")),
     }
+}
+
+fn cannot_build(err: lettre::error::Error) -> Outcome {
+    Outcome::Final(format!("cannot build the message: {err}"))
 }
 
 /// Reports larger than this are linked, not attached (mail servers refuse big messages).
@@ -372,7 +374,7 @@ async fn report_email(
     message: lettre::message::MessageBuilder,
     payload: &Value,
     base_url: &str,
-) -> Result<Result<lettre::Message, lettre::error::Error>, Outcome> {
+) -> Result<lettre::Message, Outcome> {
     use lettre::message::header::ContentType;
     use lettre::message::{Attachment, MultiPart, SinglePart};
 
@@ -397,10 +399,11 @@ async fn report_email(
             reason = text(&payload["error"]),
         );
         let subject = format!("[REPORT FAILED] {}", text(&report["schedule"]));
-        return Ok(message
+        return message
             .subject(subject)
-            .header(lettre::message::header::ContentType::TEXT_PLAIN)
-            .body(body));
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(cannot_build);
     }
     let path = std::path::PathBuf::from(text(&payload["attachment"]["path"]));
     let size = tokio::fs::metadata(&path)
@@ -433,20 +436,23 @@ async fn report_email(
     );
     let message = message.subject(subject);
     if !attach {
-        return Ok(message.header(ContentType::TEXT_PLAIN).body(body));
+        return message
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(cannot_build);
     }
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|err| Outcome::Retry(format!("cannot read the report file: {err}")))?;
-    let content_type = ContentType::parse(&text(&payload["attachment"]["content_type"])).unwrap_or(
-        ContentType::parse("application/octet-stream")
-            .map_err(|err| Outcome::Final(format!("content type: {err}")))?,
-    );
-    Ok(message.multipart(
-        MultiPart::mixed()
-            .singlepart(SinglePart::plain(body))
-            .singlepart(Attachment::new(name).body(bytes, content_type)),
-    ))
+    let content_type = ContentType::parse(&text(&payload["attachment"]["content_type"]))
+        .map_err(|err| Outcome::Final(format!("content type: {err}")))?;
+    message
+        .multipart(
+            MultiPart::mixed()
+                .singlepart(SinglePart::plain(body))
+                .singlepart(Attachment::new(name).body(bytes, content_type)),
+        )
+        .map_err(cannot_build)
 }
 
 async fn mqtt_command(state: &AppState, delivery: &deliveries::Model) -> Outcome {

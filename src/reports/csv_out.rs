@@ -43,20 +43,55 @@ pub fn time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
+/// CSV lines, handed on every [`CHUNK_ROWS`] rows (progress counted with them).
+struct Lines<'a> {
+    writer: csv::Writer<Vec<u8>>,
+    pending: u64,
+    out: &'a mut Out,
+    progress: &'a Progress,
+}
+
+impl<'a> Lines<'a> {
+    fn new(out: &'a mut Out, progress: &'a Progress, header: &[&str]) -> Result<Self, ReportError> {
+        let mut lines = Lines {
+            writer: crlf(),
+            pending: 0,
+            out,
+            progress,
+        };
+        lines.writer.write_record(header).map_err(csv_error)?;
+        Ok(lines)
+    }
+
+    async fn row<I, T>(&mut self, record: I) -> Result<(), ReportError>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<[u8]>,
+    {
+        self.writer.write_record(record).map_err(csv_error)?;
+        self.pending += 1;
+        if self.pending == CHUNK_ROWS {
+            self.drain().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the buffered rows on; writing goes on with a fresh buffer.
+    async fn drain(&mut self) -> Result<(), ReportError> {
+        let full = std::mem::replace(&mut self.writer, crlf());
+        let bytes = full
+            .into_inner()
+            .map_err(|err| ReportError::Other(format!("csv: {err}")))?;
+        self.out.put(bytes).await?;
+        self.progress.add(std::mem::take(&mut self.pending));
+        Ok(())
+    }
+}
+
 fn crlf() -> csv::Writer<Vec<u8>> {
     csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(Vec::new())
-}
-
-/// Hands the buffered rows on; writing goes on with a fresh buffer.
-async fn drain(writer: &mut csv::Writer<Vec<u8>>, out: &mut Out) -> Result<(), ReportError> {
-    let full = std::mem::replace(writer, crlf());
-    let bytes = full
-        .into_inner()
-        .map_err(|err| ReportError::Other(format!("csv: {err}")))?;
-    out.put(bytes).await?;
-    Ok(())
 }
 
 fn csv_error(err: csv::Error) -> ReportError {
@@ -83,9 +118,8 @@ async fn telemetry(
     out: &mut Out,
     progress: &Progress,
 ) -> Result<(), ReportError> {
-    let mut writer = crlf();
-    match report.aggregation {
-        None => writer.write_record([
+    let header: &[&str] = match report.aggregation {
+        None => &[
             "timestamp",
             "device_id",
             "device",
@@ -94,8 +128,8 @@ async fn telemetry(
             "unit",
             "quality",
             "text",
-        ]),
-        Some(aggregation) => writer.write_record([
+        ],
+        Some(aggregation) => &[
             "timestamp",
             "device_id",
             "device",
@@ -103,43 +137,32 @@ async fn telemetry(
             aggregation.name,
             "unit",
             "count",
-        ]),
-    }
-    .map_err(csv_error)?;
-    let mut pending = 0;
+        ],
+    };
+    let mut lines = Lines::new(out, progress, header)?;
     for device in &report.devices {
         let id = device.id.to_string();
         let mut rows = DeviceRows::open(db, report, contents, device.id).await?;
         while let Some(row) = rows.next(db).await? {
-            let value = row.value.map(|v| v.to_string()).unwrap_or_default();
-            let unit = row.unit.unwrap_or_default();
-            let last = match report.aggregation {
-                None => vec![
-                    row.quality.map(|q| q.to_string()).unwrap_or_default(),
-                    row.text.unwrap_or_default(),
-                ],
-                Some(_) => vec![row.count.unwrap_or_default().to_string()],
-            };
             let mut record = vec![
                 time(row.timestamp),
                 id.clone(),
                 device.name.clone(),
                 row.key,
+                row.value.map(|v| v.to_string()).unwrap_or_default(),
+                row.unit.unwrap_or_default(),
             ];
-            record.extend([value, unit]);
-            record.extend(last);
-            writer.write_record(&record).map_err(csv_error)?;
-            pending += 1;
-            if pending == CHUNK_ROWS {
-                drain(&mut writer, out).await?;
-                progress.add(pending);
-                pending = 0;
+            match report.aggregation {
+                None => record.extend([
+                    row.quality.map(|q| q.to_string()).unwrap_or_default(),
+                    row.text.unwrap_or_default(),
+                ]),
+                Some(_) => record.push(row.count.unwrap_or_default().to_string()),
             }
+            lines.row(&record).await?;
         }
     }
-    drain(&mut writer, out).await?;
-    progress.add(pending);
-    Ok(())
+    lines.drain().await
 }
 
 async fn alerts(
@@ -148,9 +171,10 @@ async fn alerts(
     out: &mut Out,
     progress: &Progress,
 ) -> Result<(), ReportError> {
-    let mut writer = crlf();
-    writer
-        .write_record([
+    let mut lines = Lines::new(
+        out,
+        progress,
+        &[
             "raised_at",
             "alert_id",
             "device_id",
@@ -163,15 +187,14 @@ async fn alerts(
             "acknowledged_by",
             "acknowledged_at",
             "resolved_at",
-        ])
-        .map_err(csv_error)?;
+        ],
+    )?;
     let mut rows = AlertRows::new(report);
-    let mut pending = 0;
     let number = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     let when = |v: Option<DateTime<Utc>>| v.map(time).unwrap_or_default();
     while let Some(alert) = rows.next(db).await? {
-        writer
-            .write_record([
+        lines
+            .row([
                 time(alert.created_at),
                 alert.id.to_string(),
                 alert.device_id.to_string(),
@@ -185,15 +208,7 @@ async fn alerts(
                 when(alert.acknowledged_at),
                 when(alert.resolved_at),
             ])
-            .map_err(csv_error)?;
-        pending += 1;
-        if pending == CHUNK_ROWS {
-            drain(&mut writer, out).await?;
-            progress.add(pending);
-            pending = 0;
-        }
+            .await?;
     }
-    drain(&mut writer, out).await?;
-    progress.add(pending);
-    Ok(())
+    lines.drain().await
 }

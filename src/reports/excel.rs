@@ -235,7 +235,6 @@ async fn device_sheets(
     // The row being filled: its time and the columns set so far.
     let mut current: Option<DateTime<Utc>> = None;
     let mut filled: HashSet<u16> = HashSet::new();
-    let mut written = 0;
     while let Some(Row {
         timestamp,
         key,
@@ -271,12 +270,8 @@ async fn device_sheets(
             }
             (None, None) => {}
         }
-        written += 1;
-        if written % 5_000 == 0 {
-            progress.add(5_000);
-        }
+        progress.add(1);
     }
-    progress.add(written % 5_000);
     Ok(())
 }
 

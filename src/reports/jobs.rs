@@ -11,9 +11,10 @@ use actix_web::web;
 use chrono::Utc;
 use insa_entities::report_jobs as jobs;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
-    QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait,
+    QueryFilter, QueryOrder, Set,
 };
+use uuid::Uuid;
 
 use super::{Format, Kind, Progress, Report, ReportError, ReportQuery};
 use crate::state::AppState;
@@ -30,6 +31,47 @@ pub fn dir(state: &AppState) -> PathBuf {
 
 pub fn file(state: &AppState, id: uuid::Uuid) -> PathBuf {
     dir(state).join(id.to_string())
+}
+
+/// Queues a report (its query holding its period and format) and wakes the runner.
+pub async fn queue(
+    state: &AppState,
+    kind: Kind,
+    query: &ReportQuery,
+    rows: Option<u64>,
+    created_by: Option<Uuid>,
+    schedule_id: Option<Uuid>,
+) -> Result<jobs::Model, DbErr> {
+    let format = query.format.unwrap_or(Format::Csv);
+    let now = Utc::now();
+    let name = super::file_name(
+        kind,
+        query.start.unwrap_or(now),
+        query.end.unwrap_or(now),
+        format,
+    );
+    let job = jobs::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        kind: Set(kind.as_str().into()),
+        format: Set(format.extension().into()),
+        query: Set(serde_json::to_value(query).map_err(|err| DbErr::Custom(err.to_string()))?),
+        status: Set("queued".into()),
+        rows: Set(rows.map(|r| r as i64)),
+        rows_done: Set(0),
+        file_name: Set(Some(name)),
+        file_size: Set(None),
+        error: Set(None),
+        created_by: Set(created_by),
+        schedule_id: Set(schedule_id),
+        created_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+        expires_at: Set(None),
+    }
+    .insert(&state.db)
+    .await?;
+    state.report_jobs.notify_one();
+    Ok(job)
 }
 
 /// Starts the runner on the current arbiter.
@@ -108,14 +150,18 @@ async fn run_due(state: &web::Data<AppState>) -> Result<(), sea_orm::DbErr> {
     Ok(())
 }
 
-/// Generates a job's file; its size on success.
-async fn run(state: &AppState, job: &jobs::Model) -> Result<u64, ReportError> {
+/// What a finished job wrote.
+struct Written {
+    bytes: u64,
+    rows: u64,
+}
+
+/// Generates a job's file.
+async fn run(state: &AppState, job: &jobs::Model) -> Result<Written, ReportError> {
     let query: ReportQuery = serde_json::from_value(job.query.clone())
         .map_err(|err| ReportError::Other(format!("stored query: {err}")))?;
-    let kind = match job.kind.as_str() {
-        "alerts" => Kind::Alerts,
-        _ => Kind::Telemetry,
-    };
+    let kind = Kind::parse(&job.kind)
+        .ok_or_else(|| ReportError::Other(format!("unknown kind {}", job.kind)))?;
     let format = Format::parse(&job.format)
         .ok_or_else(|| ReportError::Other(format!("unknown format {}", job.format)))?;
     let report = Report::resolve(&state.db, kind, &query, job.created_at)
@@ -155,37 +201,37 @@ async fn run(state: &AppState, job: &jobs::Model) -> Result<u64, ReportError> {
     tokio::fs::rename(&partial, &target).await?;
     metrics::counter!("insa_reports_total", "kind" => kind.as_str(), "format" => format.extension())
         .increment(1);
-    Ok(tokio::fs::metadata(&target).await?.len())
+    Ok(Written {
+        bytes: tokio::fs::metadata(&target).await?.len(),
+        rows: contents.rows,
+    })
 }
 
 async fn finish(
     state: &AppState,
     job: jobs::Model,
-    outcome: Result<u64, ReportError>,
+    outcome: Result<Written, ReportError>,
 ) -> Result<(), sea_orm::DbErr> {
-    let now = Utc::now();
-    let Some(current) = jobs::Entity::find_by_id(job.id).one(&state.db).await? else {
-        return Ok(());
-    };
-    let mut row = current.clone().into_active_model();
+    let (id, now) = (job.id, Utc::now());
+    let mut row = job.into_active_model();
     row.finished_at = Set(Some(now));
     let hours = state.settings.reports.keep_hours.min(24 * 365) as i64;
     row.expires_at = Set(Some(now + chrono::Duration::hours(hours)));
     match outcome {
-        Ok(size) => {
+        Ok(written) => {
             row.status = Set("done".into());
-            row.file_size = Set(Some(size as i64));
-            row.rows_done = Set(current.rows.unwrap_or(current.rows_done));
+            row.file_size = Set(Some(written.bytes as i64));
+            row.rows = Set(Some(written.rows as i64));
+            row.rows_done = Set(written.rows as i64);
         }
         Err(err) => {
-            tracing::warn!(job = %job.id, error = %err, "report job failed");
+            tracing::warn!(job = %id, error = %err, "report job failed");
             row.status = Set("failed".into());
             row.error = Set(Some(err.to_string()));
         }
     }
     let finished = row.update(&state.db).await?;
-    super::schedules::email_finished(state, &finished).await?;
-    Ok(())
+    super::schedules::email_finished(state, &finished).await
 }
 
 async fn remove_expired(state: &AppState) -> Result<(), sea_orm::DbErr> {

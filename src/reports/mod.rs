@@ -81,6 +81,14 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub fn parse(text: &str) -> Option<Kind> {
+        match text {
+            "telemetry" => Some(Kind::Telemetry),
+            "alerts" => Some(Kind::Alerts),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Telemetry => "telemetry",
@@ -242,13 +250,7 @@ impl Report {
 
     /// `telemetry-report_2026-11-01_2026-11-27.xlsx`
     pub fn file_name(&self, format: Format) -> String {
-        format!(
-            "{}-report_{}_{}.{}",
-            self.kind.as_str(),
-            self.start.format("%Y-%m-%d"),
-            self.end.format("%Y-%m-%d"),
-            format.extension()
-        )
+        file_name(self.kind, self.start, self.end, format)
     }
 
     pub fn title(&self) -> String {
@@ -277,6 +279,17 @@ impl Report {
     fn device_ids(&self) -> Vec<Uuid> {
         self.devices.iter().map(|d| d.id).collect()
     }
+}
+
+/// `telemetry-report_2026-11-01_2026-11-27.xlsx`: the kind, the first and last day.
+pub fn file_name(kind: Kind, start: DateTime<Utc>, end: DateTime<Utc>, format: Format) -> String {
+    format!(
+        "{}-report_{}_{}.{}",
+        kind.as_str(),
+        start.format("%Y-%m-%d"),
+        end.format("%Y-%m-%d"),
+        format.extension()
+    )
 }
 
 fn bad(message: impl Into<String>) -> ApiError {

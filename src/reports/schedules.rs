@@ -90,41 +90,17 @@ pub async fn queue_run(
     let mut query: ReportQuery = serde_json::from_value(schedule.query.clone()).unwrap_or_default();
     query.start = Some(start);
     query.end = Some(end);
-    let format = Format::parse(&schedule.format).unwrap_or(Format::Xlsx);
-    query.format = Some(format);
-    let kind = if schedule.kind == "alerts" {
-        Kind::Alerts
-    } else {
-        Kind::Telemetry
-    };
-    let job = jobs::ActiveModel {
-        id: Set(Uuid::new_v4()),
-        kind: Set(kind.as_str().into()),
-        format: Set(format.extension().into()),
-        query: Set(serde_json::to_value(&query).unwrap_or_default()),
-        status: Set("queued".into()),
-        rows: Set(None),
-        rows_done: Set(0),
-        file_name: Set(Some(format!(
-            "{}-report_{}_{}.{}",
-            kind.as_str(),
-            start.format("%Y-%m-%d"),
-            end.format("%Y-%m-%d"),
-            format.extension()
-        ))),
-        file_size: Set(None),
-        error: Set(None),
-        created_by: Set(schedule.created_by),
-        schedule_id: Set(Some(schedule.id)),
-        created_at: Set(Utc::now()),
-        started_at: Set(None),
-        finished_at: Set(None),
-        expires_at: Set(None),
-    }
-    .insert(&state.db)
-    .await?;
-    state.report_jobs.notify_one();
-    Ok(job)
+    query.format = Some(Format::parse(&schedule.format).unwrap_or(Format::Xlsx));
+    let kind = Kind::parse(&schedule.kind).unwrap_or(Kind::Telemetry);
+    super::jobs::queue(
+        state,
+        kind,
+        &query,
+        None,
+        schedule.created_by,
+        Some(schedule.id),
+    )
+    .await
 }
 
 /// Runs every schedule that is due (once each), and moves it to its next run.

@@ -9,7 +9,7 @@ use actix_web::http::header::{HeaderValue, CONTENT_DISPOSITION, LOCATION};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use insa_entities::{report_jobs as jobs, Role};
-use sea_orm::{ActiveModelTrait, EntityTrait, PaginatorTrait, QueryOrder, QuerySelect, Set};
+use sea_orm::{EntityTrait, PaginatorTrait, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -189,15 +189,16 @@ pub fn job_request(body: serde_json::Value) -> Result<(Kind, ReportQuery), ApiEr
             "must be a JSON object",
         )]));
     };
-    let kind = match fields.remove("kind").as_ref().and_then(|k| k.as_str()) {
-        Some("telemetry") => Kind::Telemetry,
-        Some("alerts") => Kind::Alerts,
-        _ => {
-            return Err(ApiError::validation(vec![FieldProblem::new(
-                "kind",
-                "is required: telemetry or alerts",
-            )]))
-        }
+    let Some(kind) = fields
+        .remove("kind")
+        .as_ref()
+        .and_then(|k| k.as_str())
+        .and_then(Kind::parse)
+    else {
+        return Err(ApiError::validation(vec![FieldProblem::new(
+            "kind",
+            "is required: telemetry or alerts",
+        )]));
     };
     let query = serde_json::from_value(serde_json::Value::Object(fields))
         .map_err(|err| ApiError::validation(vec![FieldProblem::new("body", err.to_string())]))?;
@@ -300,27 +301,16 @@ pub async fn create_job(
     let format = query.format.unwrap_or(Format::Csv);
     let contents = reports::measure(&state.db, &report).await?;
     reports::check_limits(&report, &contents, format, false, &state.settings.reports)?;
-    let job = jobs::ActiveModel {
-        id: Set(Uuid::new_v4()),
-        kind: Set(kind.as_str().into()),
-        format: Set(format.extension().into()),
-        query: Set(serde_json::to_value(&query).map_err(ApiError::internal)?),
-        status: Set("queued".into()),
-        rows: Set(Some(contents.rows as i64)),
-        rows_done: Set(0),
-        file_name: Set(Some(report.file_name(format))),
-        file_size: Set(None),
-        error: Set(None),
-        created_by: Set(Some(user.id)),
-        schedule_id: Set(None),
-        created_at: Set(now),
-        started_at: Set(None),
-        finished_at: Set(None),
-        expires_at: Set(None),
-    }
-    .insert(&state.db)
+    query.format = Some(format);
+    let job = reports::jobs::queue(
+        &state,
+        kind,
+        &query,
+        Some(contents.rows),
+        Some(user.id),
+        None,
+    )
     .await?;
-    state.report_jobs.notify_one();
     Ok(HttpResponse::Accepted()
         .insert_header((LOCATION, format!("/api/v1/reports/{}", job.id)))
         .json(JobResponse::from(job)))
