@@ -279,6 +279,17 @@ pub struct StopDevice;
 #[rtype(result = "DeviceSnapshot")]
 pub struct GetDeviceState;
 
+/// Only the status and the last reading time (what API answers show; cheap to ask often).
+#[derive(Message)]
+#[rtype(result = "DeviceLiveness")]
+pub struct GetLiveness;
+
+#[derive(Debug, Clone, Copy, PartialEq, MessageResponse)]
+pub struct DeviceLiveness {
+    pub status: DeviceStatus,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Clone, MessageResponse)]
 pub struct DeviceSnapshot {
     pub status: DeviceStatus,
@@ -693,6 +704,17 @@ impl Handler<GetDeviceState> for DeviceActor {
             last_seen: self.last_seen,
             latest: self.latest.clone(),
             inactivity_timeout: self.inactivity,
+        }
+    }
+}
+
+impl Handler<GetLiveness> for DeviceActor {
+    type Result = DeviceLiveness;
+
+    fn handle(&mut self, _: GetLiveness, _: &mut Self::Context) -> DeviceLiveness {
+        DeviceLiveness {
+            status: self.status,
+            last_seen: self.last_seen,
         }
     }
 }

@@ -17,8 +17,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::device::{
-    DeviceActor, DeviceChanged, DeviceSnapshot, GetDeviceState, Latest, RecordReadings, Shared,
-    StopDevice,
+    DeviceActor, DeviceChanged, DeviceLiveness, DeviceSnapshot, GetDeviceState, GetLiveness,
+    Latest, RecordReadings, Shared, StopDevice,
 };
 use crate::events::DeviceEvent;
 use crate::point::Point;
@@ -296,6 +296,12 @@ impl Pipeline {
     pub async fn device_state(&self, device_id: Uuid) -> Option<DeviceSnapshot> {
         let addr = self.inner.registry.live(device_id)?;
         addr.send(GetDeviceState).await.ok()
+    }
+
+    /// The device's status and last reading time from its actor, if it is active.
+    pub async fn device_liveness(&self, device_id: Uuid) -> Option<DeviceLiveness> {
+        let addr = self.inner.registry.live(device_id)?;
+        addr.send(GetLiveness).await.ok()
     }
 
     /// A person changed a device: its actor (if active) adopts the change, and a status change is

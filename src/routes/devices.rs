@@ -359,7 +359,7 @@ pub(crate) async fn with_live_state(
     state: &AppState,
     mut device: devices::Model,
 ) -> devices::Model {
-    if let Some(live) = state.pipeline.device_state(device.id).await {
+    if let Some(live) = state.pipeline.device_liveness(device.id).await {
         device.status = live.status;
         device.last_seen = live.last_seen;
     }
