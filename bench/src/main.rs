@@ -205,16 +205,21 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rss_mb(pid: u32) -> Option<f64> {
+/// A memory figure of `/proc/PID/status` (`VmRSS:`, `VmHWM:`), in MB.
+fn status_mb(pid: u32, field: &str) -> Option<f64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse::<f64>()
         .ok()
         .map(|kb| kb / 1024.0)
+}
+
+fn rss_mb(pid: u32) -> Option<f64> {
+    status_mb(pid, "VmRSS:")
 }
 
 async fn actors(common: Common, concurrency: usize, activate: Option<usize>) -> anyhow::Result<()> {
@@ -707,16 +712,7 @@ impl Monitor {
         let cpu = cpu_ticks(pid)
             .zip(self.cpu_start)
             .map(|(end, start)| (end - start) as f64 / 100.0 / seconds * 100.0);
-        let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-            .map(|kb| kb / 1024.0);
-        (cpu, rss)
+        (cpu, status_mb(pid, "VmHWM:"))
     }
 }
 
@@ -1024,15 +1020,7 @@ async fn alerts(
 
 /// Peak RSS of `pid` since the last reset, in MB; resets it for the next measure.
 fn peak_rss_mb(pid: u32, reset: bool) -> Option<f64> {
-    let peak = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0);
+    let peak = status_mb(pid, "VmHWM:");
     if reset {
         // "5" resets the peak to the current RSS (Linux 4.0+).
         let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
