@@ -19,7 +19,7 @@ use chrono::{DateTime, Duration, Utc};
 use insa_entities::{alerts, devices, telemetry};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement, Value as SqlValue,
+    QueryOrder, QuerySelect, Select, Statement, Value as SqlValue,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -446,49 +446,82 @@ async fn alert_counts(
         .collect())
 }
 
-/// The report's alerts, oldest first, `PAGE` at a time (keyset on created_at, id).
-pub struct AlertRows {
-    filter: Condition,
-    after: Option<(DateTime<Utc>, Uuid)>,
-    buffer: VecDeque<alerts::Model>,
+/// The rows of a query in (time, id) order, `PAGE` at a time: each page starts after the last row
+/// read — `time >= t` bounds the index scan, `time > t OR id > i` skips what was already read.
+struct Keyset<E: EntityTrait> {
+    select: Select<E>,
+    time: E::Column,
+    id: E::Column,
+    /// The (time, id) of a row.
+    key: fn(&E::Model) -> (SqlValue, SqlValue),
+    after: Option<(SqlValue, SqlValue)>,
+    buffer: VecDeque<E::Model>,
     done: bool,
 }
 
-impl AlertRows {
-    pub fn new(report: &Report) -> Self {
+impl<E: EntityTrait> Keyset<E> {
+    fn new(
+        select: Select<E>,
+        time: E::Column,
+        id: E::Column,
+        key: fn(&E::Model) -> (SqlValue, SqlValue),
+    ) -> Self {
         Self {
-            filter: alert_filter(report),
+            select,
+            time,
+            id,
+            key,
             after: None,
             buffer: VecDeque::new(),
             done: false,
         }
     }
 
-    pub async fn next(&mut self, db: &DatabaseConnection) -> Result<Option<alerts::Model>, DbErr> {
+    /// The next row, reading a page when the one in hand is used up.
+    async fn front(&mut self, db: &DatabaseConnection) -> Result<Option<&E::Model>, DbErr> {
         if self.buffer.is_empty() && !self.done {
-            let mut select = alerts::Entity::find().filter(self.filter.clone());
-            if let Some((at, id)) = self.after {
-                select = select.filter(alerts::Column::CreatedAt.gte(at)).filter(
-                    Condition::any().add(alerts::Column::CreatedAt.gt(at)).add(
-                        Condition::all()
-                            .add(alerts::Column::CreatedAt.eq(at))
-                            .add(alerts::Column::Id.gt(id)),
-                    ),
+            let mut select = self.select.clone();
+            if let Some((at, id)) = self.after.clone() {
+                select = select.filter(self.time.gte(at.clone())).filter(
+                    Condition::any()
+                        .add(self.time.gt(at.clone()))
+                        .add(Condition::all().add(self.time.eq(at)).add(self.id.gt(id))),
                 );
             }
             let page = select
-                .order_by_asc(alerts::Column::CreatedAt)
-                .order_by_asc(alerts::Column::Id)
+                .order_by_asc(self.time)
+                .order_by_asc(self.id)
                 .limit(PAGE)
                 .all(db)
                 .await?;
             self.done = (page.len() as u64) < PAGE;
-            if let Some(last) = page.last() {
-                self.after = Some((last.created_at, last.id));
-            }
+            self.after = page.last().map(self.key);
             self.buffer.extend(page);
         }
-        Ok(self.buffer.pop_front())
+        Ok(self.buffer.front())
+    }
+
+    fn pop(&mut self) -> Option<E::Model> {
+        self.buffer.pop_front()
+    }
+}
+
+/// The report's alerts, oldest first.
+pub struct AlertRows(Keyset<alerts::Entity>);
+
+impl AlertRows {
+    pub fn new(report: &Report) -> Self {
+        AlertRows(Keyset::new(
+            alerts::Entity::find().filter(alert_filter(report)),
+            alerts::Column::CreatedAt,
+            alerts::Column::Id,
+            |a| (a.created_at.into(), a.id.into()),
+        ))
+    }
+
+    pub async fn next(&mut self, db: &DatabaseConnection) -> Result<Option<alerts::Model>, DbErr> {
+        self.0.front(db).await?;
+        Ok(self.0.pop())
     }
 }
 
@@ -505,25 +538,12 @@ pub struct Row {
     pub count: Option<i64>,
 }
 
-/// One key's points in time order, a page at a time (keyset on timestamp, id; the
-/// (device, key, timestamp) index serves it).
-struct KeyCursor {
-    key: String,
-    after: Option<(DateTime<Utc>, i64)>,
-    buffer: VecDeque<telemetry::Model>,
-    done: bool,
-}
-
 /// A device's rows in time order.
 pub struct DeviceRows(Source);
 
 enum Source {
-    /// Raw points: one cursor per key, merged.
-    Points {
-        device_id: Uuid,
-        range: (DateTime<Utc>, DateTime<Utc>),
-        cursors: Vec<KeyCursor>,
-    },
+    /// Raw points: one index scan per key (the (device, key, timestamp) index serves it), merged.
+    Points(Vec<Keyset<telemetry::Entity>>),
     /// Aggregate buckets (bounded: at most the buckets of the period per key).
     Buckets(VecDeque<Row>),
 }
@@ -537,19 +557,23 @@ impl DeviceRows {
     ) -> Result<DeviceRows, DbErr> {
         let stats = contents.keys_of(device_id);
         match report.aggregation {
-            None => Ok(DeviceRows(Source::Points {
-                device_id,
-                range: (report.start, report.end),
-                cursors: stats
+            None => Ok(DeviceRows(Source::Points(
+                stats
                     .iter()
-                    .map(|s| KeyCursor {
-                        key: s.key.clone(),
-                        after: None,
-                        buffer: VecDeque::new(),
-                        done: false,
+                    .map(|s| {
+                        Keyset::new(
+                            telemetry::Entity::find()
+                                .filter(telemetry::Column::DeviceId.eq(device_id))
+                                .filter(telemetry::Column::Key.eq(s.key.as_str()))
+                                .filter(telemetry::Column::Timestamp.gte(report.start))
+                                .filter(telemetry::Column::Timestamp.lt(report.end)),
+                            telemetry::Column::Timestamp,
+                            telemetry::Column::Id,
+                            |p| (p.timestamp.into(), p.id.into()),
+                        )
                     })
                     .collect(),
-            })),
+            ))),
             Some(aggregation) => {
                 let keys: Vec<String> = stats.iter().map(|s| s.key.clone()).collect();
                 let buckets = crate::query::aggregate(
@@ -584,51 +608,21 @@ impl DeviceRows {
     }
 
     pub async fn next(&mut self, db: &DatabaseConnection) -> Result<Option<Row>, DbErr> {
-        let (device_id, range, cursors) = match &mut self.0 {
+        let keys = match &mut self.0 {
             Source::Buckets(rows) => return Ok(rows.pop_front()),
-            Source::Points {
-                device_id,
-                range,
-                cursors,
-            } => (*device_id, *range, cursors),
+            Source::Points(keys) => keys,
         };
-        for cursor in cursors.iter_mut() {
-            if cursor.buffer.is_empty() && !cursor.done {
-                let mut select = telemetry::Entity::find()
-                    .filter(telemetry::Column::DeviceId.eq(device_id))
-                    .filter(telemetry::Column::Key.eq(cursor.key.as_str()))
-                    .filter(telemetry::Column::Timestamp.gte(range.0))
-                    .filter(telemetry::Column::Timestamp.lt(range.1));
-                if let Some((at, id)) = cursor.after {
-                    // `timestamp >= at` alone bounds the index scan; the rest skips what was read.
-                    select = select.filter(telemetry::Column::Timestamp.gte(at)).filter(
-                        Condition::any()
-                            .add(telemetry::Column::Timestamp.gt(at))
-                            .add(
-                                Condition::all()
-                                    .add(telemetry::Column::Timestamp.eq(at))
-                                    .add(telemetry::Column::Id.gt(id)),
-                            ),
-                    );
+        // The earliest of each key's next point.
+        let mut earliest: Option<(usize, (DateTime<Utc>, i64))> = None;
+        for (i, key) in keys.iter_mut().enumerate() {
+            if let Some(point) = key.front(db).await? {
+                let at = (point.timestamp, point.id);
+                if earliest.is_none_or(|(_, best)| at < best) {
+                    earliest = Some((i, at));
                 }
-                let page = select
-                    .order_by_asc(telemetry::Column::Timestamp)
-                    .order_by_asc(telemetry::Column::Id)
-                    .limit(PAGE)
-                    .all(db)
-                    .await?;
-                cursor.done = (page.len() as u64) < PAGE;
-                if let Some(last) = page.last() {
-                    cursor.after = Some((last.timestamp, last.id));
-                }
-                cursor.buffer.extend(page);
             }
         }
-        let next = cursors
-            .iter_mut()
-            .filter_map(|c| c.buffer.front().map(|p| (p.timestamp, p.id)).zip(Some(c)))
-            .min_by_key(|(at, _)| *at)
-            .and_then(|(_, cursor)| cursor.buffer.pop_front());
+        let next = earliest.and_then(|(i, _)| keys[i].pop());
         Ok(next.map(|point| Row {
             text: point
                 .metadata
