@@ -62,6 +62,21 @@ async fn login(client: &reqwest::Client, base: &str) -> String {
     login["access_token"].as_str().expect("token").to_string()
 }
 
+/// Registers a pressure device; its id.
+async fn create_device(client: &reqwest::Client, base: &str, token: &str, name: &str) -> String {
+    let device: serde_json::Value = client
+        .post(format!("{base}/api/v1/devices"))
+        .bearer_auth(token)
+        .json(&json!({"name": name, "type": "pressure"}))
+        .send()
+        .await
+        .expect("create device")
+        .json()
+        .await
+        .expect("device");
+    device["id"].as_str().expect("id").to_string()
+}
+
 async fn wait_healthy(client: &reqwest::Client, base: &str) {
     eventually(Duration::from_secs(30), "platform healthy", || async {
         let reply = client.get(format!("{base}/health")).send().await.ok()?;
@@ -81,17 +96,7 @@ async fn no_acknowledged_reading_is_lost_when_the_platform_is_killed() {
     wait_healthy(&client, &base).await;
 
     let token = login(&client, &base).await;
-    let device: serde_json::Value = client
-        .post(format!("{base}/api/v1/devices"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "Wellhead 4", "type": "pressure"}))
-        .send()
-        .await
-        .expect("device")
-        .json()
-        .await
-        .expect("json");
-    let device_id = device["id"].as_str().expect("id").to_string();
+    let device_id = create_device(&client, &base, &token, "Wellhead 4").await;
     let created: serde_json::Value = client
         .post(format!("{base}/api/v1/api-keys"))
         .bearer_auth(&token)
@@ -230,16 +235,7 @@ async fn a_webhook_queued_while_its_receiver_is_down_is_delivered_after_a_restar
             .json(&body)
             .send()
     };
-    let device: serde_json::Value = post(
-        "/api/v1/devices",
-        json!({"name": "Wellhead 4", "type": "pressure"}),
-    )
-    .await
-    .expect("create device")
-    .json()
-    .await
-    .expect("device");
-    let id = device["id"].as_str().expect("id").to_string();
+    let id = create_device(&client, &base, &token, "Wellhead 4").await;
     let url = format!("http://127.0.0.1:{receiver_port}/hook");
     let rule = post(
         "/api/v1/rules",
@@ -300,17 +296,7 @@ async fn a_report_job_cut_short_by_a_stop_runs_again_at_the_next_start() {
     let platform = start(dir.path(), &database_url, port);
     wait_healthy(&client, &base).await;
     let token = login(&client, &base).await;
-    let device: serde_json::Value = client
-        .post(format!("{base}/api/v1/devices"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "Wellhead 5", "type": "pressure"}))
-        .send()
-        .await
-        .expect("create device")
-        .json()
-        .await
-        .expect("device");
-    let id = device["id"].as_str().expect("id").to_string();
+    let id = create_device(&client, &base, &token, "Wellhead 5").await;
     let stored = client
         .post(format!("{base}/api/v1/telemetry"))
         .bearer_auth(&token)
