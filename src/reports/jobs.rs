@@ -12,7 +12,7 @@ use chrono::Utc;
 use insa_entities::report_jobs as jobs;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, QueryOrder, Set,
+    QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -124,9 +124,10 @@ async fn run_due(state: &web::Data<AppState>) -> Result<(), sea_orm::DbErr> {
     let queued = jobs::Entity::find()
         .filter(jobs::Column::Status.eq("queued"))
         .order_by_asc(jobs::Column::CreatedAt)
+        .limit(room as u64)
         .all(&state.db)
         .await?;
-    for job in queued.into_iter().take(room) {
+    for job in queued {
         // Claimed only if still queued (another runner may not take it twice).
         let claimed = jobs::Entity::update_many()
             .col_expr(jobs::Column::Status, "running".into())
