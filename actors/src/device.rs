@@ -47,6 +47,10 @@ pub(crate) struct Shared {
     pub alerts: mpsc::UnboundedSender<AlertCommand>,
     /// Readings for live views; events are built only while someone subscribes.
     pub telemetry: broadcast::Sender<Arc<crate::events::TelemetryEvent>>,
+    /// The status each device last took, ahead of the database (the state writer is behind):
+    /// an actor started again — after passivating as it went offline, say — begins from here,
+    /// not from a row that may still read `online`.
+    pub statuses: DashMap<Uuid, DeviceStatus>,
 }
 
 /// What the device is, for rules: its type, area and config (built-in rule).
@@ -517,6 +521,7 @@ impl DeviceActor {
             return;
         }
         let from = std::mem::replace(&mut self.status, to);
+        self.shared.statuses.insert(self.id, to);
         tracing::info!(device_id = %self.id, from = from.as_str(), to = to.as_str(), "device status changed");
         if persist {
             self.shared.state.do_send(DeviceStatusChanged {

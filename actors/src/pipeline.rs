@@ -134,6 +134,7 @@ impl Pipeline {
             rules: std::sync::RwLock::new(Arc::new(Vec::new())),
             alerts,
             telemetry: broadcast::channel(8192).0,
+            statuses: dashmap::DashMap::new(),
         });
         let pipeline = Self {
             inner: Arc::new(Inner {
@@ -262,6 +263,11 @@ impl Pipeline {
         };
         let latest = load_latest(&self.inner.db, device_id).await?;
         let shared = self.inner.shared.clone();
+        // The status its last actor set wins over the row, which is written behind.
+        let status = shared
+            .statuses
+            .get(&device_id)
+            .map_or(device.status, |s| *s);
         Ok(self.inner.registry.get_or_start(device_id, move || {
             DeviceActor::new(
                 device_id,
@@ -270,7 +276,7 @@ impl Pipeline {
                     area: device.area,
                     config: device.config,
                 },
-                device.status,
+                status,
                 device.last_seen,
                 latest,
                 shared,
@@ -313,6 +319,7 @@ impl Pipeline {
         status: DeviceStatus,
         profile: crate::device::Profile,
     ) {
+        self.inner.shared.statuses.insert(device_id, status);
         match self.inner.registry.live(device_id) {
             Some(addr) => addr.do_send(DeviceChanged { status, profile }),
             None if previous != status => {
@@ -352,6 +359,7 @@ impl Pipeline {
 
     /// A device was deleted: its actor stops.
     pub fn device_removed(&self, device_id: Uuid) {
+        self.inner.shared.statuses.remove(&device_id);
         if let Some(addr) = self.inner.registry.remove(device_id) {
             addr.do_send(StopDevice);
         }

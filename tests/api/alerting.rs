@@ -197,8 +197,35 @@ async fn an_offline_rule_raises_when_the_device_goes_silent() {
     send(&app, &token, &id, json!({"pressure": 50})).await;
     let raised = wait_for(&app, &token, &id, 1, 1).await;
     assert_eq!(raised[0]["severity"], "critical");
+    let first = raised[0]["id"].clone();
     send(&app, &token, &id, json!({"pressure": 51})).await;
-    wait_for(&app, &token, &id, 1, 0).await;
+    // The device spoke: its alert resolves. A second one-second silence may raise a new alert
+    // meanwhile (a new silence, not a duplicate: raised after the first was resolved).
+    let all = eventually(Duration::from_secs(10), "the alert resolved", || async {
+        let all = alerts_of(&app, &token, &id).await;
+        all.iter()
+            .any(|a| a["id"] == first && a["status"] == "resolved")
+            .then_some(all)
+    })
+    .await;
+    let resolved_at = all
+        .iter()
+        .find(|a| a["id"] == first)
+        .and_then(|a| a["resolved_at"].as_str())
+        .expect("resolved_at")
+        .to_string();
+    for other in all.iter().filter(|a| a["id"] != first) {
+        let raised_at = other["created_at"].as_str().expect("created_at");
+        assert!(
+            raised_at
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .expect("time")
+                >= resolved_at
+                    .parse::<chrono::DateTime<chrono::Utc>>()
+                    .expect("time"),
+            "a second alert raised before the first resolved: {all:?}"
+        );
+    }
 }
 
 #[actix_web::test]
