@@ -117,6 +117,21 @@ async fn download(
     (status, headers, body)
 }
 
+/// Waits until the report job `id` has `status` (`done` or `failed`); the job.
+async fn job_ending(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
+    crate::helpers::eventually(
+        std::time::Duration::from_secs(20),
+        &format!("the job {status}"),
+        || async {
+            let job = app
+                .get(&format!("/api/v1/reports/{id}"), As::Bearer(token))
+                .await;
+            (job.body["status"] == status).then_some(job.body)
+        },
+    )
+    .await
+}
+
 /// A CSV body read with the csv crate: its header and its records.
 fn csv_table(body: &[u8]) -> (Vec<String>, Vec<csv::StringRecord>) {
     let mut reader = csv::Reader::from_reader(body);
@@ -595,17 +610,7 @@ async fn a_report_too_large_to_answer_at_once_runs_as_a_job_with_progress_and_a_
     assert_eq!(queued.body["rows"], 18);
     assert!(["queued", "running"].contains(&queued.body["status"].as_str().unwrap_or("")));
 
-    let done = crate::helpers::eventually(
-        std::time::Duration::from_secs(20),
-        "the job finishes",
-        || async {
-            let job = app
-                .get(&format!("/api/v1/reports/{id}"), As::Bearer(&site.token))
-                .await;
-            (job.body["status"] == "done").then_some(job.body)
-        },
-    )
-    .await;
+    let done = job_ending(&app, &site.token, &id, "done").await;
     assert_eq!(done["progress"], 100);
     assert_eq!(done["rows_done"], 18);
     assert_eq!(
@@ -970,17 +975,7 @@ async fn a_scheduled_run_over_the_limits_fails_and_tells_the_recipients_why() {
         .await;
     assert_eq!(run.status, StatusCode::ACCEPTED, "{run:?}");
     let job = run.body["id"].as_str().expect("job id").to_string();
-    let failed = crate::helpers::eventually(
-        std::time::Duration::from_secs(20),
-        "the job fails",
-        || async {
-            let reply = app
-                .get(&format!("/api/v1/reports/{job}"), As::Bearer(&site.token))
-                .await;
-            (reply.body["status"] == "failed").then_some(reply.body)
-        },
-    )
-    .await;
+    let failed = job_ending(&app, &site.token, &job, "failed").await;
     assert!(
         failed["error"]
             .as_str()
