@@ -188,6 +188,7 @@ fn serve(
             .service(
                 web::scope("/api/v1").configure(|cfg| routes::configure_api(cfg, ingest_max_body)),
             )
+            .default_service(web::to(routes::openapi::no_route))
     })
     .shutdown_timeout(settings.server.shutdown_timeout_secs)
     .listen(listener)?;

@@ -86,12 +86,17 @@ pub struct AlertList {
 #[serde(deny_unknown_fields)]
 pub struct AlertQuery {
     /// `active`, `acknowledged` or `resolved`.
+    #[param(pattern = "^(active|acknowledged|resolved)$")]
     pub status: Option<String>,
     /// `info`, `warning` or `critical`.
+    #[param(pattern = "^(info|warning|critical)$")]
     pub severity: Option<String>,
+    #[param(value_type = Option<Uuid>)]
     pub device_id: Option<String>,
     /// 1..=1000, default 100
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
     pub offset: Option<u64>,
 }
 

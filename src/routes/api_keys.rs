@@ -102,13 +102,20 @@ pub struct CreatedApiKey {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
-    #[schema(example = "Production Sensor Key")]
+    #[schema(
+        example = "Production Sensor Key",
+        required = true,
+        nullable = false,
+        pattern = "\\S",
+        max_length = 255
+    )]
     pub name: Option<String>,
     /// Binds the key to one device.
     pub device_id: Option<Uuid>,
     /// Default `{"read": false, "write": true}`.
     pub permissions: Option<Permissions>,
     /// Requests per hour; default from settings (1000).
+    #[schema(minimum = 1, maximum = 10000000)]
     pub rate_limit: Option<u32>,
     pub expires_at: Option<DateTime<Utc>>,
 }
@@ -125,7 +132,9 @@ pub struct ApiKeyList {
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyQuery {
     pub device_id: Option<Uuid>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
     pub offset: Option<u64>,
 }
 

@@ -65,7 +65,9 @@ pub struct AuditQuery {
     pub action: Option<String>,
     /// Only failures (`false`) or successes (`true`).
     pub success: Option<bool>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
     pub offset: Option<u64>,
 }
 

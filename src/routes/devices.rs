@@ -88,6 +88,7 @@ pub struct DeviceList {
 #[serde(deny_unknown_fields)]
 pub struct DeviceQuery {
     /// online, offline, maintenance or error
+    #[param(pattern = "^(online|offline|maintenance|error)$")]
     pub status: Option<String>,
     pub area: Option<String>,
     #[serde(rename = "type")]
@@ -97,7 +98,9 @@ pub struct DeviceQuery {
     /// Case-insensitive search in the name.
     pub q: Option<String>,
     /// 1..=1000, default 100
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
     pub offset: Option<u64>,
 }
 
@@ -234,10 +237,22 @@ pub async fn list_devices(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDevice {
-    #[schema(example = "Temperature Sensor 01")]
+    #[schema(
+        example = "Temperature Sensor 01",
+        required = true,
+        nullable = false,
+        pattern = "\\S",
+        max_length = 255
+    )]
     pub name: Option<String>,
     #[serde(rename = "type")]
-    #[schema(example = "temperature")]
+    #[schema(
+        example = "temperature",
+        required = true,
+        nullable = false,
+        pattern = "\\S",
+        max_length = 50
+    )]
     pub device_type: Option<String>,
     pub location: Option<String>,
     pub area: Option<String>,
@@ -248,6 +263,7 @@ pub struct CreateDevice {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// `offline` (default) or `maintenance`; devices turn themselves online.
+    #[schema(pattern = "^(offline|maintenance)$")]
     pub status: Option<String>,
 }
 
@@ -370,10 +386,10 @@ pub(crate) async fn with_live_state(
 #[serde(deny_unknown_fields)]
 pub struct UpdateDevice {
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, pattern = "\\S", max_length = 255)]
     pub name: Option<Option<String>>,
     #[serde(default, rename = "type", deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, pattern = "\\S", max_length = 50)]
     pub device_type: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
@@ -397,7 +413,7 @@ pub struct UpdateDevice {
     pub metadata: Option<Option<Value>>,
     /// online, offline, maintenance or error
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, pattern = "^(online|offline|maintenance|error)$")]
     pub status: Option<Option<String>>,
 }
 

@@ -40,8 +40,11 @@ pub fn configure_api(cfg: &mut web::ServiceConfig, ingest_max_body_bytes: usize)
 
 pub const DEFAULT_LIMIT: u64 = 100;
 pub const MAX_LIMIT: u64 = 1000;
+/// The largest offset the databases take (a signed 64-bit integer); beyond it a query would
+/// not run at all.
+pub const MAX_OFFSET: u64 = i64::MAX as u64;
 
-/// `limit` (1..=1000, default 100) and `offset` (default 0), checked.
+/// `limit` (1..=1000, default 100) and `offset` (0..=2^63-1, default 0), checked.
 pub fn page(limit: Option<u64>, offset: Option<u64>) -> Result<(u64, u64), ApiError> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -50,7 +53,14 @@ pub fn page(limit: Option<u64>, offset: Option<u64>) -> Result<(u64, u64), ApiEr
             format!("limit must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    Ok((limit, offset.unwrap_or(0)))
+    let offset = offset.unwrap_or(0);
+    if offset > MAX_OFFSET {
+        return Err(ApiError::new(
+            Code::InvalidQuery,
+            format!("offset must be between 0 and {MAX_OFFSET}"),
+        ));
+    }
+    Ok((limit, offset))
 }
 
 /// A query parameter that must be one of `allowed` (400 `invalid_query` otherwise).

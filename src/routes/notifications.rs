@@ -80,10 +80,13 @@ pub struct DeliveryList {
 #[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
     /// `pending`, `sent` or `failed`.
+    #[param(pattern = "^(pending|sent|failed)$")]
     pub status: Option<String>,
     pub alert_id: Option<Uuid>,
     /// 1..=1000, default 100
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
     pub offset: Option<u64>,
 }
 

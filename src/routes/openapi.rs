@@ -1,8 +1,14 @@
 //! `/api/v1/openapi.json`: the OpenAPI 3 document, generated from the handlers' annotations.
 
-use actix_web::{web, HttpResponse};
+use std::sync::LazyLock;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{Content, Ref, RefOr, Response};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::error::{ApiError, Code};
 
 use super::{
     alerts, api_keys, audit, auth, devices, health, notifications, report_schedules, reports,
@@ -63,7 +69,8 @@ use super::{
         telemetry::get_latest,
         openapi_json,
     ),
-    modifiers(&Security),
+    modifiers(&Security, &ErrorResponses),
+    components(schemas(ErrorBody)),
     tags(
         (name = "auth", description = "Login, tokens, the current user"),
         (name = "users", description = "Accounts (admin)"),
@@ -100,13 +107,199 @@ impl Modify for Security {
     }
 }
 
+/// The error body every 4xx/5xx answer carries (src/error.rs).
+#[derive(ToSchema)]
+#[schema(as = Error)]
+#[allow(dead_code)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ErrorDetail {
+    /// A stable snake_case code (docs/API.md, "Errors").
+    code: String,
+    message: String,
+    /// Per-field problems, limits or other context; `null` when there is none.
+    #[schema(value_type = Object, nullable)]
+    details: Option<serde_json::Value>,
+}
+
+/// Documents on every operation the error answers it can give, with the error body, so a client
+/// generated from this document knows them all (the contract test checks every answer is listed):
+/// 400 (query, path or body that does not parse), 401/403 (operations behind credentials),
+/// 404 (anything naming a resource), 413/415 (operations with a body), 422 (validation),
+/// 429 (operations a device key or a login can call), 503 (the database or ingest is down).
+struct ErrorResponses;
+
+impl ErrorResponses {
+    fn statuses(op: &Operation) -> Vec<(&'static str, &'static str)> {
+        let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+        let by_key = op.security.as_ref().is_some_and(|reqs| {
+            serde_json::to_value(reqs).is_ok_and(|v| v.to_string().contains("\"api_key\""))
+        });
+        let has_body = op.request_body.is_some();
+        let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+        let mut statuses = Vec::new();
+        if has_body || has_params {
+            statuses.push(("400", "`invalid_json`, `invalid_query` or `invalid_id`"));
+        }
+        if secured {
+            statuses.push(("401", "Missing, invalid or expired credentials"));
+            statuses.push(("403", "The caller's role or key does not allow this"));
+        }
+        if secured || has_params {
+            statuses.push(("404", "A resource named in the request does not exist"));
+        }
+        if has_body {
+            statuses.push(("413", "`payload_too_large`"));
+            statuses.push((
+                "415",
+                "`unsupported_media_type`: send `Content-Type: application/json`",
+            ));
+        }
+        if has_body || has_params {
+            statuses.push((
+                "422",
+                "`validation_failed`: the request parsed but a value is not allowed",
+            ));
+        }
+        if by_key {
+            statuses.push((
+                "429",
+                "`rate_limited`: the key's hourly rate limit is spent",
+            ));
+        }
+        statuses.push((
+            "503",
+            "`database_unavailable` (or ingest saturated): retry later",
+        ));
+        statuses
+    }
+}
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error = || Content::new(Some(Ref::from_schema_name("Error")));
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                for (status, description) in Self::statuses(op) {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| RefOr::T(Response::new(description)));
+                }
+                for (status, response) in op.responses.responses.iter_mut() {
+                    if let RefOr::T(response) = response {
+                        if !status.starts_with('2') && response.content.is_empty() {
+                            response.content.insert("application/json".into(), error());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/openapi.json", web::get().to(openapi_json));
 }
+
+static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi);
 
 /// This document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3 document")))]
 pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok().json(&*DOCUMENT)
+}
+
+/// The answer for a request no route took: 405 with `Allow` when the path is one of the API's
+/// and only the method is wrong, else 404.
+pub async fn no_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let path = req.path();
+    let allowed = DOCUMENT
+        .paths
+        .paths
+        .iter()
+        .find(|(template, _)| path_matches(template, path))
+        .map(|(_, item)| {
+            [
+                ("GET", item.get.is_some()),
+                ("PUT", item.put.is_some()),
+                ("POST", item.post.is_some()),
+                ("DELETE", item.delete.is_some()),
+                ("PATCH", item.patch.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(m, on)| on.then_some(m))
+            .collect::<Vec<_>>()
+            .join(", ")
+        });
+    match allowed {
+        Some(allow) => Err(ApiError::new(
+            Code::MethodNotAllowed,
+            format!("{} is not allowed here; allowed: {allow}", req.method()),
+        )
+        .header("allow", allow)),
+        None => Err(ApiError::new(Code::NotFound, "no such route")),
+    }
+}
+
+/// Whether a concrete path matches a template like `/api/v1/devices/{id}`.
+fn path_matches(template: &str, path: &str) -> bool {
+    let mut parts = path.trim_end_matches('/').split('/');
+    let mut matched = template.split('/').all(|segment| match parts.next() {
+        Some(part) if segment.starts_with('{') => !part.is_empty(),
+        Some(part) => part == segment,
+        None => false,
+    });
+    matched &= parts.next().is_none();
+    matched
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_whole_paths_only() {
+        assert!(path_matches("/api/v1/devices/{id}", "/api/v1/devices/abc"));
+        assert!(path_matches("/health", "/health"));
+        assert!(!path_matches("/api/v1/devices/{id}", "/api/v1/devices"));
+        assert!(!path_matches(
+            "/api/v1/devices/{id}",
+            "/api/v1/devices/abc/x"
+        ));
+        assert!(!path_matches("/api/v1/devices/{id}", "/api/v1/devices/"));
+    }
+
+    #[test]
+    fn every_operation_documents_its_error_answers_with_the_error_body() {
+        let doc = serde_json::to_value(&*DOCUMENT).expect("document");
+        let users = &doc["paths"]["/api/v1/users"]["post"]["responses"];
+        for status in ["400", "401", "403", "413", "415", "422", "503"] {
+            assert_eq!(
+                users[status]["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/Error",
+                "POST /users {status}"
+            );
+        }
+        let ingest = &doc["paths"]["/api/v1/telemetry"]["post"]["responses"];
+        assert!(
+            ingest.get("429").is_some(),
+            "a device key can be rate limited"
+        );
+        assert!(doc["paths"]["/health"]["get"]["responses"]
+            .get("401")
+            .is_none());
+    }
 }

@@ -287,15 +287,18 @@ pub async fn create_schedule(
         .json(present(&schedule)))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
     pub offset: Option<u64>,
 }
 
 /// Schedules by name.
-#[utoipa::path(get, path = "/api/v1/report-schedules", tag = "reports",
+#[utoipa::path(get, path = "/api/v1/report-schedules", tag = "reports", params(ListQuery),
     responses((status = 200, description = "`{schedules, total, limit, offset}`")),
     security(("bearer" = [])))]
 pub async fn list_schedules(

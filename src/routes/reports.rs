@@ -34,34 +34,59 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/reports/{id}/download").route(web::get().to(download_job)));
 }
 
-/// The query string of a report (repeat `device_id` and `key` for several).
+/// The query string of a telemetry report (repeat `device_id` and `key` for several).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
-struct ReportParams {
+struct TelemetryReportParams {
     /// A device (repeatable) ...
     device_id: Option<Vec<uuid::Uuid>>,
-    /// ... or every device of an area (telemetry).
+    /// ... or every device of an area.
     area: Option<String>,
     /// RFC 3339; default: 24 h before `end`.
+    #[param(format = DateTime)]
     start: Option<String>,
     /// RFC 3339, exclusive; default: now.
+    #[param(format = DateTime)]
     end: Option<String>,
     /// Telemetry keys (repeatable); all when absent.
+    #[param(inline, value_type = Option<Vec<crate::routes::telemetry::KeyName>>)]
     key: Option<Vec<String>>,
     /// Aggregate per interval (`15m`, `1h`, `1d`) instead of raw points.
+    #[param(pattern = "^([1-9][0-9]{0,4}[smh]|[1-9][0-9]{0,3}d)$")]
     interval: Option<String>,
     /// `avg` (default), `min`, `max`, `sum` or `count`.
+    #[param(pattern = "^(avg|min|max|sum|count)$")]
     agg: Option<String>,
-    /// Alerts only: `info`, `warning` or `critical`.
+    /// `csv` (default), `xlsx`, `pdf` or `zip` (the three in one archive).
+    #[param(pattern = "^(csv|xlsx|pdf|zip)$")]
+    format: Option<String>,
+}
+
+/// The query string of an alert report (repeat `device_id` for several).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct AlertReportParams {
+    /// Devices (repeatable); all when absent.
+    device_id: Option<Vec<uuid::Uuid>>,
+    /// RFC 3339; default: 24 h before `end`.
+    #[param(format = DateTime)]
+    start: Option<String>,
+    /// RFC 3339, exclusive; default: now.
+    #[param(format = DateTime)]
+    end: Option<String>,
+    /// `info`, `warning` or `critical`.
+    #[param(pattern = "^(info|warning|critical)$")]
     severity: Option<String>,
     /// `csv` (default), `xlsx`, `pdf` or `zip` (the three in one archive).
+    #[param(pattern = "^(csv|xlsx|pdf|zip)$")]
     format: Option<String>,
 }
 
 /// Telemetry of devices over a period: a summary (per key: points, min, max, average; alerts
 /// by severity) and the points, or aggregates with `interval`.
-#[utoipa::path(get, path = "/api/v1/reports/telemetry", tag = "reports", params(ReportParams),
+#[utoipa::path(get, path = "/api/v1/reports/telemetry", tag = "reports", params(TelemetryReportParams),
     responses(
         (status = 200, description = "The file, `Content-Disposition: attachment` with the period in its name"),
         (status = 400, description = "`invalid_query`"),
@@ -79,7 +104,7 @@ pub async fn telemetry_report(
 }
 
 /// Alerts raised over a period (optionally of some devices, of one severity).
-#[utoipa::path(get, path = "/api/v1/reports/alerts", tag = "reports", params(ReportParams),
+#[utoipa::path(get, path = "/api/v1/reports/alerts", tag = "reports", params(AlertReportParams),
     responses(
         (status = 200, description = "The file, `Content-Disposition: attachment` with the period in its name"),
         (status = 400, description = "`invalid_query`"),
@@ -273,7 +298,9 @@ pub struct JobList {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct JobQuery {
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
     pub offset: Option<u64>,
 }
 

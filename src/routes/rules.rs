@@ -515,9 +515,12 @@ pub struct RuleQuery {
     /// Rules targeting this device (by id) only.
     pub device_id: Option<Uuid>,
     pub enabled: Option<bool>,
+    #[param(pattern = "^(info|warning|critical)$")]
     pub severity: Option<String>,
     /// 1..=1000, default 100
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
     pub offset: Option<u64>,
 }
 

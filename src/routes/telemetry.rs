@@ -166,27 +166,44 @@ pub(crate) fn bad_query(message: impl Into<String>) -> ApiError {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct TelemetryQuery {
-    /// The device (required).
+    /// The device.
+    #[param(required = true, value_type = Uuid)]
     pub device_id: Option<String>,
     /// RFC 3339; inclusive.
+    #[param(format = DateTime)]
     pub start: Option<String>,
     /// RFC 3339; inclusive for rows, exclusive for aggregate buckets.
+    #[param(format = DateTime)]
     pub end: Option<String>,
     /// Repeat to select several keys; all keys when absent.
     #[serde(default)]
+    #[param(inline, value_type = Vec<KeyName>)]
     pub key: Vec<String>,
     /// Rows: 1..=10000, default 1000.
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<u64>,
     /// `asc` or `desc` (default `desc` for rows, `asc` for aggregates).
+    #[param(pattern = "^(asc|desc)$")]
     pub order: Option<String>,
     /// Aggregate into buckets of `<n>s|m|h|d` (e.g. `1m`, `1h`, `1d`).
+    #[param(pattern = "^([1-9][0-9]{0,4}[smh]|[1-9][0-9]{0,3}d)$")]
     pub interval: Option<String>,
     /// `avg` (default), `min`, `max`, `sum` or `count`.
+    #[param(pattern = "^(avg|min|max|sum|count)$")]
     pub agg: Option<String>,
 }
 
+/// An empty parameter (`?start=`) is refused by name rather than read as "absent".
 pub(crate) fn parse_query<T: for<'de> Deserialize<'de>>(req: &HttpRequest) -> Result<T, ApiError> {
-    serde_html_form::from_str(req.query_string())
+    let query = req.query_string();
+    if let Some((name, _)) =
+        url::form_urlencoded::parse(query.as_bytes()).find(|(_, value)| value.is_empty())
+    {
+        return Err(bad_query(format!(
+            "{name} is empty: leave it out or give a value"
+        )));
+    }
+    serde_html_form::from_str(query)
         .map_err(|err| bad_query(format!("invalid query string: {err}")))
 }
 
@@ -271,6 +288,15 @@ pub struct Bucket {
     pub count: i64,
 }
 
+/// A history answer: rows, or buckets when `interval` is given.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum History {
+    Rows(HistoryResponse),
+    Buckets(AggregateResponse),
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AggregateResponse {
     pub device_id: Uuid,
@@ -287,7 +313,7 @@ pub struct AggregateResponse {
 /// History of a device: rows, or aggregates with `interval` (and `agg`).
 #[utoipa::path(get, path = "/api/v1/telemetry", tag = "telemetry", params(TelemetryQuery),
     responses(
-        (status = 200, description = "Rows (`HistoryResponse`) or, with `interval`, buckets (`AggregateResponse`)", body = HistoryResponse),
+        (status = 200, description = "Rows (`HistoryResponse`) or, with `interval`, buckets (`AggregateResponse`)", body = History),
         (status = 400, description = "`invalid_query`, e.g. too many buckets: a coarser interval is suggested"),
         (status = 404, description = "`device_not_found`"),
     ),
@@ -435,11 +461,19 @@ async fn aggregate(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct LatestQuery {
+    #[param(required = true, value_type = Uuid)]
     pub device_id: Option<String>,
     /// Repeat to select several keys; all keys when absent.
     #[serde(default)]
+    #[param(inline, value_type = Vec<KeyName>)]
     pub key: Vec<String>,
 }
+
+/// A telemetry key in a query: 1 to 100 characters.
+#[derive(ToSchema)]
+#[schema(value_type = String, pattern = "^[\\s\\S]{1,100}$")]
+#[allow(dead_code)]
+pub struct KeyName(String);
 
 /// The newest stored value of one key.
 #[derive(Debug, Serialize, ToSchema)]

@@ -75,8 +75,11 @@ pub struct UserList {
 #[serde(deny_unknown_fields)]
 pub struct UserQuery {
     /// admin, engineer, operator or viewer
+    #[param(pattern = "^(admin|engineer|operator|viewer)$")]
     pub role: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
     pub offset: Option<u64>,
 }
 
@@ -135,9 +138,17 @@ pub async fn list_users(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(
+        required = true,
+        nullable = false,
+        pattern = "^[^@\\s]+@[^@\\s]+$",
+        max_length = 254
+    )]
     pub email: Option<String>,
+    #[schema(required = true, nullable = false, min_length = 8, max_length = 1024)]
     pub password: Option<String>,
     /// admin, engineer, operator or viewer (default viewer)
+    #[schema(pattern = "^(admin|engineer|operator|viewer)$")]
     pub role: Option<String>,
     pub name: Option<String>,
 }
@@ -210,13 +221,16 @@ pub async fn get_user(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
+    #[schema(pattern = "^[^@\\s]+@[^@\\s]+$", max_length = 254)]
     pub email: Option<String>,
+    #[schema(pattern = "^(admin|engineer|operator|viewer)$")]
     pub role: Option<String>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub name: Option<Option<String>>,
     pub is_active: Option<bool>,
     /// Sets a new password and logs the user out everywhere.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: Option<String>,
 }
 

@@ -92,3 +92,78 @@ async fn every_error_has_code_message_and_details() {
         assert!(error.get("details").is_some(), "{reply:?}");
     }
 }
+
+#[actix_web::test]
+async fn a_wrong_method_on_a_single_route_path_is_405_with_allow() {
+    let app = spawn_app().await;
+    let reply = app
+        .send(reqwest::Method::DELETE, "/health", As::Nobody, None)
+        .await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{reply:?}");
+    assert_eq!(reply.code(), "method_not_allowed");
+    let token = app.admin_token().await;
+    let reply = app
+        .client
+        .request(reqwest::Method::TRACE, app.url("/api/v1/auth/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(reply.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.headers()["allow"], "GET");
+}
+
+#[actix_web::test]
+async fn an_offset_past_what_the_database_takes_is_400_for_every_list() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    for list in [
+        "/api/v1/devices",
+        "/api/v1/users",
+        "/api/v1/api-keys",
+        "/api/v1/rules",
+        "/api/v1/alerts",
+        "/api/v1/notifications",
+        "/api/v1/audit-log",
+        "/api/v1/reports",
+        "/api/v1/report-schedules",
+    ] {
+        let reply = app
+            .get(
+                &format!("{list}?offset=9223372036854775808"),
+                As::Bearer(&token),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{list}: {reply:?}");
+        assert_eq!(reply.code(), "invalid_query", "{list}");
+        // The largest offset the database takes still answers (an empty page).
+        let reply = app
+            .get(
+                &format!("{list}?offset=9223372036854775807"),
+                As::Bearer(&token),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{list}: {reply:?}");
+    }
+}
+
+#[actix_web::test]
+async fn an_empty_report_or_history_parameter_is_refused_by_name_not_read_as_absent() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    for path in [
+        "/api/v1/reports/alerts?severity=",
+        "/api/v1/reports/alerts?start=",
+        "/api/v1/telemetry?device_id=00000000-0000-0000-0000-000000000000&agg=",
+    ] {
+        let reply = app.get(path, As::Bearer(&token)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}: {reply:?}");
+        assert_eq!(reply.code(), "invalid_query", "{path}");
+        assert!(
+            reply.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("is empty")),
+            "{path}: {reply:?}"
+        );
+    }
+}
