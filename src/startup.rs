@@ -145,6 +145,7 @@ fn start_pipeline(db: &DatabaseConnection, settings: &Settings) -> Pipeline {
             },
             max_pending_points: ingest.max_pending_points,
             device_mailbox: settings.devices.mailbox,
+            max_keys_per_device: settings.devices.max_keys,
             default_inactivity: Duration::from_secs(settings.devices.inactivity_timeout_secs),
             state_flush: Duration::from_millis(settings.devices.state_flush_ms),
         },

@@ -259,7 +259,7 @@ pub async fn create_device(
     state: web::Data<AppState>,
     req: HttpRequest,
     user: AuthUser,
-    body: web::Json<CreateDevice>,
+    body: crate::body::Json<CreateDevice>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
     let body = body.into_inner();
@@ -420,7 +420,7 @@ pub async fn update_device(
     req: HttpRequest,
     user: AuthUser,
     id: web::Path<Uuid>,
-    body: web::Json<UpdateDevice>,
+    body: crate::body::Json<UpdateDevice>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
     let body = body.into_inner();

@@ -151,7 +151,7 @@ pub async fn create_user(
     state: web::Data<AppState>,
     req: HttpRequest,
     admin: AuthUser,
-    body: web::Json<CreateUser>,
+    body: crate::body::Json<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
     admin.require(Role::Admin)?;
     let body = body.into_inner();
@@ -231,7 +231,7 @@ pub async fn update_user(
     req: HttpRequest,
     admin: AuthUser,
     id: web::Path<Uuid>,
-    body: web::Json<UpdateUser>,
+    body: crate::body::Json<UpdateUser>,
 ) -> Result<HttpResponse, ApiError> {
     admin.require(Role::Admin)?;
     let body = body.into_inner();
