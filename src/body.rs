@@ -4,10 +4,14 @@
 //!
 //! So what a client may send does not depend on the database behind the platform (PostgreSQL
 //! refuses U+0000, SQLite would store it), and such a body is a clear 422, never a 500.
+//! [`refuse_nul_in_url`] does the same for query strings and paths (`%00`), which reach the
+//! database as filters.
 
 use std::ops::Deref;
 
-use actix_web::dev::Payload;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
@@ -65,6 +69,31 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             })
         })
     }
+}
+
+/// Refuses a URL holding `%00` (an encoded U+0000) before any handler: 400 `invalid_query` for
+/// the query string, `bad_request` for the path. A filter holding it would reach the database,
+/// which refuses it (a 500 on PostgreSQL).
+pub async fn refuse_nul_in_url(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let uri = req.uri();
+    if uri.query().is_some_and(|q| q.contains("%00")) {
+        return Err(ApiError::new(
+            Code::InvalidQuery,
+            "the query string holds %00 (U+0000), which the platform never accepts",
+        )
+        .into());
+    }
+    if uri.path().contains("%00") {
+        return Err(ApiError::new(
+            Code::BadRequest,
+            "the path holds %00 (U+0000), which the platform never accepts",
+        )
+        .into());
+    }
+    next.call(req).await
 }
 
 #[cfg(test)]

@@ -170,6 +170,9 @@ fn serve(
     let ingest_max_body = settings.ingest.max_body_bytes;
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(
+                crate::body::refuse_nul_in_url,
+            ))
             .wrap(actix_web::middleware::from_fn(crate::metrics::track))
             .wrap(ErrorHandlers::new().default_handler(ensure_json_error))
             .wrap(Compress::default())

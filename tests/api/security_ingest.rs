@@ -148,6 +148,28 @@ async fn devices_and_other_stored_bodies_holding_nul_are_refused_with_422_naming
 }
 
 #[actix_web::test]
+async fn a_query_holding_nul_is_refused_with_400_not_a_database_error() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let id = app.create_device(&token, seed_device()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    for path in [
+        "/api/v1/devices?q=%00".to_string(),
+        "/api/v1/devices?area=a%00".to_string(),
+        format!("/api/v1/telemetry?device_id={id}&key=k%00"),
+        format!("/api/v1/telemetry/latest?device_id={id}&key=%00"),
+    ] {
+        let reply = app.get(&path, As::Bearer(&token)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}: {reply:?}");
+        assert_eq!(reply.code(), "invalid_query", "{path}");
+    }
+    let reply = app.get("/api/v1/devices/%00", As::Bearer(&token)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+}
+
+#[actix_web::test]
 async fn while_one_device_sends_nul_in_a_loop_another_devices_readings_are_all_stored() {
     let app = spawn_app().await;
     let token = app.admin_token().await;
