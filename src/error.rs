@@ -21,6 +21,7 @@ pub enum Code {
     InvalidId,
     InvalidQuery,
     ValidationFailed,
+    TooManyKeys,
     UnsupportedMediaType,
     PayloadTooLarge,
     MissingCredentials,
@@ -59,12 +60,13 @@ pub enum Code {
 
 impl Code {
     /// Every code, for documentation checks.
-    pub const ALL: [Code; 39] = [
+    pub const ALL: [Code; 40] = [
         Code::BadRequest,
         Code::InvalidJson,
         Code::InvalidId,
         Code::InvalidQuery,
         Code::ValidationFailed,
+        Code::TooManyKeys,
         Code::UnsupportedMediaType,
         Code::PayloadTooLarge,
         Code::MissingCredentials,
@@ -108,6 +110,7 @@ impl Code {
             Code::InvalidId => "invalid_id",
             Code::InvalidQuery => "invalid_query",
             Code::ValidationFailed => "validation_failed",
+            Code::TooManyKeys => "too_many_keys",
             Code::UnsupportedMediaType => "unsupported_media_type",
             Code::PayloadTooLarge => "payload_too_large",
             Code::MissingCredentials => "missing_credentials",
@@ -150,7 +153,9 @@ impl Code {
             Code::BadRequest | Code::InvalidJson | Code::InvalidId | Code::InvalidQuery => {
                 StatusCode::BAD_REQUEST
             }
-            Code::ValidationFailed | Code::ReportTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::ValidationFailed | Code::TooManyKeys | Code::ReportTooLarge => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::MissingCredentials

@@ -3,7 +3,8 @@
 //! - [`startup`]: [`startup::Application`], the platform built from [`settings::Settings`]
 //! - [`settings`]: layered settings, validated at start-up
 //! - [`db`]: PostgreSQL / SQLite connection and migrations
-//! - [`routes`]: the REST API, one module per resource; [`error`]: how errors are answered
+//! - [`routes`]: the REST API, one module per resource; [`error`]: how errors are answered;
+//!   [`body`]: JSON bodies checked storable (no NUL) before any handler sees them
 //! - [`query`]: aggregation intervals of telemetry queries (pure)
 //! - [`auth`]: passwords, tokens, API keys, the extractors handlers use for access control
 //! - [`accounts`]: users, shared by the API, the CLI and first start
@@ -15,6 +16,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod body;
 pub mod cli;
 pub mod dashboard;
 pub mod db;

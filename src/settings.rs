@@ -217,6 +217,8 @@ pub struct DeviceSettings {
     pub inactivity_timeout_secs: u64,
     pub mailbox: usize,
     pub state_flush_ms: u64,
+    /// Distinct telemetry keys one device may have (422 `too_many_keys` beyond).
+    pub max_keys: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -442,6 +444,10 @@ impl Settings {
         check(
             (10..=60_000).contains(&self.devices.state_flush_ms),
             "devices.state_flush_ms: must be 10..=60000".into(),
+        );
+        check(
+            (1..=1_000_000).contains(&self.devices.max_keys),
+            "devices.max_keys: must be 1..=1000000".into(),
         );
         check(
             (1..=1_000_000).contains(&self.ingest.batch_max_points),

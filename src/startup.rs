@@ -145,6 +145,7 @@ fn start_pipeline(db: &DatabaseConnection, settings: &Settings) -> Pipeline {
             },
             max_pending_points: ingest.max_pending_points,
             device_mailbox: settings.devices.mailbox,
+            max_keys_per_device: settings.devices.max_keys,
             default_inactivity: Duration::from_secs(settings.devices.inactivity_timeout_secs),
             state_flush: Duration::from_millis(settings.devices.state_flush_ms),
         },
@@ -169,6 +170,9 @@ fn serve(
     let ingest_max_body = settings.ingest.max_body_bytes;
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(
+                crate::body::refuse_nul_in_url,
+            ))
             .wrap(actix_web::middleware::from_fn(crate::metrics::track))
             .wrap(ErrorHandlers::new().default_handler(ensure_json_error))
             .wrap(Compress::default())

@@ -34,6 +34,9 @@ pub(crate) struct Shared {
     /// `last_seen` is sent to the state writer at most this often per device.
     pub seen_interval: Duration,
     pub mailbox: usize,
+    /// Distinct telemetry keys a device may have; readings bringing more new keys are refused
+    /// whole (the keys already known keep being accepted).
+    pub max_keys: usize,
     /// Actors that died without being asked to stop (panics), counted.
     pub restarts: Arc<AtomicU64>,
     /// Where such a device is sent to be recreated from the database at once (its inactivity
@@ -552,6 +555,18 @@ impl DeviceActor {
         }
     }
 
+    /// How many distinct keys of `points` the device has never sent (as far as its latest values
+    /// say: loaded from `telemetry_latest` when the actor starts).
+    fn new_keys(&self, points: &[Point]) -> usize {
+        let mut new: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for point in points {
+            if !self.latest.contains_key(&point.key) {
+                new.insert(&point.key);
+            }
+        }
+        new.len()
+    }
+
     /// Arms the inactivity timer if it is not running; it re-arms itself for the time left.
     fn arm_timer(&mut self, ctx: &mut Context<Self>) {
         if self.timer.is_some() {
@@ -602,6 +617,16 @@ impl Handler<RecordReadings> for DeviceActor {
     type Result = ();
 
     fn handle(&mut self, msg: RecordReadings, ctx: &mut Self::Context) {
+        let new = self.new_keys(&msg.points);
+        if new > 0 && self.latest.len() + new > self.shared.max_keys {
+            tracing::debug!(device_id = %self.id, known = self.latest.len(), new,
+                "readings refused: the device's key limit is reached");
+            let _ = msg.ack.send(Err(WriteError::TooManyKeys {
+                limit: self.shared.max_keys,
+                new,
+            }));
+            return;
+        }
         let watched = !self.rules.is_empty();
         for point in &msg.points {
             let newer = self
@@ -659,9 +684,9 @@ impl Handler<RecordReadings> for DeviceActor {
             let refused = match err {
                 SendError::Full(store) | SendError::Closed(store) => store,
             };
-            let _ = refused
-                .ack
-                .send(Err(WriteError("the telemetry writer is saturated".into())));
+            let _ = refused.ack.send(Err(WriteError::NotStored(
+                "the telemetry writer is saturated".into(),
+            )));
         }
     }
 }

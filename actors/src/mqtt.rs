@@ -9,7 +9,11 @@
 //! and PUBACKs only move while it polls), except at `max_unacked` messages in hand; `submit`
 //! hands messages to the pipeline in order and waits while the writer is saturated;
 //! `acknowledge` sends PUBACKs in order once stored. Malformed messages are counted, logged with
-//! the device, acknowledged (there is nothing to store) and never stop the ingest.
+//! the device, acknowledged (there is nothing to store) and never stop the ingest. So are messages
+//! that cannot be stored for what they hold (refused by the database, or bringing keys beyond the
+//! device's limit): sending them again would be refused again, so they are dropped, never retried
+//! and never hold back the acknowledgements queued behind them. Only a passing failure (the
+//! database unreachable, the writer saturated) keeps a message unacknowledged, to retry it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -390,6 +394,10 @@ async fn take(
                 tracing::debug!(device_id = %device, "MQTT message for an unknown device dropped");
                 return None;
             }
+            Err(IngestError::NotStored(err)) if err.is_permanent() => {
+                refused(stats, device, &err);
+                return None;
+            }
             Err(IngestError::NotStored(err)) => {
                 tracing::warn!(device_id = %device, error = %err, "retrying MQTT reading");
                 tokio::time::sleep(delay).await;
@@ -398,7 +406,14 @@ async fn take(
     }
 }
 
-/// Waits until a submitted message is stored, resubmitting it after a failed batch.
+/// A message that cannot be stored for what it holds: counted as malformed and dropped.
+fn refused(stats: &MqttStats, device: Uuid, err: &WriteError) {
+    stats.malformed.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(device_id = %device, error = %err, "MQTT message refused and dropped");
+}
+
+/// Waits until a submitted message is stored, resubmitting it after a failure that may pass; a
+/// message refused for what it holds is dropped (counted) instead.
 async fn stored(
     mut done: Option<Done>,
     pipeline: &Pipeline,
@@ -411,6 +426,10 @@ async fn stored(
         match waiting.await {
             Ok(Ok(())) => {
                 stats.stored.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(Err(err)) if err.is_permanent() => {
+                refused(stats, device_of_topic(topic).unwrap_or_default(), &err);
                 return;
             }
             _ => {
@@ -446,8 +465,9 @@ fn decode(payload: &[u8], device: Uuid, limits: &Limits) -> Result<Vec<crate::Po
     Ok(decoded.points)
 }
 
-/// Acknowledges messages in arrival order once their points are stored; a failed batch is
-/// resubmitted until it is stored (the message stays unacknowledged meanwhile).
+/// Acknowledges messages in arrival order once their points are stored (or refused for good); a
+/// batch that failed for a passing reason is resubmitted until it is stored (the message stays
+/// unacknowledged meanwhile).
 async fn acknowledge(
     mut pending: mpsc::UnboundedReceiver<Pending>,
     acks: mpsc::UnboundedSender<Ack>,

@@ -7,12 +7,17 @@
 //!
 //! A value is a number, a boolean (stored 1/0), a string (kept in `metadata.text`, no number) or
 //! `{"value": number|boolean, "unit"?: string, "quality"?: 0..=100}`.
+//!
+//! What decodes can be stored on both databases: no key, unit or text holds a character they
+//! refuse ([`crate::text`]), and no timestamp lies outside what they store (1970 up to a day ahead
+//! of the server clock).
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use crate::point::Point;
+use crate::text::{self, shown};
 
 /// Bounds on one payload; anything beyond is refused, never truncated.
 #[derive(Debug, Clone)]
@@ -41,6 +46,9 @@ impl Default for Limits {
 pub const MAX_KEY_LEN: usize = 100;
 pub const MAX_UNIT_LEN: usize = 20;
 pub const MAX_TEXT_LEN: usize = 1024;
+/// The earliest timestamp accepted: the Unix epoch (PostgreSQL refuses year 0, and no device
+/// measured anything before 1970).
+pub const MIN_TIMESTAMP: DateTime<Utc> = DateTime::UNIX_EPOCH;
 
 /// What is wrong with a payload, and where (`telemetry.temperature.value`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -98,7 +106,7 @@ pub fn decode(
             "device_id" | "timestamp" | "telemetry" | "records"
         ) {
             return fail(
-                key,
+                shown(key),
                 "is not a known field (device_id, timestamp, telemetry, records)",
             );
         }
@@ -152,7 +160,7 @@ pub fn decode(
                     .find(|k| !matches!(k.as_str(), "timestamp" | "telemetry"))
                 {
                     return fail(
-                        format!("{at}.{key}"),
+                        format!("{at}.{}", shown(key)),
                         "is not a known field (timestamp, telemetry)",
                     );
                 }
@@ -209,6 +217,8 @@ fn timestamp(
                 let ts = ts.with_timezone(&Utc);
                 if ts > now + limits.max_future {
                     fail(field, "is more than 24 hours ahead of the server clock")
+                } else if ts < MIN_TIMESTAMP {
+                    fail(field, "is before 1970-01-01T00:00:00Z")
                 } else {
                     Ok(ts)
                 }
@@ -234,9 +244,12 @@ fn reading(
         return fail(at, format!("at most {} keys per reading", limits.max_keys));
     }
     for (key, value) in telemetry {
-        let field = format!("{at}.{key}");
+        let field = format!("{at}.{}", shown(key));
         if key.is_empty() || key.chars().count() > MAX_KEY_LEN {
             return fail(field, format!("keys are 1 to {MAX_KEY_LEN} characters"));
+        }
+        if !text::storable(key) {
+            return fail(field, text::REFUSED_MESSAGE);
         }
         let mut point = Point {
             device_id: device,
@@ -256,13 +269,16 @@ fn reading(
                         format!("text values are at most {MAX_TEXT_LEN} characters"),
                     );
                 }
+                if !text::storable(text) {
+                    return fail(field, text::REFUSED_MESSAGE);
+                }
                 point.metadata = Some(json!({ "text": text }));
             }
             Value::Object(object) => {
                 for name in object.keys() {
                     if !matches!(name.as_str(), "value" | "unit" | "quality") {
                         return fail(
-                            format!("{field}.{name}"),
+                            format!("{field}.{}", shown(name)),
                             "is not a known field (value, unit, quality)",
                         );
                     }
@@ -273,6 +289,9 @@ fn reading(
                 point.value = Some(number(inner, &format!("{field}.value"))?);
                 match object.get("unit") {
                     None | Some(Value::Null) => {}
+                    Some(Value::String(unit)) if !text::storable(unit) => {
+                        return fail(format!("{field}.unit"), text::REFUSED_MESSAGE)
+                    }
                     Some(Value::String(unit)) if unit.chars().count() <= MAX_UNIT_LEN => {
                         point.unit = Some(unit.clone())
                     }
@@ -473,10 +492,166 @@ mod tests {
                 "records[0].telemetry",
             ),
             (json!({"device_id": id, "telemetry": {"": 1}}), "telemetry."),
+            (
+                json!({"device_id": id, "telemetry": {"k\u{0}": 1}}),
+                "telemetry.k\\u0000",
+            ),
+            (
+                json!({"device_id": id, "telemetry": {"mode": "au\u{0}to"}}),
+                "telemetry.mode",
+            ),
+            (
+                json!({"device_id": id, "telemetry": {"t": {"value": 1, "unit": "\u{0}C"}}}),
+                "telemetry.t.unit",
+            ),
+            (
+                json!({"device_id": id, "timestamp": "0000-01-01T00:00:00Z", "telemetry": {"t": 1}}),
+                "timestamp",
+            ),
+            (
+                json!({"device_id": id, "timestamp": "1969-12-31T23:59:59Z", "telemetry": {"t": 1}}),
+                "timestamp",
+            ),
         ];
         for (body, field) in cases {
             let err = decode(&body, None, false, now(), &limits).expect_err(&body.to_string());
             assert_eq!(err.field, field, "{body}: {err}");
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Strings a payload is made of: its field names, times, and any text (NUL included).
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "device_id",
+                    "timestamp",
+                    "telemetry",
+                    "records",
+                    "value",
+                    "unit",
+                    "quality",
+                    "00000000-0000-0000-0000-000000000007",
+                    "2025-10-27T16:30:00Z",
+                    "0000-01-01T00:00:00Z",
+                    "0001-01-01T00:30:00+01:00",
+                    "9999-12-31T23:59:59-14:00",
+                ])
+                .prop_map(str::to_string),
+                "[a-z\\x00\\t\\\\\"é😀]{0,6}",
+                any::<String>(),
+            ]
+        }
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                (-200i64..200).prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                text().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 64, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::vec((text(), inner), 0..6)
+                        .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// A reading's value: mostly of the accepted kinds (with any text), sometimes anything.
+        fn reading_value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                any::<f64>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<bool>().prop_map(Value::from),
+                text().prop_map(Value::from),
+                (any::<f64>(), text(), -1i64..=101).prop_map(
+                    |(value, unit, quality)| json!({"value": value, "unit": unit, "quality": quality})
+                ),
+                (any::<bool>(), text()).prop_map(|(value, unit)| json!({"value": value, "unit": unit})),
+                json_value(),
+            ]
+        }
+
+        fn reading() -> impl Strategy<Value = Value> {
+            prop::collection::vec((text(), reading_value()), 0..5)
+                .prop_map(|pairs| Value::Object(pairs.into_iter().collect()))
+        }
+
+        fn timestamp() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                text().prop_map(Value::from),
+                json_value()
+            ]
+        }
+
+        /// Bodies near the accepted shapes, so that decoding goes deep, and anything at all.
+        fn body() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                (timestamp(), reading()).prop_map(|(timestamp, telemetry)| {
+                    json!({"device_id": device().to_string(), "timestamp": timestamp, "telemetry": telemetry})
+                }),
+                (timestamp(), reading()).prop_map(
+                    |(timestamp, telemetry)| json!({"timestamp": timestamp, "telemetry": telemetry})
+                ),
+                prop::collection::vec((timestamp(), reading()), 0..4).prop_map(|records| {
+                    let records: Vec<Value> = records
+                        .into_iter()
+                        .map(|(timestamp, telemetry)| json!({"timestamp": timestamp, "telemetry": telemetry}))
+                        .collect();
+                    json!({"device_id": device().to_string(), "records": records})
+                }),
+                reading(),
+                json_value(),
+            ]
+        }
+
+        fn holds_nul(value: &Value) -> bool {
+            match value {
+                Value::String(s) => s.contains('\0'),
+                Value::Array(items) => items.iter().any(holds_nul),
+                Value::Object(object) => {
+                    object.iter().any(|(k, v)| k.contains('\0') || holds_nul(v))
+                }
+                _ => false,
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn any_body_decodes_to_storable_points_or_names_a_field(
+                body in body(),
+                bare in any::<bool>(),
+                with_device in any::<bool>(),
+            ) {
+                let limits = Limits::default();
+                let default_device = with_device.then(device);
+                match decode(&body, default_device, bare, now(), &limits) {
+                    Ok(decoded) => {
+                        for point in &decoded.points {
+                            prop_assert!(!point.key.contains('\0'), "{point:?}");
+                            prop_assert!((1..=MAX_KEY_LEN).contains(&point.key.chars().count()));
+                            prop_assert!(!point.unit.as_deref().unwrap_or_default().contains('\0'));
+                            prop_assert!(!point.metadata.as_ref().is_some_and(holds_nul), "{point:?}");
+                            prop_assert!(point.value.is_none_or(f64::is_finite));
+                            prop_assert!(point.quality.is_none_or(|q| (0..=100).contains(&q)));
+                            prop_assert!(point.timestamp >= MIN_TIMESTAMP);
+                            prop_assert!(point.timestamp <= now() + limits.max_future);
+                        }
+                    }
+                    Err(err) => prop_assert!(!err.message.is_empty()),
+                }
+            }
         }
     }
 }

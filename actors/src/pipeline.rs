@@ -33,6 +33,8 @@ pub struct PipelineConfig {
     /// Points accepted but not yet stored, at most; beyond, ingest is refused as saturated.
     pub max_pending_points: usize,
     pub device_mailbox: usize,
+    /// Distinct telemetry keys per device, at most (`devices.max_keys`).
+    pub max_keys_per_device: usize,
     /// Used when a device's config gives no inactivity timeout nor sampling rate.
     pub default_inactivity: Duration,
     /// How often status and `last_seen` are written.
@@ -131,6 +133,7 @@ impl Pipeline {
             default_inactivity: config.default_inactivity,
             seen_interval: config.state_flush,
             mailbox: config.device_mailbox,
+            max_keys: config.max_keys_per_device,
             rules: std::sync::RwLock::new(Arc::new(Vec::new())),
             alerts,
             telemetry: broadcast::channel(8192).0,
@@ -235,7 +238,7 @@ impl Pipeline {
         match done.await {
             Ok(result) => result.map(|()| n).map_err(IngestError::from),
             // The batch was dropped on the way (an actor died): not stored, say so.
-            Err(_) => Err(IngestError::NotStored(WriteError(
+            Err(_) => Err(IngestError::NotStored(WriteError::NotStored(
                 "the reading was dropped before it was stored".into(),
             ))),
         }

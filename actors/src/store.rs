@@ -27,6 +27,23 @@ pub async fn write_points(db: &DatabaseConnection, points: &[Point]) -> Result<(
     }
 }
 
+/// Whether the database refused a batch for what it holds (a data error: a value it cannot
+/// store, a constraint such as a device deleted meanwhile), rather than for a passing reason
+/// (connection lost, pool exhausted, shutdown), which fails the batch whatever it holds.
+pub fn is_data_error(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            !matches!(db.kind(), sqlx::error::ErrorKind::Other)
+                // SQLSTATE class 22: data exception (bad encoding, value out of range, ...).
+                || db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some_and(|pg| pg.code().starts_with("22"))
+        }
+        sqlx::Error::Encode(_) => true,
+        _ => false,
+    }
+}
+
 /// The newest point of each (device, key) in the batch (an upsert may touch a row only once).
 fn newest_per_key(points: &[Point]) -> Vec<&Point> {
     let mut newest: HashMap<(uuid::Uuid, &str), &Point> = HashMap::new();

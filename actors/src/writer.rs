@@ -1,6 +1,9 @@
 //! The telemetry writer: one actor batches points from every device and stores each batch with one
 //! COPY / multi-row INSERT (group commit). A reading is acknowledged only when its batch has
-//! committed; a failed batch fails every reading in it, so nothing unstored is ever acknowledged.
+//! committed; a batch that fails for a passing reason (the database unreachable) fails every
+//! reading in it, so nothing unstored is ever acknowledged. A batch the database refuses for what
+//! it holds (a data error) is halved until each refused reading stands alone: only those fail,
+//! the others are stored (one device's bad reading never costs another device its readings).
 //!
 //! Memory is bounded by the [`Gate`]: callers reserve room for their points before sending, and the
 //! reservation ([`Admission`]) is released only when the batch holding them is done (or dropped on
@@ -17,10 +20,26 @@ use tokio::sync::oneshot;
 use crate::point::Point;
 use crate::store;
 
-/// Why a batch was not stored (the readings in it were not acknowledged).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("the batch was not stored: {0}")]
-pub struct WriteError(pub String);
+/// Why readings were not stored (and not acknowledged).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WriteError {
+    /// A passing reason (the database unreachable, the writer saturated): a retry may store them.
+    #[error("the batch was not stored: {0}")]
+    NotStored(String),
+    /// The database refused the readings themselves: the same readings are refused again.
+    #[error("the database refused these readings: {0}")]
+    Refused(String),
+    /// The readings bring new keys to a device that has reached its limit of distinct keys.
+    #[error("the device may have at most {limit} distinct telemetry keys (devices.max_keys); these readings bring {new} new ones, and only known keys are accepted")]
+    TooManyKeys { limit: usize, new: usize },
+}
+
+impl WriteError {
+    /// Whether sending the same readings again is pointless (they are refused, not delayed).
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, WriteError::NotStored(_))
+    }
+}
 
 /// The answer a reading waits for.
 pub type WriteAck = oneshot::Sender<Result<(), WriteError>>;
@@ -105,6 +124,8 @@ pub struct StorePoints {
 struct Waiter {
     ack: WriteAck,
     _admission: Admission,
+    /// Its points in the batch: they are stored or refused together.
+    points: usize,
 }
 
 pub struct TelemetryWriter {
@@ -147,35 +168,49 @@ impl TelemetryWriter {
         let work = async move {
             let started = Instant::now();
             let result = store::write_points(&db, &points).await;
-            (result, points.len(), started.elapsed())
+            let outcomes = match result {
+                Ok(()) => vec![Ok(()); waiters.len()],
+                Err(err) if store::is_data_error(&err) => {
+                    let sizes: Vec<usize> = waiters.iter().map(|w| w.points).collect();
+                    tracing::warn!(error = %err, points = points.len(), readings = sizes.len(),
+                        "the database refused a telemetry batch for its data; storing it in parts");
+                    write_apart(&db, &points, &sizes, err.to_string()).await
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, points = points.len(), "telemetry batch not stored");
+                    vec![Err(WriteError::NotStored(err.to_string())); waiters.len()]
+                }
+            };
+            (outcomes, waiters, started.elapsed())
         };
         ctx.spawn(
             work.into_actor(self)
-                .map(move |(result, n, took), act, ctx| {
+                .map(move |(outcomes, waiters, took), act, ctx| {
                     act.in_flight -= 1;
-                    let outcome = match result {
-                        Ok(()) => {
-                            act.stats
-                                .points_written
-                                .fetch_add(n as u64, Ordering::Relaxed);
-                            act.stats.batches_written.fetch_add(1, Ordering::Relaxed);
-                            act.stats
-                                .last_batch_micros
-                                .store(took.as_micros() as u64, Ordering::Relaxed);
-                            metrics::histogram!("insa_writer_batch_points").record(n as f64);
-                            metrics::histogram!("insa_writer_commit_seconds")
-                                .record(took.as_secs_f64());
-                            Ok(())
-                        }
-                        Err(err) => {
-                            act.stats.batches_failed.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(error = %err, points = n, "telemetry batch not stored");
-                            Err(WriteError(err.to_string()))
-                        }
-                    };
-                    for waiter in waiters {
+                    let stored: usize = waiters
+                        .iter()
+                        .zip(&outcomes)
+                        .filter(|(_, outcome)| outcome.is_ok())
+                        .map(|(waiter, _)| waiter.points)
+                        .sum();
+                    if stored > 0 {
+                        act.stats
+                            .points_written
+                            .fetch_add(stored as u64, Ordering::Relaxed);
+                        act.stats.batches_written.fetch_add(1, Ordering::Relaxed);
+                        act.stats
+                            .last_batch_micros
+                            .store(took.as_micros() as u64, Ordering::Relaxed);
+                        metrics::histogram!("insa_writer_batch_points").record(stored as f64);
+                        metrics::histogram!("insa_writer_commit_seconds")
+                            .record(took.as_secs_f64());
+                    }
+                    if outcomes.iter().any(Result::is_err) {
+                        act.stats.batches_failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
                         // The reader may have given up (client gone); the points are stored regardless.
-                        let _ = waiter.ack.send(outcome.clone());
+                        let _ = waiter.ack.send(outcome);
                     }
                     // What arrived during this commit goes now (group commit).
                     act.flush(ctx);
@@ -196,10 +231,12 @@ impl Handler<StorePoints> for TelemetryWriter {
     type Result = ();
 
     fn handle(&mut self, msg: StorePoints, ctx: &mut Self::Context) {
+        let points = msg.points.len();
         self.buffer.extend(msg.points);
         self.waiters.push(Waiter {
             ack: msg.ack,
             _admission: msg.admission,
+            points,
         });
         // An idle writer commits at once; a busy one gathers what arrives until a commit ends,
         // or until the batch is full or `batch_max_delay` has passed (then on another
@@ -213,6 +250,54 @@ impl Handler<StorePoints> for TelemetryWriter {
             }));
         }
     }
+}
+
+/// Stores a batch the database refused for its data in parts: halves of it, each halved again
+/// while refused, until every refused reading stands alone. Returns each reading's outcome (in
+/// the order of `sizes`, the points of each reading in `points`). A part that fails for a passing
+/// reason (an outage meanwhile) fails as a whole, as any batch would.
+async fn write_apart(
+    db: &DatabaseConnection,
+    points: &[Point],
+    sizes: &[usize],
+    first_error: String,
+) -> Vec<Result<(), WriteError>> {
+    let mut starts = Vec::with_capacity(sizes.len() + 1);
+    starts.push(0);
+    for size in sizes {
+        starts.push(starts[starts.len() - 1] + size);
+    }
+    let mut outcomes = vec![Ok(()); sizes.len()];
+    if sizes.len() == 1 {
+        outcomes[0] = Err(WriteError::Refused(first_error));
+        return outcomes;
+    }
+    // Ranges of readings known to hold a refused one, each with more than one reading.
+    let mut refused = vec![(0, sizes.len())];
+    while let Some((from, to)) = refused.pop() {
+        let middle = from + (to - from) / 2;
+        for (a, b) in [(middle, to), (from, middle)] {
+            match store::write_points(db, &points[starts[a]..starts[b]]).await {
+                Ok(()) => {}
+                Err(err) if store::is_data_error(&err) => {
+                    if b - a == 1 {
+                        tracing::warn!(error = %err, device_id = ?points.get(starts[a]).map(|p| p.device_id),
+                            "telemetry reading refused by the database");
+                        outcomes[a] = Err(WriteError::Refused(err.to_string()));
+                    } else {
+                        refused.push((a, b));
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "telemetry batch not stored");
+                    for outcome in &mut outcomes[a..b] {
+                        *outcome = Err(WriteError::NotStored(err.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    outcomes
 }
 
 #[cfg(test)]

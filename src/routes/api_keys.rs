@@ -146,7 +146,7 @@ pub async fn create_api_key(
     state: web::Data<AppState>,
     req: HttpRequest,
     user: AuthUser,
-    body: web::Json<CreateApiKey>,
+    body: crate::body::Json<CreateApiKey>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
     let body = body.into_inner();

@@ -275,7 +275,7 @@ pub async fn create_device(
     state: web::Data<AppState>,
     req: HttpRequest,
     user: AuthUser,
-    body: web::Json<CreateDevice>,
+    body: crate::body::Json<CreateDevice>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
     let body = body.into_inner();
@@ -436,7 +436,7 @@ pub async fn update_device(
     req: HttpRequest,
     user: AuthUser,
     id: web::Path<Uuid>,
-    body: web::Json<UpdateDevice>,
+    body: crate::body::Json<UpdateDevice>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
     let body = body.into_inner();
@@ -607,5 +607,80 @@ mod tests {
             .to_string(sea_orm::sea_query::SqliteQueryBuilder);
         assert!(sql.contains(r"'%50\%\_valve%'"), "{sql}");
         assert!(sql.contains("ESCAPE"), "{sql}");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec!["name", "config", "metadata", "a", "b"])
+                    .prop_map(str::to_string),
+                "[ab\\x00\\\\é]{0,3}",
+                any::<String>(),
+            ]
+        }
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                text().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 48, 5, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                    prop::collection::vec((text(), inner), 0..5)
+                        .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn holds_nul(value: &Value) -> bool {
+            match value {
+                Value::String(s) => s.contains('\0'),
+                Value::Array(items) => items.iter().any(holds_nul),
+                Value::Object(object) => {
+                    object.iter().any(|(k, v)| k.contains('\0') || holds_nul(v))
+                }
+                _ => false,
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// What `PUT /devices/{id}` does with a body: the edge check, the typed body, the
+            /// merge into what is stored. Any body is refused or merges into a storable document.
+            #[test]
+            fn any_merge_patch_is_refused_or_gives_a_storable_document(
+                stored in json_value().prop_filter("stored documents are storable", |v| !holds_nul(v)),
+                patch in json_value(),
+                field in prop::sample::select(vec!["config", "metadata"]),
+            ) {
+                let body = json!({ field: patch });
+                match crate::body::storable(body) {
+                    Err(err) => {
+                        prop_assert!(holds_nul(&patch));
+                        prop_assert_eq!(err.code, Code::ValidationFailed);
+                        let named = err.details["fields"][0]["field"].as_str().unwrap_or_default().to_string();
+                        prop_assert!(named.starts_with(field), "{}", named);
+                    }
+                    Ok(body) => {
+                        prop_assert!(!holds_nul(&patch));
+                        if let Ok(update) = serde_json::from_value::<UpdateDevice>(body) {
+                            let patch = if field == "config" { update.config } else { update.metadata };
+                            if let Some(patch) = patch {
+                                let merged = merge_patch(Some(stored), patch);
+                                prop_assert!(!merged.as_ref().is_some_and(holds_nul));
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -263,7 +263,7 @@ pub async fn create_schedule(
     state: web::Data<AppState>,
     req: HttpRequest,
     user: AuthUser,
-    body: web::Json<Value>,
+    body: crate::body::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
     let checked = check(&state, body.into_inner()).await?;
@@ -343,7 +343,7 @@ pub async fn update_schedule(
     req: HttpRequest,
     user: AuthUser,
     id: web::Path<Uuid>,
-    body: web::Json<Value>,
+    body: crate::body::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
     let stored = find(&state, id.into_inner()).await?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use chrono::{DateTime, Utc};
 use insa_actors::payload;
+use insa_actors::writer::WriteError;
 use insa_actors::IngestError;
 use insa_entities::{telemetry, telemetry_latest, Role};
 use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect};
@@ -64,6 +65,22 @@ fn ingest_error(err: IngestError) -> ApiError {
             "readings arrive faster than they can be stored; nothing was stored, retry shortly",
         )
         .retry_after(1),
+        IngestError::NotStored(WriteError::TooManyKeys { limit, new }) => ApiError::new(
+            Code::TooManyKeys,
+            format!(
+                "nothing was stored: a device may have at most {limit} distinct telemetry keys \
+                 (devices.max_keys) and this reading brings {new} new ones; keys the device \
+                 already has are still accepted"
+            ),
+        )
+        .with_details(json!({ "limit": limit, "new_keys": new })),
+        // The edge checks what it can; this is what only the database could tell.
+        IngestError::NotStored(WriteError::Refused(_)) => {
+            ApiError::validation(vec![FieldProblem::new(
+                "telemetry",
+                "the database refused these readings as invalid data; nothing was stored",
+            )])
+        }
         IngestError::NotStored(err) => {
             ApiError::new(Code::NotStored, format!("nothing was stored: {err}")).retry_after(1)
         }
@@ -79,7 +96,7 @@ fn ingest_error(err: IngestError) -> ApiError {
         (status = 201, description = "Stored", body = Accepted),
         (status = 403, description = "The key may not write, or belongs to another device"),
         (status = 404, description = "`device_not_found`"),
-        (status = 422, description = "`validation_failed`: the field at fault is named"),
+        (status = 422, description = "`validation_failed`: the field at fault is named; `too_many_keys`: the device has reached `devices.max_keys` distinct keys"),
         (status = 429, description = "`rate_limited`: the key's hourly allowance is spent"),
         (status = 503, description = "`ingest_saturated` or `not_stored`: nothing stored, retry"),
     ),

@@ -162,7 +162,7 @@ pub async fn create_user(
     state: web::Data<AppState>,
     req: HttpRequest,
     admin: AuthUser,
-    body: web::Json<CreateUser>,
+    body: crate::body::Json<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
     admin.require(Role::Admin)?;
     let body = body.into_inner();
@@ -245,7 +245,7 @@ pub async fn update_user(
     req: HttpRequest,
     admin: AuthUser,
     id: web::Path<Uuid>,
-    body: web::Json<UpdateUser>,
+    body: crate::body::Json<UpdateUser>,
 ) -> Result<HttpResponse, ApiError> {
     admin.require(Role::Admin)?;
     let body = body.into_inner();
