@@ -125,10 +125,18 @@ pub fn notifications(
                     .filter_map(Value::as_str)
                     .collect::<Vec<_>>()
                     .join(", "),
-                "mqtt" => action.get("topic").and_then(Value::as_str).map_or_else(
-                    || format!("devices/{}/commands", alert.device_id),
-                    str::to_string,
-                ),
+                // A topic stored before topics were checked is not trusted either.
+                "mqtt" => match crate::rules::command_topic(
+                    action.get("topic").and_then(Value::as_str),
+                    alert.device_id,
+                ) {
+                    Some(topic) => topic,
+                    None => {
+                        tracing::warn!(device_id = %alert.device_id, rule = %rule.name,
+                            "mqtt action skipped: its topic is not the device's command topic");
+                        return None;
+                    }
+                },
                 _ => return None,
             };
             let mut payload = body.clone();
