@@ -199,3 +199,117 @@ async fn an_mqtt_action_may_publish_only_to_its_own_devices_command_topic() {
         );
     }
 }
+
+/// A device named `name` with readings an attacker chose: a formula as key, unit and text, and
+/// a negative number. (token, device id, start, end) of the period holding them.
+async fn hostile_readings(app: &TestApp, name: &str) -> (String, String, String, String) {
+    let token = app.admin_token().await;
+    let device = app
+        .create_device(&token, json!({"name": name, "type": "pump"}))
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let now = chrono::Utc::now();
+    let stored = app
+        .post(
+            "/api/v1/telemetry",
+            As::Bearer(&token),
+            &json!({"device_id": device, "timestamp": now.to_rfc3339(), "telemetry": {
+                "+cmd": {"value": -5.5, "unit": "-bar"},
+                "note": "=HYPERLINK(\"http://evil.example/\",\"click\")",
+                "tab": "\tx"}}),
+        )
+        .await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{stored:?}");
+    let period = |at: chrono::DateTime<chrono::Utc>| at.to_rfc3339().replace('+', "%2B");
+    (
+        token,
+        device,
+        period(now - chrono::Duration::minutes(1)),
+        period(now + chrono::Duration::minutes(1)),
+    )
+}
+
+async fn report_bytes(app: &TestApp, token: &str, path: &str) -> Vec<u8> {
+    let response = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status();
+    let body = response.bytes().await.expect("body").to_vec();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    body
+}
+
+#[actix_web::test]
+async fn device_text_in_a_csv_report_cannot_run_as_a_formula_and_numbers_stay_numbers() {
+    let app = spawn_app_with(|_| {}).await;
+    let (token, device, start, end) = hostile_readings(&app, "@evil device").await;
+    let body = report_bytes(
+        &app,
+        &token,
+        &format!("/api/v1/reports/telemetry?device_id={device}&start={start}&end={end}&format=csv"),
+    )
+    .await;
+    let mut reader = csv::Reader::from_reader(body.as_slice());
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("a record")).collect();
+    let row = |key: &str| {
+        rows.iter()
+            .find(|r| r.get(3).is_some_and(|k| k.trim_start_matches('\'') == key))
+            .unwrap_or_else(|| panic!("a row for {key}: {rows:?}"))
+            .clone()
+    };
+    let number = row("+cmd");
+    assert_eq!(&number[2], "'@evil device");
+    assert_eq!(&number[3], "'+cmd");
+    assert_eq!(&number[4], "-5.5", "a negative number stays a number");
+    assert_eq!(&number[5], "'-bar");
+    assert_eq!(
+        &row("note")[7],
+        "'=HYPERLINK(\"http://evil.example/\",\"click\")"
+    );
+    assert_eq!(&row("tab")[7], "'\tx");
+}
+
+#[actix_web::test]
+async fn an_excel_report_holds_device_text_as_text_and_accepts_an_emoji_device_name() {
+    use calamine::{Data, Reader, Xlsx};
+    let app = spawn_app_with(|_| {}).await;
+    let name = "🔥".repeat(20);
+    let (token, device, start, end) = hostile_readings(&app, &name).await;
+    // The ZIP holds a workbook too.
+    report_bytes(
+        &app,
+        &token,
+        &format!("/api/v1/reports/telemetry?device_id={device}&start={start}&end={end}&format=zip"),
+    )
+    .await;
+    let body = report_bytes(
+        &app,
+        &token,
+        &format!(
+            "/api/v1/reports/telemetry?device_id={device}&start={start}&end={end}&format=xlsx"
+        ),
+    )
+    .await;
+    let mut book: Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(body)).expect("an xlsx");
+    let sheet = book.sheet_names()[1].clone();
+    assert!(sheet.encode_utf16().count() <= 31, "{sheet}");
+    assert!(sheet.starts_with('🔥'));
+    let formulas = book.worksheet_formula(&sheet).expect("formulas");
+    assert!(
+        formulas.used_cells().all(|(_, _, f)| f.is_empty()),
+        "no formula in the sheet"
+    );
+    let cells = book.worksheet_range(&sheet).expect("the device sheet");
+    let texts: Vec<&Data> = cells.rows().skip(1).flatten().collect();
+    assert!(texts.contains(&&Data::String(
+        "=HYPERLINK(\"http://evil.example/\",\"click\")".into()
+    )));
+    assert!(texts.contains(&&Data::Float(-5.5)));
+}
