@@ -313,3 +313,81 @@ async fn an_excel_report_holds_device_text_as_text_and_accepts_an_emoji_device_n
     )));
     assert!(texts.contains(&&Data::Float(-5.5)));
 }
+
+#[actix_web::test]
+async fn a_flapping_condition_notifies_at_most_five_times_and_counts_its_raises_on_the_alert() {
+    let receiver = Receiver::start_on(free_port(), 0, 200);
+    let app = app_allowing_loopback_webhooks().await;
+    let (token, device) = app
+        .watched_wellhead(json!({"type": "webhook", "url": receiver.url}))
+        .await;
+    // One request: 200 readings alternating across the threshold (80, hysteresis 5).
+    let start = chrono::Utc::now();
+    let records: Vec<Value> = (0..200)
+        .map(|i| {
+            json!({"timestamp": (start + chrono::Duration::milliseconds(i)).to_rfc3339(),
+                   "telemetry": {"pressure": if i % 2 == 0 { 95.0 } else { 70.0 }}})
+        })
+        .collect();
+    let stored = app
+        .post(
+            "/api/v1/telemetry",
+            As::Bearer(&token),
+            &json!({"device_id": device, "records": records}),
+        )
+        .await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{stored:?}");
+
+    // Every one of the 100 raises is counted on an alert...
+    let alerts = crate::helpers::eventually(
+        std::time::Duration::from_secs(20),
+        "100 raises recorded",
+        || async {
+            let list = app
+                .get(
+                    &format!("/api/v1/alerts?device_id={device}"),
+                    As::Bearer(&token),
+                )
+                .await;
+            let alerts = list.body["alerts"].as_array().cloned().unwrap_or_default();
+            let raises: i64 = alerts
+                .iter()
+                .filter_map(|a| a["raise_count"].as_i64())
+                .sum();
+            let all_resolved = alerts.iter().all(|a| a["status"] == "resolved");
+            (raises == 100 && all_resolved).then_some(alerts)
+        },
+    )
+    .await;
+    let chattering = alerts
+        .iter()
+        .find(|a| a["chattering"] == true)
+        .expect("the chattering alert");
+    assert_eq!(chattering["raise_count"], 98, "{chattering}");
+    let one = app
+        .get(
+            &format!("/api/v1/alerts/{}", chattering["id"].as_str().expect("id")),
+            As::Bearer(&token),
+        )
+        .await;
+    assert_eq!(one.body["chattering"], true);
+    assert_eq!(one.body["raise_count"], 98);
+
+    // ... but only five changes were notified, each delivered.
+    crate::helpers::eventually(
+        std::time::Duration::from_secs(15),
+        "every queued notification sent",
+        || async {
+            let log = app.get("/api/v1/notifications", As::Bearer(&token)).await;
+            let log = log.body["notifications"].as_array().cloned()?;
+            (!log.is_empty() && log.iter().all(|d| d["status"] == "sent")).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(receiver.count(), 5);
+    // Delivered side by side, so in any order: the first three raises, the first two clears.
+    let raised = (0..5)
+        .filter(|i| receiver.body(*i)["event"] == "raised")
+        .count();
+    assert_eq!(raised, 3);
+}
