@@ -391,3 +391,41 @@ async fn a_flapping_condition_notifies_at_most_five_times_and_counts_its_raises_
         .count();
     assert_eq!(raised, 3);
 }
+
+#[actix_web::test]
+async fn a_webhook_to_a_name_of_an_internal_address_is_refused_without_revealing_the_address() {
+    let receiver = Receiver::start_on(free_port(), 0, 200);
+    let port = receiver
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|rest| rest.split('/').next())
+        .expect("port")
+        .to_string();
+    let app = spawn_app_with(|s| s.webhooks.retry_base_ms = 100).await;
+    let (token, device) = app
+        .watched_wellhead(
+            json!({"type": "webhook", "url": format!("http://localhost:{port}/hooks")}),
+        )
+        .await;
+    send(&app, &token, &device, 95.0).await;
+    let refused = crate::helpers::eventually(
+        std::time::Duration::from_secs(10),
+        "the delivery refused",
+        || async {
+            let log = app.get("/api/v1/notifications", As::Bearer(&token)).await;
+            log.body["notifications"]
+                .as_array()?
+                .iter()
+                .find(|d| d["status"] == "failed")
+                .cloned()
+        },
+    )
+    .await;
+    let error = refused["last_error"].as_str().expect("an error");
+    assert!(error.contains("internal address"), "{error}");
+    for address in ["127.0.0.1", "::1", "[::"] {
+        assert!(!error.contains(address), "{error}");
+    }
+    assert_eq!(receiver.count(), 0, "nothing was sent");
+}
