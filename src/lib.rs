@@ -10,6 +10,7 @@
 //! - [`accounts`]: users, shared by the API, the CLI and first start
 //! - [`audit`]: the audit log
 //! - [`cli`]: the `migrate` and `user` commands of the binary
+//! - [`notify`]: the notifier (email, webhook, MQTT deliveries); [`webhook_guard`]: its SSRF guard
 //!
 //! Actors live in the `insa-actors` crate, tables in `insa-entities`, the schema in `insa-migration`.
 
@@ -32,6 +33,7 @@ pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod telemetry_log;
+pub mod webhook_guard;
 
 /// Makes rustls on ring the process-wide TLS provider (the one TLS stack of the platform).
 /// Safe to call more than once.

@@ -53,6 +53,7 @@ pub struct Settings {
     pub mqtt: MqttSettings,
     pub smtp: SmtpSettings,
     pub webhooks: WebhookSettings,
+    pub alerts: AlertSettings,
     pub live: LiveSettings,
     pub reports: ReportSettings,
     pub actors: ActorSettings,
@@ -177,6 +178,18 @@ pub struct WebhookSettings {
     /// First retry after this long; doubled each time (with jitter), at most `retry_max_secs`.
     pub retry_base_ms: u64,
     pub retry_max_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    /// Alert changes (raised or resolved) one (device, rule) notifies per window; beyond, the
+    /// changes are recorded on the alert (`raise_count`, `chattering`) without notifying.
+    pub max_notifications_per_window: usize,
+    pub chatter_window_secs: u64,
+    /// Alert changes waiting to be stored, at most; when full a change is dropped and its rule
+    /// re-decides on the next value.
+    pub queue_capacity: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -409,6 +422,18 @@ impl Settings {
         check(
             self.webhooks.max_attempts >= 1 && self.webhooks.timeout_secs >= 1,
             "webhooks.max_attempts and webhooks.timeout_secs: at least 1".into(),
+        );
+        check(
+            (1..=1000).contains(&self.alerts.max_notifications_per_window),
+            "alerts.max_notifications_per_window: must be within 1..=1000".into(),
+        );
+        check(
+            (1..=7 * 24 * 3600).contains(&self.alerts.chatter_window_secs),
+            "alerts.chatter_window_secs: must be within 1..=604800".into(),
+        );
+        check(
+            (1..=1_000_000).contains(&self.alerts.queue_capacity),
+            "alerts.queue_capacity: must be within 1..=1000000".into(),
         );
         if let Some(smtp) = &self.smtp.url {
             check(

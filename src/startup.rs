@@ -148,6 +148,11 @@ fn start_pipeline(db: &DatabaseConnection, settings: &Settings) -> Pipeline {
             max_keys_per_device: settings.devices.max_keys,
             default_inactivity: Duration::from_secs(settings.devices.inactivity_timeout_secs),
             state_flush: Duration::from_millis(settings.devices.state_flush_ms),
+            alerts: insa_actors::alerts::AlertsConfig {
+                max_notifications_per_window: settings.alerts.max_notifications_per_window,
+                chatter_window: Duration::from_secs(settings.alerts.chatter_window_secs),
+                queue_capacity: settings.alerts.queue_capacity,
+            },
         },
     )
 }

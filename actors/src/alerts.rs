@@ -1,6 +1,10 @@
 //! Raising and resolving alerts in the database. The database guarantees at most one open (not
 //! resolved) alert per (device, rule) — a unique partial index — so concurrent raises of the same
 //! condition store one alert and the others learn it already exists.
+//!
+//! [`keep_alerts`] stores the changes device actors ask for, in order, and notifies each within
+//! the chatter budget ([`crate::chatter`]); beyond it a change is recorded on the alert
+//! (`raise_count`, `chattering`) without notifying.
 
 use chrono::{DateTime, Utc};
 use insa_entities::{alerts, notification_deliveries};
@@ -47,6 +51,8 @@ pub async fn raise<C: ConnectionTrait>(
         resolved_at: None,
         created_at: alert.at,
         metadata: alert.metadata,
+        raise_count: 1,
+        chattering: false,
     };
     let active: alerts::ActiveModel = model.clone().into();
     let inserted = alerts::Entity::insert(active)
@@ -182,4 +188,161 @@ pub async fn resolve_and_notify(
     }
     txn.commit().await?;
     Ok(resolved)
+}
+
+/// A raise beyond the chatter budget: recorded without notifying. The newest alert of this device
+/// and rule, when resolved, is re-opened with one more raise (the same flapping condition stays
+/// one alert); an open one is left as it is; with none, a new one is stored. All are marked
+/// `chattering`. Returns the alert when it changed.
+pub async fn raise_quietly(
+    db: &DatabaseConnection,
+    alert: NewAlert,
+) -> Result<Option<alerts::Model>, DbErr> {
+    let newest = alerts::Entity::find()
+        .filter(alerts::Column::DeviceId.eq(alert.device_id))
+        .filter(match alert.rule_id {
+            Some(rule) => alerts::Column::RuleId.eq(rule),
+            None => alerts::Column::RuleId.is_null(),
+        })
+        .order_by_desc(alerts::Column::CreatedAt)
+        .one(db)
+        .await?;
+    match newest {
+        Some(open) if open.status != "resolved" => Ok(None),
+        Some(resolved) => {
+            let raises = resolved.raise_count.saturating_add(1);
+            let mut reopened: alerts::ActiveModel = resolved.into();
+            reopened.status = Set("active".into());
+            reopened.resolved_at = Set(None);
+            reopened.acknowledged_by = Set(None);
+            reopened.acknowledged_at = Set(None);
+            reopened.value = Set(alert.value);
+            reopened.raise_count = Set(raises);
+            reopened.chattering = Set(true);
+            // The unique index on open alerts still holds: a concurrent raise wins, this fails.
+            reopened.update(db).await.map(Some)
+        }
+        None => {
+            let raised = raise(db, alert).await?;
+            match raised {
+                Some(raised) => mark_chattering(db, raised).await.map(Some),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+/// A resolution beyond the chatter budget: stored without notifying, the alert marked
+/// `chattering`.
+pub async fn resolve_quietly(
+    db: &DatabaseConnection,
+    device_id: Uuid,
+    rule_id: Option<Uuid>,
+    at: DateTime<Utc>,
+) -> Result<Option<alerts::Model>, DbErr> {
+    match resolve_open(db, device_id, rule_id, at).await? {
+        Some(resolved) => mark_chattering(db, resolved).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+async fn mark_chattering(
+    db: &DatabaseConnection,
+    alert: alerts::Model,
+) -> Result<alerts::Model, DbErr> {
+    if alert.chattering {
+        return Ok(alert);
+    }
+    let mut marked: alerts::ActiveModel = alert.into();
+    marked.chattering = Set(true);
+    marked.update(db).await
+}
+
+/// How the alert keeper bounds notifications.
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    /// Alert changes (raised or resolved) of one (device, rule) notified per `chatter_window`.
+    pub max_notifications_per_window: usize,
+    pub chatter_window: std::time::Duration,
+    /// Alert changes waiting for [`keep_alerts`], at most (all devices together).
+    pub queue_capacity: usize,
+}
+
+/// Stores alerts as device actors raise and resolve them, one at a time and in order, with their
+/// notifications in the same transaction, and announces each change. The database keeps at most
+/// one open alert per (device, rule), so a repeated raise (after an actor restart, say) changes
+/// nothing. A (device, rule) past its notification budget ([`crate::chatter::Chatter`]) has its
+/// changes stored quietly ([`raise_quietly`], [`resolve_quietly`]).
+pub(crate) async fn keep_alerts(
+    db: DatabaseConnection,
+    mut commands: tokio::sync::mpsc::Receiver<crate::device::AlertCommand>,
+    events: tokio::sync::broadcast::Sender<crate::events::DeviceEvent>,
+    config: AlertsConfig,
+) {
+    use crate::device::{notifications, AlertCommand};
+    use crate::events::{AlertEvent, DeviceEvent};
+
+    let mut chatter =
+        crate::chatter::Chatter::new(config.max_notifications_per_window, config.chatter_window);
+    while let Some(command) = commands.recv().await {
+        let (device_id, rule) = match &command {
+            AlertCommand::Raise(alert, rule) => (alert.device_id, rule),
+            AlertCommand::Resolve {
+                device_id, rule, ..
+            } => (*device_id, rule),
+        };
+        let rule_id = rule.id;
+        let notify = chatter.allow(device_id, rule_id, std::time::Instant::now());
+        // The device's name, area and location go into notifications: read only if any.
+        let device = if !notify || rule.actions.is_empty() {
+            None
+        } else {
+            insa_entities::devices::Entity::find_by_id(device_id)
+                .one(&db)
+                .await
+                .ok()
+                .flatten()
+        };
+        let (outcome, event) = match (command, notify) {
+            (AlertCommand::Raise(alert, rule), true) => (
+                raise_and_notify(&db, alert, |a| {
+                    notifications("raised", a, device.as_ref(), &rule)
+                })
+                .await,
+                AlertEvent::Raised,
+            ),
+            (AlertCommand::Raise(alert, _), false) => {
+                (raise_quietly(&db, alert).await, AlertEvent::Raised)
+            }
+            (AlertCommand::Resolve { rule, at, .. }, true) => (
+                resolve_and_notify(&db, device_id, rule.id, at, |a| {
+                    notifications("resolved", a, device.as_ref(), &rule)
+                })
+                .await,
+                AlertEvent::Resolved,
+            ),
+            (AlertCommand::Resolve { at, .. }, false) => (
+                resolve_quietly(&db, device_id, rule_id, at).await,
+                AlertEvent::Resolved,
+            ),
+        };
+        match outcome {
+            Ok(Some(alert)) => {
+                tracing::info!(device_id = %alert.device_id, alert_id = %alert.id,
+                    severity = %alert.severity, event = event.as_str(),
+                    chattering = alert.chattering, "{}", alert.message);
+                let _ = events.send(DeviceEvent::Alert {
+                    alert: Box::new(alert),
+                    event,
+                });
+            }
+            Ok(None) => {
+                if notify {
+                    // Nothing changed, nothing was notified.
+                    chatter.refund(device_id, rule_id);
+                }
+            }
+            Err(err) => tracing::error!(error = %err, "alert not stored"),
+        }
+    }
 }

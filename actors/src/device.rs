@@ -12,13 +12,12 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use insa_entities::DeviceStatus;
-use sea_orm::DatabaseConnection;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
 use crate::alerts::NewAlert;
-use crate::events::{AlertEvent, DeviceEvent};
+use crate::events::DeviceEvent;
 use crate::point::Point;
 use crate::rules::{Condition, Rule};
 use crate::state::{DeviceSeen, DeviceStatusChanged, StateWriter};
@@ -46,8 +45,12 @@ pub(crate) struct Shared {
     pub shutting_down: AtomicBool,
     /// The enabled rules of every device ([`crate::Pipeline::reload_rules`]).
     pub rules: std::sync::RwLock<Arc<Vec<Rule>>>,
-    /// Where alerts are raised and resolved, in order ([`keep_alerts`]).
-    pub alerts: mpsc::UnboundedSender<AlertCommand>,
+    /// Where alerts are raised and resolved, in order ([`crate::alerts::keep_alerts`]); bounded
+    /// (`alerts.queue_capacity`): when full, the rule forgets where it stood and its next value
+    /// decides again (raise and resolve are idempotent).
+    pub alerts: mpsc::Sender<AlertCommand>,
+    /// Alert changes dropped because that queue was full.
+    pub alerts_dropped: AtomicU64,
     /// Readings for live views; events are built only while someone subscribes.
     pub telemetry: broadcast::Sender<Arc<crate::events::TelemetryEvent>>,
     /// The status each device last took, ahead of the database (the state writer is behind):
@@ -128,10 +131,18 @@ pub fn notifications(
                     .filter_map(Value::as_str)
                     .collect::<Vec<_>>()
                     .join(", "),
-                "mqtt" => action.get("topic").and_then(Value::as_str).map_or_else(
-                    || format!("devices/{}/commands", alert.device_id),
-                    str::to_string,
-                ),
+                // A topic stored before topics were checked is not trusted either.
+                "mqtt" => match crate::rules::command_topic(
+                    action.get("topic").and_then(Value::as_str),
+                    alert.device_id,
+                ) {
+                    Some(topic) => topic,
+                    None => {
+                        tracing::warn!(device_id = %alert.device_id, rule = %rule.name,
+                            "mqtt action skipped: its topic is not the device's command topic");
+                        return None;
+                    }
+                },
                 _ => return None,
             };
             let mut payload = body.clone();
@@ -143,68 +154,6 @@ pub fn notifications(
             })
         })
         .collect()
-}
-
-/// Stores alerts as device actors raise and resolve them, one at a time and in order, with their
-/// notifications in the same transaction, and announces each change. The database keeps at most
-/// one open alert per (device, rule), so a repeated raise (after an actor restart, say) changes
-/// nothing.
-pub(crate) async fn keep_alerts(
-    db: DatabaseConnection,
-    mut commands: mpsc::UnboundedReceiver<AlertCommand>,
-    events: broadcast::Sender<DeviceEvent>,
-) {
-    use sea_orm::EntityTrait;
-    while let Some(command) = commands.recv().await {
-        // The device's name, area and location go into notifications: read only if any.
-        let (device_id, rule) = match &command {
-            AlertCommand::Raise(alert, rule) => (alert.device_id, rule),
-            AlertCommand::Resolve {
-                device_id, rule, ..
-            } => (*device_id, rule),
-        };
-        let device = if rule.actions.is_empty() {
-            None
-        } else {
-            insa_entities::devices::Entity::find_by_id(device_id)
-                .one(&db)
-                .await
-                .ok()
-                .flatten()
-        };
-        let (outcome, event) = match command {
-            AlertCommand::Raise(alert, rule) => (
-                crate::alerts::raise_and_notify(&db, alert, |a| {
-                    notifications("raised", a, device.as_ref(), &rule)
-                })
-                .await,
-                AlertEvent::Raised,
-            ),
-            AlertCommand::Resolve {
-                device_id,
-                rule,
-                at,
-            } => (
-                crate::alerts::resolve_and_notify(&db, device_id, rule.id, at, |a| {
-                    notifications("resolved", a, device.as_ref(), &rule)
-                })
-                .await,
-                AlertEvent::Resolved,
-            ),
-        };
-        match outcome {
-            Ok(Some(alert)) => {
-                tracing::info!(device_id = %alert.device_id, alert_id = %alert.id,
-                    severity = %alert.severity, event = event.as_str(), "{}", alert.message);
-                let _ = events.send(DeviceEvent::Alert {
-                    alert: Box::new(alert),
-                    event,
-                });
-            }
-            Ok(None) => {}
-            Err(err) => tracing::error!(error = %err, "alert not stored"),
-        }
-    }
 }
 
 fn rule_ref(rule: &Rule) -> RuleRef {
@@ -401,12 +350,15 @@ impl DeviceActor {
             if let Watch::Pending(timer) = watch {
                 ctx.cancel_future(timer);
             }
-            // Deleted, disabled, or no longer targeting this device.
-            self.resolve(&rule);
+            // Deleted, disabled, or no longer targeting this device (the rules API resolves the
+            // alerts of deleted and disabled rules itself, should the queue be full).
+            let _ = self.resolve(&rule);
         }
     }
 
-    fn raise(&self, rule: &Rule, value: Option<f64>) {
+    /// Asks for an alert to be raised; false when the queue was full.
+    #[must_use]
+    fn raise(&self, rule: &Rule, value: Option<f64>) -> bool {
         let alert = NewAlert {
             device_id: self.id,
             rule_id: rule.id,
@@ -420,18 +372,31 @@ impl DeviceActor {
             })),
             at: Utc::now(),
         };
-        let _ = self
-            .shared
-            .alerts
-            .send(AlertCommand::Raise(alert, rule_ref(rule)));
+        self.queue_alert(AlertCommand::Raise(alert, rule_ref(rule)))
     }
 
-    fn resolve(&self, rule: &Rule) {
-        let _ = self.shared.alerts.send(AlertCommand::Resolve {
+    /// Asks for the rule's open alert to be resolved; false when the queue was full.
+    #[must_use]
+    fn resolve(&self, rule: &Rule) -> bool {
+        self.queue_alert(AlertCommand::Resolve {
             device_id: self.id,
             rule: rule_ref(rule),
             at: Utc::now(),
-        });
+        })
+    }
+
+    /// Hands an alert change to the keeper; false when its queue is full (then the caller's
+    /// rule goes back to [`Watch::Unknown`]: the next value decides again).
+    fn queue_alert(&self, command: AlertCommand) -> bool {
+        if self.shared.alerts.try_send(command).is_ok() {
+            return true;
+        }
+        let dropped = self.shared.alerts_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if dropped.is_power_of_two() {
+            tracing::warn!(device_id = %self.id, dropped,
+                "alert queue full (alerts.queue_capacity): alert change dropped, re-decided on the next value");
+        }
+        false
     }
 
     /// A new newest value of `key`: moves each rule on it along (raise after `for`, resolve past
@@ -449,8 +414,11 @@ impl DeviceActor {
             let next = match &self.rules[i].1 {
                 Watch::Unknown | Watch::Clear if breached => {
                     if rule.hold.is_zero() {
-                        self.raise(rule, Some(value));
-                        Watch::Raised
+                        if self.raise(rule, Some(value)) {
+                            Watch::Raised
+                        } else {
+                            Watch::Unknown
+                        }
                     } else {
                         let id = rule.id;
                         let hold = rule.hold;
@@ -459,10 +427,11 @@ impl DeviceActor {
                 }
                 Watch::Unknown => {
                     // Whatever was open before this actor started has cleared (if auto).
-                    if rule.auto_resolve && rule.cleared(value) {
-                        self.resolve(rule);
+                    if rule.auto_resolve && rule.cleared(value) && !self.resolve(rule) {
+                        Watch::Unknown
+                    } else {
+                        Watch::Clear
                     }
-                    Watch::Clear
                 }
                 Watch::Clear => Watch::Clear,
                 Watch::Pending(timer) if !breached => {
@@ -471,10 +440,11 @@ impl DeviceActor {
                 }
                 Watch::Pending(timer) => Watch::Pending(*timer),
                 Watch::Raised if rule.cleared(value) => {
-                    if rule.auto_resolve {
-                        self.resolve(rule);
+                    if rule.auto_resolve && !self.resolve(rule) {
+                        Watch::Unknown
+                    } else {
+                        Watch::Clear
                     }
-                    Watch::Clear
                 }
                 Watch::Raised => Watch::Raised,
             };
@@ -492,8 +462,11 @@ impl DeviceActor {
             return;
         };
         let value = self.latest.get(&self.rules[i].0.key).and_then(|l| l.value);
-        self.raise(&self.rules[i].0, value);
-        self.rules[i].1 = Watch::Raised;
+        self.rules[i].1 = if self.raise(&self.rules[i].0, value) {
+            Watch::Raised
+        } else {
+            Watch::Unknown
+        };
     }
 
     /// Offline rules follow the device's status.
@@ -503,17 +476,16 @@ impl DeviceActor {
             if rule.condition != Condition::Offline {
                 continue;
             }
-            let next = match to {
-                DeviceStatus::Offline => {
-                    self.raise(rule, None);
+            let next = if to == DeviceStatus::Offline {
+                if self.raise(rule, None) {
                     Watch::Raised
+                } else {
+                    Watch::Unknown
                 }
-                _ => {
-                    if rule.auto_resolve {
-                        self.resolve(rule);
-                    }
-                    Watch::Clear
-                }
+            } else if rule.auto_resolve && !self.resolve(rule) {
+                Watch::Unknown
+            } else {
+                Watch::Clear
             };
             self.rules[i].1 = next;
         }

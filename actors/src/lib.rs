@@ -1,6 +1,7 @@
 //! Actors of insa-iiot: the telemetry pipeline.
 //!
-//! - [`alerts`]: raising (at most one open per device and rule) and resolving alerts
+//! - [`alerts`]: raising (at most one open per device and rule) and resolving alerts, in order,
+//!   notified within each (device, rule)'s budget ([`chatter`])
 //! - [`pipeline`]: [`Pipeline`], the handle the HTTP and MQTT ingest use
 //! - [`registry`]: device id -> partition -> device actor; [`partition_of`] is fixed for good
 //! - [`device`]: [`device::DeviceActor`], one per active device: status, last_seen, latest values,
@@ -15,6 +16,7 @@
 //! - [`point`], [`events`]: the data that flows
 
 pub mod alerts;
+pub mod chatter;
 pub mod device;
 pub mod events;
 pub mod mqtt;

@@ -5,7 +5,7 @@
 //! order, per device) -> [`TelemetryWriter`] (batched, committed) -> the caller's acknowledgement.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,8 @@ pub struct PipelineConfig {
     pub state_flush: Duration,
     /// Device actors run on this many threads (0 = one per core).
     pub threads: usize,
+    /// Alert notification budget and queue bound.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// Why readings were not taken.
@@ -116,11 +118,12 @@ impl Pipeline {
         let registry = DeviceRegistry::single_node(config.partitions, arbiters);
         let (events, _) = broadcast::channel(4096);
         let (recreate, mut recreate_rx) = mpsc::unbounded_channel();
-        let (alerts, alerts_rx) = mpsc::unbounded_channel();
-        actix::spawn(crate::device::keep_alerts(
+        let (alerts, alerts_rx) = mpsc::channel(config.alerts.queue_capacity.max(1));
+        actix::spawn(crate::alerts::keep_alerts(
             db.clone(),
             alerts_rx,
             events.clone(),
+            config.alerts.clone(),
         ));
         let shared = Arc::new(Shared {
             restarts: registry.restarts.clone(),
@@ -136,6 +139,7 @@ impl Pipeline {
             max_keys: config.max_keys_per_device,
             rules: std::sync::RwLock::new(Arc::new(Vec::new())),
             alerts,
+            alerts_dropped: AtomicU64::new(0),
             telemetry: broadcast::channel(8192).0,
             statuses: dashmap::DashMap::new(),
         });

@@ -10,6 +10,35 @@ use uuid::Uuid;
 /// Alert severities, mildest first.
 pub const SEVERITIES: [&str; 3] = ["info", "warning", "critical"];
 
+/// The placeholder a rule's MQTT topic uses for the alerting device's id.
+pub const DEVICE_PLACEHOLDER: &str = "{device_id}";
+const TOPIC_MAX: usize = 255;
+
+/// The topic an `mqtt` action of a rule publishes to for `device_id`: `topic` with the
+/// placeholder filled (default `devices/{id}/commands`), only if it is that device's own command
+/// topic or below it — never a `$` system topic, a wildcard, an empty level or another device's
+/// topic (the platform publishes with its own broker login).
+pub fn command_topic(topic: Option<&str>, device_id: Uuid) -> Option<String> {
+    let Some(topic) = topic else {
+        return Some(format!("devices/{device_id}/commands"));
+    };
+    let topic = match topic.strip_prefix("devices/{device_id}/") {
+        Some(rest) => format!("devices/{device_id}/{rest}"),
+        None => topic.to_string(),
+    };
+    if topic.len() > TOPIC_MAX || topic.contains(['+', '#', '$', '\0']) {
+        return None;
+    }
+    let mut levels = topic.split('/');
+    let (Some("devices"), Some(id), Some("commands")) =
+        (levels.next(), levels.next(), levels.next())
+    else {
+        return None;
+    };
+    let own = id.parse::<Uuid>().is_ok_and(|id| id == device_id);
+    (own && levels.all(|level| !level.is_empty())).then_some(topic)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Condition {
     Above,

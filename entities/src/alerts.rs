@@ -20,6 +20,12 @@ pub struct Model {
     pub resolved_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub metadata: Option<Json>,
+    /// Times the condition was raised while this alert stood for it: 1, more once it chatters
+    /// (a chattering condition re-opens this alert instead of raising new ones).
+    pub raise_count: i32,
+    /// Raised or cleared more often than notifications are allowed (`alerts.*` settings):
+    /// later changes were recorded here without notifying.
+    pub chattering: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

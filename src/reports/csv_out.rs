@@ -39,6 +39,17 @@ impl Out {
     }
 }
 
+/// A text cell that a spreadsheet will show as text, never run: one starting with `=`, `+`, `-`,
+/// `@`, a tab or a carriage return gets a leading `'` (OWASP's advice against CSV injection).
+/// Only text goes through here: numbers are written as numbers (a negative one stays a number).
+pub fn text_cell(text: String) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text
+    }
+}
+
 pub fn time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
@@ -147,15 +158,15 @@ async fn telemetry(
             let mut record = vec![
                 time(row.timestamp),
                 id.clone(),
-                device.name.clone(),
-                row.key,
+                text_cell(device.name.clone()),
+                text_cell(row.key),
                 row.value.map(|v| v.to_string()).unwrap_or_default(),
-                row.unit.unwrap_or_default(),
+                text_cell(row.unit.unwrap_or_default()),
             ];
             match report.aggregation {
                 None => record.extend([
                     row.quality.map(|q| q.to_string()).unwrap_or_default(),
-                    row.text.unwrap_or_default(),
+                    text_cell(row.text.unwrap_or_default()),
                 ]),
                 Some(_) => record.push(row.count.unwrap_or_default().to_string()),
             }
@@ -198,17 +209,39 @@ async fn alerts(
                 time(alert.created_at),
                 alert.id.to_string(),
                 alert.device_id.to_string(),
-                report.device_name(alert.device_id),
+                text_cell(report.device_name(alert.device_id)),
                 alert.severity,
                 alert.status,
-                alert.message,
+                text_cell(alert.message),
                 number(alert.value),
                 number(alert.threshold),
-                alert.acknowledged_by.unwrap_or_default(),
+                text_cell(alert.acknowledged_by.unwrap_or_default()),
                 when(alert.acknowledged_at),
                 when(alert.resolved_at),
             ])
             .await?;
     }
     lines.drain().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_cell;
+
+    #[test]
+    fn text_that_a_spreadsheet_would_run_is_quoted() {
+        for risky in [
+            "=HYPERLINK(\"http://x\")",
+            "+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+        ] {
+            assert_eq!(text_cell(risky.into()), format!("'{risky}"));
+        }
+        for plain in ["pressure", "", "bar", "1-2", "a=b"] {
+            assert_eq!(text_cell(plain.into()), plain);
+        }
+    }
 }

@@ -46,7 +46,7 @@ fn excel_time(at: DateTime<Utc>) -> Result<ExcelDateTime, XlsxError> {
     ExcelDateTime::from_serial_datetime(at.timestamp_millis() as f64 / 86_400_000.0 + 25_569.0)
 }
 
-/// A sheet name Excel accepts (at most 31 characters, none of `[]:*?/\`), unique in the book.
+/// A sheet name Excel accepts (at most 31 UTF-16 units, none of `[]:*?/\`), unique in the book.
 fn sheet_name(base: &str, used: &mut HashSet<String>) -> String {
     let clean: String = base
         .chars()
@@ -60,8 +60,17 @@ fn sheet_name(base: &str, used: &mut HashSet<String>) -> String {
         } else {
             format!(" ({n})")
         };
-        let room = 31 - suffix.chars().count();
-        let name: String = clean.chars().take(room).collect::<String>() + &suffix;
+        // Excel counts UTF-16 units (an emoji is two), and refuses the whole book past 31.
+        let mut room = 31 - suffix.encode_utf16().count();
+        let name: String = clean
+            .chars()
+            .take_while(|c| {
+                let fits = c.len_utf16() <= room;
+                room = room.saturating_sub(c.len_utf16());
+                fits
+            })
+            .collect::<String>()
+            + &suffix;
         if used.insert(name.to_lowercase()) {
             return name;
         }
@@ -324,4 +333,23 @@ async fn alert_sheet(
         progress.add(1);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sheet_names_fit_in_31_utf16_units_and_stay_unique() {
+        let mut used = HashSet::new();
+        let fire = "🔥".repeat(20);
+        let first = sheet_name(&fire, &mut used);
+        assert_eq!(first, "🔥".repeat(15));
+        let second = sheet_name(&fire, &mut used);
+        assert_eq!(second, "🔥".repeat(13) + " (2)");
+        for name in [first, second] {
+            assert!(name.encode_utf16().count() <= 31, "{name}");
+        }
+        assert_eq!(sheet_name("a/b", &mut used), "a_b");
+    }
 }

@@ -52,6 +52,12 @@ pub struct AlertResponse {
     pub created_at: DateTime<Utc>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// Times the condition was raised while this alert stood for it (more than 1 once it
+    /// chatters: a flapping condition re-opens this alert instead of raising new ones).
+    pub raise_count: i32,
+    /// The condition changed more often than `alerts.max_notifications_per_window` per
+    /// `alerts.chatter_window_secs`: the changes beyond were recorded here, not notified.
+    pub chattering: bool,
 }
 
 impl From<alerts::Model> for AlertResponse {
@@ -70,6 +76,8 @@ impl From<alerts::Model> for AlertResponse {
             resolved_at: a.resolved_at,
             created_at: a.created_at,
             metadata: a.metadata,
+            raise_count: a.raise_count,
+            chattering: a.chattering,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod report_schedules;
 pub mod reports;
+pub mod rule_actions;
 pub mod rules;
 pub mod telemetry;
 pub mod users;

@@ -18,9 +18,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::Audit;
-use crate::auth::password::looks_like_email;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
+use crate::routes::rule_actions::{self, check_action, Target};
 use crate::routes::{one_of, page};
 use crate::state::AppState;
 
@@ -44,7 +44,6 @@ const KEY_MAX: usize = 100;
 /// A week: longer holds are better expressed as reports.
 const FOR_MAX_SECONDS: u32 = 7 * 24 * 3600;
 const ACTIONS_MAX: usize = 20;
-const RECIPIENTS_MAX: usize = 50;
 
 /// A rule as written by a client (POST body; PUT bodies are merged onto the stored rule first).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -108,6 +107,7 @@ pub struct RuleResponse {
     pub severity: String,
     pub auto_resolve: bool,
     pub enabled: bool,
+    /// Webhook `secret`s and header values are shown as `***` (write-only).
     #[schema(value_type = Vec<Object>)]
     pub actions: Value,
     pub created_by: Option<Uuid>,
@@ -139,7 +139,7 @@ impl From<rules::Model> for RuleResponse {
             severity: r.severity,
             auto_resolve: r.auto_resolve,
             enabled: r.enabled,
-            actions: r.actions,
+            actions: rule_actions::masked(&r.actions),
             created_by: r.created_by,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -166,7 +166,8 @@ impl From<&rules::Model> for RuleBody {
             severity: Some(response.severity),
             auto_resolve: Some(response.auto_resolve),
             enabled: Some(response.enabled),
-            actions: response.actions.as_array().cloned(),
+            // The stored actions, secrets included: a change that leaves them out keeps them.
+            actions: r.actions.as_array().cloned(),
         }
     }
 }
@@ -311,10 +312,14 @@ fn check(body: RuleBody, device_exists: Option<bool>) -> Result<rules::ActiveMod
             format!("at most {ACTIONS_MAX}"),
         ));
     }
+    let target = match body.device_id {
+        Some(id) => Target::Device(id),
+        None => Target::Several,
+    };
     let actions: Vec<Value> = actions
         .into_iter()
         .enumerate()
-        .map(|(i, action)| check_action(&mut problems, i, action))
+        .map(|(i, action)| check_action(&mut problems, i, action, target))
         .collect();
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
@@ -338,105 +343,6 @@ fn check(body: RuleBody, device_exists: Option<bool>) -> Result<rules::ActiveMod
         updated_at: Set(Utc::now()),
         ..Default::default()
     })
-}
-
-/// Checks one action and returns it in its stored form (only the known fields).
-fn check_action(problems: &mut Vec<FieldProblem>, i: usize, action: Value) -> Value {
-    let field = |name: &str| format!("actions[{i}].{name}");
-    let Value::Object(action) = action else {
-        problems.push(FieldProblem::new(
-            format!("actions[{i}]"),
-            "must be an object",
-        ));
-        return Value::Null;
-    };
-    let allowed: &[&str] = match action.get("type").and_then(Value::as_str) {
-        Some("email") => &["type", "to"],
-        Some("webhook") => &["type", "url", "secret", "headers"],
-        Some("mqtt") => &["type", "topic", "payload"],
-        _ => {
-            problems.push(FieldProblem::new(
-                field("type"),
-                "must be email, webhook or mqtt",
-            ));
-            return Value::Object(action);
-        }
-    };
-    for unknown in action.keys().filter(|k| !allowed.contains(&k.as_str())) {
-        problems.push(FieldProblem::new(
-            field(unknown),
-            "is not a field of this action",
-        ));
-    }
-    match action.get("type").and_then(Value::as_str) {
-        Some("email") => {
-            let to = action.get("to").and_then(Value::as_array);
-            match to {
-                Some(to) if !to.is_empty() && to.len() <= RECIPIENTS_MAX => {
-                    for (j, address) in to.iter().enumerate() {
-                        if !address.as_str().is_some_and(looks_like_email) {
-                            problems.push(FieldProblem::new(
-                                format!("actions[{i}].to[{j}]"),
-                                "must be an email address",
-                            ));
-                        }
-                    }
-                }
-                _ => problems.push(FieldProblem::new(
-                    field("to"),
-                    format!("1 to {RECIPIENTS_MAX} email addresses"),
-                )),
-            }
-        }
-        Some("webhook") => {
-            let url = action.get("url").and_then(Value::as_str);
-            let parsed = url.and_then(|u| url::Url::parse(u).ok());
-            if !parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-            {
-                problems.push(FieldProblem::new(
-                    field("url"),
-                    "must be an http:// or https:// URL",
-                ));
-            }
-            if action.get("secret").is_some_and(|s| !s.is_string()) {
-                problems.push(FieldProblem::new(field("secret"), "must be a string"));
-            }
-            if let Some(headers) = action.get("headers") {
-                let valid = headers.as_object().is_some_and(|h| {
-                    h.iter().all(|(name, value)| {
-                        value.is_string()
-                            && !name.is_empty()
-                            && name
-                                .bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                    })
-                });
-                if !valid {
-                    problems.push(FieldProblem::new(
-                        field("headers"),
-                        "must map header names to string values",
-                    ));
-                }
-            }
-        }
-        _ => {
-            if let Some(topic) = action.get("topic") {
-                let valid = topic
-                    .as_str()
-                    .is_some_and(|t| !t.is_empty() && !t.contains(['+', '#']) && t.len() <= 255);
-                if !valid {
-                    problems.push(FieldProblem::new(
-                        field("topic"),
-                        "must be a topic without wildcards (default devices/{device_id}/commands)",
-                    ));
-                }
-            }
-            if !action.contains_key("payload") {
-                problems.push(FieldProblem::new(field("payload"), "is required"));
-            }
-        }
-    }
-    Value::Object(action)
 }
 
 /// Resolves the rule's open alerts (it is being deleted or disabled), each with its
@@ -647,8 +553,11 @@ pub async fn update_rule(
             target.insert(k, v);
         }
     }
-    let body: RuleBody = serde_json::from_value(merged)
+    let mut body: RuleBody = serde_json::from_value(merged)
         .map_err(|err| ApiError::new(Code::ValidationFailed, format!("invalid body: {err}")))?;
+    if let (Some(actions), Some(stored)) = (body.actions.as_mut(), existing.actions.as_array()) {
+        rule_actions::keep_secrets(actions, stored);
+    }
     let exists = device_exists(&state, body.device_id).await?;
     let mut rule = check(body, exists)?;
     rule.id = Set(existing.id);

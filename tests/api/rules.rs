@@ -61,7 +61,7 @@ async fn engineers_manage_rules_and_everyone_reads_them() {
     assert_eq!(rule["auto_resolve"], true);
     assert_eq!(rule["enabled"], true);
     assert_eq!(rule["actions"].as_array().map(Vec::len), Some(3));
-    assert_eq!(rule["actions"][1]["secret"], "s3cret");
+    assert_eq!(rule["actions"][1]["secret"], "***", "write-only");
 
     for reader in [&operator, &viewer] {
         let list = app.get("/api/v1/rules", As::Bearer(reader)).await;

@@ -84,7 +84,7 @@ impl Receiver {
         serde_json::from_slice(&log[i].1).expect("JSON body")
     }
 
-    fn header(&self, i: usize, name: &str) -> Option<String> {
+    pub(crate) fn header(&self, i: usize, name: &str) -> Option<String> {
         let log = self.received.lock().expect("log");
         log[i]
             .0
@@ -93,7 +93,7 @@ impl Receiver {
             .map(|(_, v)| v.clone())
     }
 
-    fn raw(&self, i: usize) -> Vec<u8> {
+    pub(crate) fn raw(&self, i: usize) -> Vec<u8> {
         self.received.lock().expect("log")[i].1.clone()
     }
 }
@@ -136,7 +136,7 @@ async fn deliveries(app: &TestApp, token: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn hmac_hex(secret: &str, body: &[u8]) -> String {
+pub(crate) fn hmac_hex(secret: &str, body: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("key");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
