@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, Secur
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    alerts, api_keys, audit, auth, devices, health, notifications, report_schedules, reports,
+    alerts, api_keys, audit, auth, devices, health, live, notifications, report_schedules, reports,
     rules, telemetry, users,
 };
 
@@ -61,6 +61,7 @@ use super::{
         telemetry::post_telemetry,
         telemetry::get_telemetry,
         telemetry::get_latest,
+        live::create_ticket,
         openapi_json,
     ),
     modifiers(&Security),
@@ -75,6 +76,7 @@ use super::{
         (name = "reports", description = "Telemetry and alert reports: CSV, Excel, PDF, ZIP"),
         (name = "audit", description = "Audit log (admin)"),
         (name = "telemetry", description = "Readings in, history and latest values out"),
+        (name = "live", description = "Live feed (WebSocket `GET /api/v1/ws`) tickets"),
         (name = "operations", description = "Health, status, this document"),
     )
 )]
