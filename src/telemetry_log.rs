@@ -77,7 +77,23 @@ impl tracing_actix_web::RootSpanBuilder for RequestSpan {
         )
     }
 
+    /// A client error is logged by its code only: its message may quote the request (a JSON
+    /// body's wrong-typed value, such as a password sent as a number).
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        if let Ok(response) = outcome {
+            let status = response.status();
+            if let Some(error) = response.response().error() {
+                if status.is_client_error() {
+                    let code = error
+                        .as_error::<crate::error::ApiError>()
+                        .map_or("client_error", |api| api.code.as_str());
+                    span.record("http.status_code", i64::from(status.as_u16()));
+                    span.record("otel.status_code", "OK");
+                    span.record("exception.message", code);
+                    return;
+                }
+            }
+        }
         tracing_actix_web::DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
 }

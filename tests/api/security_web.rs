@@ -536,6 +536,15 @@ async fn no_password_token_key_or_ticket_reaches_the_log_of_a_full_session() {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     secrets.push("a-wrong-Gue55".into());
+    // A password sent as a number is refused; the refusal quotes it to the client only.
+    let (status, _) = post(
+        "/api/v1/auth/login",
+        None,
+        json!({"email": "admin@insa.com", "password": 987_654_321_123_u64}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    secrets.push("987654321123".into());
     // A WebSocket's request line is logged when the connection ends.
     for mut socket in [socket, legacy] {
         socket
@@ -551,7 +560,7 @@ async fn no_password_token_key_or_ticket_reaches_the_log_of_a_full_session() {
     let logged = eventually(Duration::from_secs(10), "every request logged", || {
         let log = running.log();
         async move {
-            (log.matches("/api/v1/auth/login").count() >= 2
+            (log.matches("/api/v1/auth/login").count() >= 3
                 && log.matches("http.target=/api/v1/ws?").count() >= 2)
                 .then_some(log)
         }
