@@ -74,8 +74,17 @@ impl Audit {
     }
 
     pub async fn record(self, db: &impl ConnectionTrait) {
-        if let Err(err) = self.entry.insert(db).await {
-            tracing::error!(error = %err, "cannot write the audit log");
+        self.record_returning_id(db).await;
+    }
+
+    /// Records the entry and returns its id (to complete its details later).
+    pub async fn record_returning_id(self, db: &impl ConnectionTrait) -> Option<i64> {
+        match self.entry.insert(db).await {
+            Ok(row) => Some(row.id),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot write the audit log");
+                None
+            }
         }
     }
 }

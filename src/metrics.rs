@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use insa_entities::{alerts, devices};
@@ -40,24 +41,119 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                 .and_then(|b| b.install_recorder())
                 .map_err(|err| tracing::error!(error = %err, "metrics are not available"))
                 .ok()
+                .inspect(|_| describe())
         })
         .as_ref()
 }
 
-/// Counts every HTTP request by method, route pattern and status, and times it.
+/// HELP text for every family (Prometheus tooling expects it; `promtool check metrics` is run on
+/// a scrape by the tests). A new metric gets its line here and in docs/OPERATIONS.md.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "insa_http_requests_total",
+        "HTTP requests by method (standard methods, else OTHER), route pattern and status"
+    );
+    describe_histogram!(
+        "insa_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request handling time by method and route pattern"
+    );
+    describe_counter!(
+        "insa_telemetry_messages_total",
+        "Telemetry messages accepted, by transport"
+    );
+    describe_counter!(
+        "insa_telemetry_points_total",
+        "Data points accepted over HTTP"
+    );
+    describe_counter!(
+        "insa_writer_points_total",
+        "Data points committed to the database (all transports)"
+    );
+    describe_counter!(
+        "insa_writer_batches_total",
+        "Writer batches by outcome (written, failed)"
+    );
+    describe_histogram!("insa_writer_batch_points", "Data points per writer batch");
+    describe_histogram!(
+        "insa_writer_commit_seconds",
+        Unit::Seconds,
+        "Time to store one writer batch"
+    );
+    describe_gauge!(
+        "insa_ingest_pending_points",
+        "Data points accepted and not yet stored"
+    );
+    describe_counter!(
+        "insa_mqtt_messages_total",
+        "MQTT ingest messages by outcome (received, stored, malformed, unknown_device)"
+    );
+    describe_gauge!(
+        "insa_mqtt_messages_in_hand",
+        "MQTT messages received and not yet stored and acknowledged"
+    );
+    describe_gauge!(
+        "insa_mqtt_connected",
+        "1 when the MQTT subscriber is connected and subscribed"
+    );
+    describe_gauge!("insa_device_actors_active", "Device actors in memory");
+    describe_counter!(
+        "insa_device_actor_restarts_total",
+        "Device actors recreated after a crash"
+    );
+    describe_gauge!("insa_devices", "Devices by status");
+    describe_counter!(
+        "insa_alerts_total",
+        "Alert changes by event (raised, acknowledged, resolved) and severity"
+    );
+    describe_gauge!("insa_alerts_open", "Alerts not resolved, by severity");
+    describe_counter!(
+        "insa_notifications_total",
+        "Notification attempts by channel and outcome (sent, retry, failed)"
+    );
+    describe_gauge!("insa_live_clients", "Open WebSocket live-feed connections");
+    describe_counter!(
+        "insa_reports_total",
+        "Reports generated, by kind (telemetry, alerts) and format"
+    );
+}
+
+/// The `method` label: the standard methods by name, anything else `OTHER` (a client choosing
+/// method names must not create series).
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| *known == method)
+        .map_or("OTHER", Method::as_str)
+}
+
+/// Counts every HTTP request by method, route pattern (or `unmatched`) and status, and times it.
 pub async fn track(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let response = next.call(req).await?;
     let route = response
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
+    // Route patterns come from the route table, statuses from the handlers: both bounded.
     let status = response.status().as_u16().to_string();
-    counter!("insa_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    counter!("insa_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("insa_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());

@@ -82,6 +82,36 @@ pub struct ServerSettings {
     /// Where people reach the platform (`https://iiot.site.example`), for links in emails;
     /// default `http://host:port`.
     pub public_url: Option<String>,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client; from
+    /// any other peer the header is ignored, so a client cannot choose its own address for the
+    /// audit log or the per-address login throttle.
+    pub trusted_proxies: Vec<String>,
+    /// A client must send a request's head (line and headers) within this long (408 beyond), so
+    /// slow clients cannot hold connections open.
+    pub client_request_timeout_ms: u64,
+    /// How long a connection being closed may take to shut down before it is dropped.
+    pub client_disconnect_timeout_ms: u64,
+}
+
+impl ServerSettings {
+    /// `trusted_proxies` parsed; a plain address is a one-address block. Entries that do not
+    /// parse are reported by [`Settings::validate`] and left out here.
+    pub fn trusted_proxy_nets(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|entry| parse_net(entry))
+            .collect()
+    }
+}
+
+fn parse_net(entry: &str) -> Option<ipnet::IpNet> {
+    let entry = entry.trim();
+    entry.parse::<ipnet::IpNet>().ok().or_else(|| {
+        entry
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +141,12 @@ pub struct AuthSettings {
     pub admin_password: Option<Secret>,
     pub login_attempts_per_account_per_minute: u32,
     pub login_attempts_per_address_per_minute: u32,
+    /// `POST /auth/password` attempts allowed per account per minute (guessing the current
+    /// password with a stolen access token).
+    pub password_attempts_per_account_per_minute: u32,
+    /// Refused (throttled) attempts make one audit entry per quota and subject per this many
+    /// seconds, with their count.
+    pub throttled_audit_window_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -199,6 +235,13 @@ pub struct LiveSettings {
     pub max_connections_per_user: usize,
     /// A client whose socket does not take a message within this long is closed (`too slow`).
     pub send_timeout_ms: u64,
+    /// Devices one connection may subscribe to at once.
+    pub max_devices_per_connection: usize,
+    /// How long a ticket from `POST /ws/ticket` may wait to be used (once).
+    pub ticket_ttl_secs: u64,
+    /// Each open connection re-checks its credentials this often (a change made by another
+    /// process, such as the command line; changes through the API apply at once).
+    pub recheck_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -396,6 +439,40 @@ impl Settings {
         check(
             self.auth.login_attempts_per_address_per_minute >= 1,
             "auth.login_attempts_per_address_per_minute: must be at least 1".into(),
+        );
+        check(
+            self.auth.password_attempts_per_account_per_minute >= 1,
+            "auth.password_attempts_per_account_per_minute: must be at least 1".into(),
+        );
+        check(
+            (1..=86_400).contains(&self.auth.throttled_audit_window_secs),
+            "auth.throttled_audit_window_secs: 1 to 86400".into(),
+        );
+        for entry in &self.server.trusted_proxies {
+            check(
+                parse_net(entry).is_some(),
+                format!("server.trusted_proxies: `{entry}` is not an address or CIDR block"),
+            );
+        }
+        check(
+            (100..=600_000).contains(&self.server.client_request_timeout_ms),
+            "server.client_request_timeout_ms: 100 to 600000".into(),
+        );
+        check(
+            (100..=600_000).contains(&self.server.client_disconnect_timeout_ms),
+            "server.client_disconnect_timeout_ms: 100 to 600000".into(),
+        );
+        check(
+            (1..=100_000).contains(&self.live.max_devices_per_connection),
+            "live.max_devices_per_connection: 1 to 100000".into(),
+        );
+        check(
+            (1..=600).contains(&self.live.ticket_ttl_secs),
+            "live.ticket_ttl_secs: 1 to 600".into(),
+        );
+        check(
+            (1..=60).contains(&self.live.recheck_secs),
+            "live.recheck_secs: 1 to 60".into(),
         );
         check(
             self.api_keys.default_rate_limit >= 1,

@@ -53,11 +53,15 @@ impl Application {
             login_throttle: LoginThrottle::new(
                 settings.auth.login_attempts_per_account_per_minute,
                 settings.auth.login_attempts_per_address_per_minute,
+                settings.auth.password_attempts_per_account_per_minute,
             ),
             pipeline: start_pipeline(&db, &settings),
             keys: Default::default(),
             mqtt: Default::default(),
             live: Default::default(),
+            revocations: Default::default(),
+            tickets: Default::default(),
+            trusted_proxies: settings.server.trusted_proxy_nets(),
             report_jobs: Default::default(),
             started_at: Utc::now(),
             started: Instant::now(),
@@ -181,7 +185,7 @@ fn serve(
             .wrap(actix_web::middleware::from_fn(crate::metrics::track))
             .wrap(ErrorHandlers::new().default_handler(ensure_json_error))
             .wrap(Compress::default())
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<crate::telemetry_log::RequestSpan>::new())
             .app_data(state.clone())
             .app_data(
                 web::JsonConfig::default()
@@ -200,6 +204,12 @@ fn serve(
             .default_service(web::to(routes::openapi::no_route))
     })
     .shutdown_timeout(settings.server.shutdown_timeout_secs)
+    .client_request_timeout(Duration::from_millis(
+        settings.server.client_request_timeout_ms,
+    ))
+    .client_disconnect_timeout(Duration::from_millis(
+        settings.server.client_disconnect_timeout_ms,
+    ))
     .listen(listener)?;
     if settings.server.workers > 0 {
         server = server.workers(settings.server.workers);

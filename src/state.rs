@@ -25,6 +25,12 @@ pub struct AppState {
     pub mqtt: std::sync::OnceLock<MqttInfo>,
     /// Open live-feed connections per user or key.
     pub live: Arc<crate::routes::live::LiveConnections>,
+    /// Ended sessions and keys, announced to open connections.
+    pub revocations: crate::auth::revocation::Revocations,
+    /// Outstanding single-use live-feed tickets.
+    pub tickets: crate::auth::tickets::Tickets,
+    /// `server.trusted_proxies`, parsed: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Wakes the report-job runner (a job was queued).
     pub report_jobs: Arc<tokio::sync::Notify>,
     pub started_at: DateTime<Utc>,

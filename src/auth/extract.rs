@@ -70,6 +70,8 @@ pub struct DeviceKey {
     pub device_id: Option<Uuid>,
     pub read: bool,
     pub write: bool,
+    /// When the key stops working, if it expires.
+    pub expires_at: Option<chrono::DateTime<Utc>>,
     /// This request's place in the key's hourly allowance.
     pub rate: RateInfo,
 }
@@ -96,9 +98,19 @@ pub enum Caller {
     Device(DeviceKey),
 }
 
-/// The client's address as seen by this server (no proxy headers are trusted).
+/// The client's address: the socket peer, or what a trusted proxy (`server.trusted_proxies`)
+/// says in `X-Forwarded-For`.
 pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
-    req.peer_addr().map(|addr| addr.ip())
+    let peer = req.peer_addr()?.ip();
+    let trusted = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.trusted_proxies.as_slice())
+        .unwrap_or_default();
+    Some(super::client_address::client_address(
+        peer,
+        req.headers(),
+        trusted,
+    ))
 }
 
 /// The token of an `Authorization: Bearer` header; `Ok(None)` when there is no such header.
@@ -136,7 +148,13 @@ fn missing_credentials() -> ApiError {
 /// Checks an access token and the session and user behind it.
 pub async fn authenticate_user(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
     let claims = state.jwt.verify(token, TokenKind::Access)?;
-    let user = users::Entity::find_by_id(claims.sub)
+    session_user(state, claims.sub, claims.sid).await
+}
+
+/// The user of an open session: the account exists and is active, and the session `sid` has not
+/// ended (logout, password change) nor expired.
+pub async fn session_user(state: &AppState, user: Uuid, sid: Uuid) -> Result<AuthUser, ApiError> {
+    let user = users::Entity::find_by_id(user)
         .one(&state.db)
         .await?
         .ok_or_else(|| ApiError::new(Code::InvalidToken, "the token's user no longer exists"))?;
@@ -147,7 +165,7 @@ pub async fn authenticate_user(state: &AppState, token: &str) -> Result<AuthUser
         ));
     }
     let open = refresh_tokens::Entity::find()
-        .filter(refresh_tokens::Column::FamilyId.eq(claims.sid))
+        .filter(refresh_tokens::Column::FamilyId.eq(sid))
         .filter(refresh_tokens::Column::RevokedAt.is_null())
         .filter(refresh_tokens::Column::ExpiresAt.gt(Utc::now()))
         .count(&state.db)
@@ -162,7 +180,7 @@ pub async fn authenticate_user(state: &AppState, token: &str) -> Result<AuthUser
         id: user.id,
         email: user.email,
         role: user.role,
-        session_id: claims.sid,
+        session_id: sid,
     })
 }
 
@@ -235,8 +253,18 @@ pub async fn authenticate_key(state: &AppState, key: &str) -> Result<DeviceKey, 
         device_id: row.device_id,
         read: permission("read"),
         write: permission("write"),
+        expires_at: row.expires_at,
         rate,
     })
+}
+
+/// Whether a key still works, read from the database (for connections that outlive a request).
+pub async fn key_still_valid(state: &AppState, key_id: Uuid) -> Result<bool, ApiError> {
+    let now = Utc::now();
+    Ok(api_keys::Entity::find_by_id(key_id)
+        .one(&state.db)
+        .await?
+        .is_some_and(|row| row.revoked_at.is_none() && row.expires_at.is_none_or(|at| at > now)))
 }
 
 /// Records use of a key without holding up the request (on whichever runtime the caller runs:

@@ -5,12 +5,18 @@
 //! - [`extract`]: the [`AuthUser`], [`DeviceKey`] and [`Caller`] extractors handlers ask for
 //! - [`throttle`]: login attempts per account and per client address
 //! - [`api_keys`]: generating and hashing device keys
+//! - [`revocation`]: announcing ended sessions and keys to open connections
+//! - [`tickets`]: single-use WebSocket tickets
+//! - [`client_address`]: the client's address, through trusted proxies only
 
 pub mod api_keys;
+pub mod client_address;
 pub mod extract;
 pub mod key_cache;
 pub mod password;
+pub mod revocation;
 pub mod throttle;
+pub mod tickets;
 pub mod tokens;
 
 pub use extract::{AuthUser, Caller, DeviceKey};

@@ -30,12 +30,15 @@ pub fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash_password(&generate_password()).unwrap_or_default())
 }
 
+/// The longest password accepted (login refuses longer ones before hashing anything).
+pub const MAX_PASSWORD_CHARS: usize = 1024;
+
 /// Why a password is refused, if it is.
 pub fn password_problem(password: &str) -> Option<&'static str> {
     let chars = password.chars().count();
     if chars < 8 {
         Some("must be at least 8 characters")
-    } else if chars > 1024 {
+    } else if chars > MAX_PASSWORD_CHARS {
         Some("must be at most 1024 characters")
     } else {
         None
@@ -50,7 +53,7 @@ pub fn looks_like_email(email: &str) -> bool {
             !local.is_empty()
                 && !domain.is_empty()
                 && !domain.contains('@')
-                && email.len() <= 255
+                && email.chars().count() <= crate::accounts::MAX_EMAIL_CHARS
                 && !email.chars().any(char::is_whitespace)
         }
         None => false,
@@ -90,6 +93,10 @@ mod tests {
         assert!(!looks_like_email("admin"));
         assert!(!looks_like_email("@insa.com"));
         assert!(!looks_like_email("a b@insa.com"));
+        let longest = format!("{}@insa.com", "a".repeat(245));
+        assert_eq!(longest.len(), 254);
+        assert!(looks_like_email(&longest));
+        assert!(!looks_like_email(&format!("a{longest}")));
     }
 
     #[test]

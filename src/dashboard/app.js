@@ -175,15 +175,29 @@ function every(ms, fn) {
 
 const live = {
   socket: null,
+  opening: false,
   devices: new Set(),
   listeners: new Set(),
   retry: 1000,
   timer: null,
 
-  start() {
+  // Opens the feed with a single-use ticket (the access token never goes into a URL).
+  async start() {
+    if (this.socket || this.opening || !current) return;
+    this.opening = true;
+    let ticket;
+    try {
+      ({ ticket } = await api('/ws/ticket', { method: 'POST' }));
+    } catch {
+      this.opening = false;
+      if (current) this.timer = setTimeout(() => this.start(), this.retry);
+      this.retry = Math.min(this.retry * 2, 30000);
+      return;
+    }
+    this.opening = false;
     if (this.socket || !current) return;
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const socket = new WebSocket(`${scheme}://${location.host}/api/v1/ws?token=${encodeURIComponent(current.access)}`);
+    const socket = new WebSocket(`${scheme}://${location.host}/api/v1/ws?ticket=${encodeURIComponent(ticket)}`);
     this.socket = socket;
     socket.onopen = () => {
       this.retry = 1000;
@@ -213,10 +227,8 @@ const live = {
       if (this.socket !== socket) return;
       this.socket = null;
       if (!current) return;
-      // Reconnect with backoff; a call first refreshes the token if it expired.
-      this.timer = setTimeout(() => {
-        api('/auth/me').then(() => this.start(), () => {});
-      }, this.retry);
+      // Reconnect with backoff; asking for a ticket first refreshes the token if it expired.
+      this.timer = setTimeout(() => this.start(), this.retry);
       this.retry = Math.min(this.retry * 2, 30000);
     };
   },

@@ -2,7 +2,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{Duration, Utc};
-use insa_entities::{refresh_tokens, users};
+use insa_entities::{audit_log, refresh_tokens, users};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
 use serde::{Deserialize, Serialize};
@@ -10,13 +10,16 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::accounts::{self, check_password};
+use crate::accounts::{self, check_password, MAX_EMAIL_CHARS};
 use crate::audit::Audit;
 use crate::auth::extract::{bearer_token, client_ip};
+use crate::auth::password::MAX_PASSWORD_CHARS;
 use crate::auth::password::{decoy_hash, verify_password};
+use crate::auth::revocation::Revoked;
+use crate::auth::throttle::{Tally, Throttled};
 use crate::auth::tokens::TokenKind;
 use crate::auth::AuthUser;
-use crate::error::{ApiError, Code};
+use crate::error::{ApiError, Code, FieldProblem};
 use crate::routes::users::UserResponse;
 use crate::state::AppState;
 
@@ -111,6 +114,43 @@ async fn issue_pair(
     ))
 }
 
+/// Audits a throttled attempt: the first refusal of a window writes `entry` (failed,
+/// `rate_limited`); the others are counted, and the count is written to that entry when the
+/// window (`auth.throttled_audit_window_secs`) ends. Does not hold up the answer.
+fn audit_refusal(state: &web::Data<AppState>, entry: Audit, hit: Throttled, subject: &str) {
+    let window = std::time::Duration::from_secs(state.settings.auth.throttled_audit_window_secs);
+    let Tally::First(refused) = state
+        .login_throttle
+        .refusals
+        .tally(hit.per, subject, window)
+    else {
+        return;
+    };
+    let details = move |refused: u64| {
+        json!({ "reason": "rate_limited", "per": hit.per, "refused": refused,
+                "window_secs": window.as_secs() })
+    };
+    let entry = entry.failed().details(details(1));
+    let db = state.db.clone();
+    actix_web::rt::spawn(async move {
+        let Some(id) = entry.record_returning_id(&db).await else {
+            return;
+        };
+        tokio::time::sleep(window).await;
+        let refused = refused.load(std::sync::atomic::Ordering::Relaxed);
+        if refused > 1 {
+            let result = audit_log::Entity::update_many()
+                .col_expr(audit_log::Column::Details, Expr::value(details(refused)))
+                .filter(audit_log::Column::Id.eq(id))
+                .exec(&db)
+                .await;
+            if let Err(err) = result {
+                tracing::error!(error = %err, "cannot write the audit log");
+            }
+        }
+    });
+}
+
 /// Log in with email and password.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = LoginRequest,
@@ -118,6 +158,7 @@ async fn issue_pair(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 401, description = "Wrong email or password (`invalid_credentials`)"),
         (status = 403, description = "Account disabled (`account_disabled`)"),
+        (status = 422, description = "Email longer than 254 or password longer than 1024 characters"),
         (status = 429, description = "Too many attempts (`login_rate_limited`), with Retry-After"),
     ))]
 pub async fn login(
@@ -126,16 +167,35 @@ pub async fn login(
     body: crate::body::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let LoginRequest { email, password } = body.into_inner();
+    let mut problems = Vec::new();
+    if email.chars().count() > MAX_EMAIL_CHARS {
+        problems.push(FieldProblem::new(
+            "email",
+            format!("must be at most {MAX_EMAIL_CHARS} characters"),
+        ));
+    }
+    if password.chars().count() > MAX_PASSWORD_CHARS {
+        problems.push(FieldProblem::new(
+            "password",
+            format!("must be at most {MAX_PASSWORD_CHARS} characters"),
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::validation(problems));
+    }
     let email = accounts::normalize_email(&email);
     let ip = client_ip(&req);
     if let Err(hit) = state.login_throttle.check(&email, ip) {
-        Audit::new("auth.login")
-            .actor(None, &email)
-            .ip(ip)
-            .failed()
-            .details(json!({ "reason": "rate_limited", "per": hit.per }))
-            .record(&state.db)
-            .await;
+        let subject = match hit.per {
+            "address" => ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            _ => email.clone(),
+        };
+        audit_refusal(
+            &state,
+            Audit::new("auth.login").actor(None, &email).ip(ip),
+            hit,
+            &subject,
+        );
         return Err(ApiError::new(
             Code::LoginRateLimited,
             format!(
@@ -259,6 +319,7 @@ pub async fn refresh(
     Ok(HttpResponse::Ok().json(tokens))
 }
 
+/// Ends a session: its refresh tokens, and (announced) its live connections.
 async fn revoke_family(state: &AppState, family: Uuid) -> Result<(), ApiError> {
     refresh_tokens::Entity::update_many()
         .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(Utc::now()))
@@ -266,6 +327,7 @@ async fn revoke_family(state: &AppState, family: Uuid) -> Result<(), ApiError> {
         .filter(refresh_tokens::Column::RevokedAt.is_null())
         .exec(&state.db)
         .await?;
+    state.revocations.announce(Revoked::Session(family));
     Ok(())
 }
 
@@ -324,7 +386,8 @@ pub struct ChangePasswordRequest {
     request_body = ChangePasswordRequest,
     responses((status = 200, description = "Changed", body = MessageResponse),
               (status = 403, description = "Current password wrong (`wrong_password`)"),
-              (status = 422, description = "New password too short or long")),
+              (status = 422, description = "New password too short or long"),
+              (status = 429, description = "Too many attempts for this account (`rate_limited`), with Retry-After")),
     security(("bearer" = [])))]
 pub async fn change_password(
     state: web::Data<AppState>,
@@ -336,6 +399,25 @@ pub async fn change_password(
         current_password,
         new_password,
     } = body.into_inner();
+    if let Err(hit) = state.login_throttle.check_password_change(user.id) {
+        audit_refusal(
+            &state,
+            Audit::by("user.password_change", &user, &req).target("user", user.id),
+            hit,
+            &user.id.to_string(),
+        );
+        return Err(ApiError::new(
+            Code::RateLimited,
+            format!(
+                "too many password-change attempts for this account; try again in {} s",
+                hit.retry_after_secs
+            ),
+        )
+        .with_details(
+            json!({ "limit": "password_per_account", "retry_after_secs": hit.retry_after_secs }),
+        )
+        .retry_after(hit.retry_after_secs));
+    }
     check_password("new_password", &new_password)?;
     let model = users::Entity::find_by_id(user.id)
         .one(&state.db)
@@ -353,6 +435,10 @@ pub async fn change_password(
         ));
     }
     accounts::set_password(&state.db, model, &new_password, Some(user.session_id)).await?;
+    state.revocations.announce(Revoked::User {
+        user: user.id,
+        except: Some(user.session_id),
+    });
     Audit::by("user.password_change", &user, &req)
         .target("user", user.id)
         .record(&state.db)

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use crate::error::{ApiError, Code};
 
 use super::{
-    alerts, api_keys, audit, auth, devices, health, notifications, report_schedules, reports,
+    alerts, api_keys, audit, auth, devices, health, live, notifications, report_schedules, reports,
     rules, telemetry, users,
 };
 
@@ -67,6 +67,7 @@ use super::{
         telemetry::post_telemetry,
         telemetry::get_telemetry,
         telemetry::get_latest,
+        live::create_ticket,
         openapi_json,
     ),
     modifiers(&Security, &ErrorResponses),
@@ -82,6 +83,7 @@ use super::{
         (name = "reports", description = "Telemetry and alert reports: CSV, Excel, PDF, ZIP"),
         (name = "audit", description = "Audit log (admin)"),
         (name = "telemetry", description = "Readings in, history and latest values out"),
+        (name = "live", description = "Live feed (WebSocket `GET /api/v1/ws`) tickets"),
         (name = "operations", description = "Health, status, this document"),
     )
 )]

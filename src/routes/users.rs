@@ -12,9 +12,10 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::accounts::{self, check_password};
+use crate::accounts::{self, check_password, MAX_EMAIL_CHARS};
 use crate::audit::Audit;
 use crate::auth::extract::client_ip;
+use crate::auth::revocation::Revoked;
 use crate::auth::{looks_like_email, AuthUser};
 use crate::error::{ApiError, Code, FieldProblem};
 use crate::routes::{page, present};
@@ -90,6 +91,20 @@ fn parse_role(field: &str, role: &str) -> Result<Role, ApiError> {
             "must be one of admin, engineer, operator, viewer",
         )])
     })
+}
+
+/// Why `email` is refused, if it is.
+fn email_problem(email: &str) -> Result<(), FieldProblem> {
+    if email.trim().chars().count() > MAX_EMAIL_CHARS {
+        Err(FieldProblem::new(
+            "email",
+            format!("must be at most {MAX_EMAIL_CHARS} characters"),
+        ))
+    } else if !looks_like_email(email) {
+        Err(FieldProblem::new("email", "must be an email address"))
+    } else {
+        Ok(())
+    }
 }
 
 async fn find_user(state: &AppState, id: Uuid) -> Result<users::Model, ApiError> {
@@ -168,8 +183,8 @@ pub async fn create_user(
     let body = body.into_inner();
     let mut problems = Vec::new();
     let email = body.email.unwrap_or_default();
-    if !looks_like_email(&email) {
-        problems.push(FieldProblem::new("email", "must be an email address"));
+    if let Err(problem) = email_problem(&email) {
+        problems.push(problem);
     }
     let password = body.password.unwrap_or_default();
     if let Some(problem) = crate::auth::password_problem(&password) {
@@ -269,12 +284,7 @@ pub async fn update_user(
     }
     let mut active: users::ActiveModel = existing.clone().into();
     if let Some(email) = &body.email {
-        if !looks_like_email(email) {
-            return Err(ApiError::validation(vec![FieldProblem::new(
-                "email",
-                "must be an email address",
-            )]));
-        }
+        email_problem(email).map_err(|problem| ApiError::validation(vec![problem]))?;
         let email = accounts::normalize_email(email);
         if email != existing.email {
             if accounts::find_by_email(&state.db, &email).await?.is_some() {
@@ -308,6 +318,12 @@ pub async fn update_user(
     }
     if body.is_active == Some(false) {
         accounts::end_sessions(&state.db, updated.id, None).await?;
+    }
+    if body.is_active == Some(false) || body.password.is_some() {
+        state.revocations.announce(Revoked::User {
+            user: updated.id,
+            except: None,
+        });
     }
     Audit::new("user.update")
         .actor(Some(admin.id), &admin.email)
@@ -355,6 +371,10 @@ pub async fn delete_user(
     users::Entity::delete_by_id(existing.id)
         .exec(&state.db)
         .await?;
+    state.revocations.announce(Revoked::User {
+        user: existing.id,
+        except: None,
+    });
     Audit::new("user.delete")
         .actor(Some(admin.id), &admin.email)
         .target("user", existing.id)

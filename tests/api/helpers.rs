@@ -76,6 +76,7 @@ pub async fn test_settings(dir: &std::path::Path) -> Settings {
     // Tests log in often; the throttling tests lower these.
     settings.auth.login_attempts_per_account_per_minute = 1000;
     settings.auth.login_attempts_per_address_per_minute = 1000;
+    settings.auth.password_attempts_per_account_per_minute = 1000;
     settings
 }
 

@@ -23,6 +23,7 @@ mod rules;
 mod schema;
 mod security_ingest;
 mod security_rules;
+mod security_web;
 mod telemetry;
 mod users;
 mod webhooks;

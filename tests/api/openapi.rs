@@ -63,6 +63,7 @@ async fn the_openapi_document_covers_every_route() {
         ("put", "/api/v1/report-schedules/{id}"),
         ("delete", "/api/v1/report-schedules/{id}"),
         ("post", "/api/v1/report-schedules/{id}/run"),
+        ("post", "/api/v1/ws/ticket"),
     ];
     for (method, path) in routes {
         assert!(
