@@ -589,7 +589,12 @@ impl Handler<RecordReadings> for DeviceActor {
     type Result = ();
 
     fn handle(&mut self, msg: RecordReadings, ctx: &mut Self::Context) {
-        let new = self.new_keys(&msg.points);
+        // Only a message that could bring the device past its limit is looked at key by key.
+        let new = if self.latest.len() + msg.points.len() > self.shared.max_keys {
+            self.new_keys(&msg.points)
+        } else {
+            0
+        };
         if new > 0 && self.latest.len() + new > self.shared.max_keys {
             tracing::debug!(device_id = %self.id, known = self.latest.len(), new,
                 "readings refused: the device's key limit is reached");

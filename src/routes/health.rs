@@ -96,7 +96,8 @@ pub struct MqttStatus {
     pub connected: bool,
     pub messages_received: u64,
     pub messages_stored: u64,
-    /// Messages dropped as malformed (bad topic, payload or unknown device).
+    /// Messages dropped (and acknowledged) as malformed: bad topic or payload, or refused for
+    /// what they hold (by the database, or new keys beyond `devices.max_keys`).
     pub messages_malformed: u64,
     /// Well-formed messages for devices that are not registered.
     pub messages_unknown_device: u64,
