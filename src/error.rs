@@ -47,6 +47,7 @@ pub enum Code {
     CannotDeleteSelf,
     LoginRateLimited,
     RateLimited,
+    TooManyReportJobs,
     Internal,
     DatabaseUnavailable,
     IngestSaturated,
@@ -59,7 +60,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for documentation checks.
-    pub const ALL: [Code; 39] = [
+    pub const ALL: [Code; 40] = [
         Code::BadRequest,
         Code::InvalidJson,
         Code::InvalidId,
@@ -91,6 +92,7 @@ impl Code {
         Code::CannotDeleteSelf,
         Code::LoginRateLimited,
         Code::RateLimited,
+        Code::TooManyReportJobs,
         Code::Internal,
         Code::DatabaseUnavailable,
         Code::IngestSaturated,
@@ -134,6 +136,7 @@ impl Code {
             Code::CannotDeleteSelf => "cannot_delete_self",
             Code::LoginRateLimited => "login_rate_limited",
             Code::RateLimited => "rate_limited",
+            Code::TooManyReportJobs => "too_many_report_jobs",
             Code::Internal => "internal_error",
             Code::DatabaseUnavailable => "database_unavailable",
             Code::IngestSaturated => "ingest_saturated",
@@ -176,7 +179,9 @@ impl Code {
             | Code::CannotDeleteSelf
             | Code::AlertResolved
             | Code::ReportNotReady => StatusCode::CONFLICT,
-            Code::LoginRateLimited | Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Code::LoginRateLimited | Code::RateLimited | Code::TooManyReportJobs => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::DatabaseUnavailable | Code::IngestSaturated | Code::NotStored => {
                 StatusCode::SERVICE_UNAVAILABLE
