@@ -11,7 +11,7 @@ use crate::settings::DatabaseSettings;
 /// Why the database could not be used; the URL is always shown without its password.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("cannot create the folder `{path}` for the SQLite database: {source}")]
+    #[error("cannot prepare `{path}` (its folder or file) for the SQLite database: {source}")]
     Folder {
         path: String,
         source: std::io::Error,
@@ -83,7 +83,8 @@ fn redact_userinfo(url: &str) -> String {
     }
 }
 
-/// Creates the folder a SQLite URL points into (`sqlite://data/x.db` -> `data/`).
+/// Creates the folder a SQLite URL points into (`sqlite://data/x.db` -> `data/`) and the
+/// database file, both owner-only.
 fn ensure_sqlite_folder(url: &str) -> Result<(), DbError> {
     let path = url
         .trim_start_matches("sqlite://")
@@ -92,13 +93,22 @@ fn ensure_sqlite_folder(url: &str) -> Result<(), DbError> {
     if path.is_empty() || path == ":memory:" {
         return Ok(());
     }
+    let folder_error = |source| DbError::Folder {
+        path: path.to_string(),
+        source,
+    };
     if let Some(parent) = Path::new(path).parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent).map_err(|source| DbError::Folder {
-                path: parent.display().to_string(),
-                source,
-            })?;
+        // A folder the platform creates is owner-only; an existing one is left as it is.
+        if !parent.as_os_str().is_empty() && !parent.exists() {
+            crate::private_files::private_dir(parent).map_err(folder_error)?;
         }
+    }
+    // The database and its WAL files hold accounts and telemetry: owner-only. SQLite gives
+    // the WAL and shared-memory files the database file's mode.
+    crate::private_files::private_file(Path::new(path)).map_err(folder_error)?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        crate::private_files::restrict_if_exists(Path::new(&format!("{path}{suffix}")))
+            .map_err(folder_error)?;
     }
     Ok(())
 }

@@ -48,6 +48,7 @@ pub enum Code {
     CannotDeleteSelf,
     LoginRateLimited,
     RateLimited,
+    TooManyReportJobs,
     Internal,
     DatabaseUnavailable,
     IngestSaturated,
@@ -93,6 +94,7 @@ impl Code {
         Code::CannotDeleteSelf,
         Code::LoginRateLimited,
         Code::RateLimited,
+        Code::TooManyReportJobs,
         Code::Internal,
         Code::DatabaseUnavailable,
         Code::IngestSaturated,
@@ -137,6 +139,7 @@ impl Code {
             Code::CannotDeleteSelf => "cannot_delete_self",
             Code::LoginRateLimited => "login_rate_limited",
             Code::RateLimited => "rate_limited",
+            Code::TooManyReportJobs => "too_many_report_jobs",
             Code::Internal => "internal_error",
             Code::DatabaseUnavailable => "database_unavailable",
             Code::IngestSaturated => "ingest_saturated",
@@ -181,7 +184,9 @@ impl Code {
             | Code::CannotDeleteSelf
             | Code::AlertResolved
             | Code::ReportNotReady => StatusCode::CONFLICT,
-            Code::LoginRateLimited | Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Code::LoginRateLimited | Code::RateLimited | Code::TooManyReportJobs => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::DatabaseUnavailable | Code::IngestSaturated | Code::NotStored => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -2,7 +2,7 @@
 //!
 //! - [`startup`]: [`startup::Application`], the platform built from [`settings::Settings`]
 //! - [`settings`]: layered settings, validated at start-up
-//! - [`db`]: PostgreSQL / SQLite connection and migrations
+//! - [`db`]: PostgreSQL / SQLite connection and migrations; [`private_files`]: owner-only files
 //! - [`routes`]: the REST API, one module per resource; [`error`]: how errors are answered;
 //!   [`body`]: JSON bodies checked storable (no NUL) before any handler sees them
 //! - [`query`]: aggregation intervals of telemetry queries (pure)
@@ -26,6 +26,7 @@ pub mod error;
 pub mod metrics;
 pub mod mqtt;
 pub mod notify;
+pub mod private_files;
 pub mod query;
 pub mod reports;
 pub mod routes;

@@ -255,6 +255,9 @@ pub struct ReportSettings {
     pub max_alerts: u64,
     /// Report jobs generated at once; more wait their turn.
     pub max_running_jobs: usize,
+    /// Report jobs one user may have queued or running at once (`POST /reports` answers
+    /// 429 `too_many_report_jobs` beyond).
+    pub max_queued_jobs_per_user: u64,
     /// Hours a finished job's file is kept for download.
     pub keep_hours: u64,
 }
@@ -527,6 +530,10 @@ impl Settings {
                 && self.reports.max_running_jobs >= 1
                 && self.reports.keep_hours >= 1,
             "reports: max_points, max_alerts, max_running_jobs, keep_hours at least 1, and max_sync_points 1..=max_points".into(),
+        );
+        check(
+            (1..=1000).contains(&self.reports.max_queued_jobs_per_user),
+            "reports.max_queued_jobs_per_user: must be within 1..=1000".into(),
         );
         check(
             (1..=65_536).contains(&self.actors.partitions),

@@ -43,6 +43,12 @@ impl Application {
         if let Some((email, Some(password))) = created {
             print_generated_admin(&email, &password);
         }
+        crate::private_files::private_dir(&settings.data_dir).map_err(|err| {
+            anyhow::anyhow!(
+                "cannot create data_dir {}: {err}",
+                settings.data_dir.display()
+            )
+        })?;
         let secret = load_or_create_secret(
             settings.auth.jwt_secret.as_ref(),
             settings.environment,

@@ -176,7 +176,10 @@ async fn run(state: &AppState, job: &jobs::Model) -> Result<Written, ReportError
     row.rows = Set(Some(contents.rows as i64));
     row.update(&state.db).await?;
 
-    tokio::fs::create_dir_all(dir(state)).await?;
+    let folder = dir(state);
+    tokio::task::spawn_blocking(move || crate::private_files::private_dir(&folder))
+        .await
+        .map_err(|err| ReportError::Other(format!("reports folder: {err}")))??;
     let target = file(state, job.id);
     let partial = target.with_extension("part");
     let progress = Arc::new(Progress::default());

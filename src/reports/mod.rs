@@ -725,6 +725,8 @@ pub async fn write(
     path: &Path,
     progress: &Progress,
 ) -> Result<(), ReportError> {
+    // Owner-only from the start; each writer below truncates and fills it, keeping the mode.
+    crate::private_files::private_file(path)?;
     match format {
         Format::Csv => {
             let file = tokio::fs::File::create(path).await?;

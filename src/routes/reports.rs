@@ -9,7 +9,7 @@ use actix_web::http::header::{HeaderValue, CONTENT_DISPOSITION, LOCATION};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use insa_entities::{report_jobs as jobs, Role};
-use sea_orm::{EntityTrait, PaginatorTrait, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -311,6 +311,7 @@ pub struct JobQuery {
         (status = 400, description = "`invalid_query`"),
         (status = 404, description = "`device_not_found`"),
         (status = 422, description = "`report_too_large` or `validation_failed`"),
+        (status = 429, description = "`too_many_report_jobs`: the caller's jobs queued or running are at `reports.max_queued_jobs_per_user`"),
     ),
     security(("bearer" = [])))]
 pub async fn create_job(
@@ -320,6 +321,21 @@ pub async fn create_job(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
     let (kind, mut query) = job_request(body.into_inner())?;
+    // Before anything is read for the report: a full queue costs one small count.
+    let limit = state.settings.reports.max_queued_jobs_per_user;
+    let waiting = jobs::Entity::find()
+        .filter(jobs::Column::CreatedBy.eq(user.id))
+        .filter(jobs::Column::Status.is_in(["queued", "running"]))
+        .count(&state.db)
+        .await?;
+    if waiting >= limit {
+        return Err(ApiError::new(
+            Code::TooManyReportJobs,
+            format!("you have {waiting} report jobs queued or running (at most {limit}); retry when one ends"),
+        )
+        .with_details(serde_json::json!({ "limit": limit }))
+        .retry_after(10));
+    }
     let now = Utc::now();
     let report = Report::resolve(&state.db, kind, &query, now).await?;
     // The period is fixed now: the job covers what was asked, whenever it runs.

@@ -429,3 +429,120 @@ async fn a_webhook_to_a_name_of_an_internal_address_is_refused_without_revealing
     }
     assert_eq!(receiver.count(), 0, "nothing was sent");
 }
+
+/// Stores a report job of `user` that the runner is writing (it leaves running jobs alone).
+async fn running_job_of(app: &TestApp, user: uuid::Uuid) {
+    use insa_entities::report_jobs;
+    use sea_orm::{ActiveModelTrait, Set};
+    report_jobs::ActiveModel {
+        id: Set(uuid::Uuid::new_v4()),
+        kind: Set("telemetry".into()),
+        format: Set("csv".into()),
+        query: Set(json!({})),
+        status: Set("running".into()),
+        rows: Set(Some(10)),
+        rows_done: Set(0),
+        file_name: Set(Some("telemetry-report.csv".into())),
+        file_size: Set(None),
+        error: Set(None),
+        created_by: Set(Some(user)),
+        schedule_id: Set(None),
+        created_at: Set(chrono::Utc::now()),
+        started_at: Set(Some(chrono::Utc::now())),
+        finished_at: Set(None),
+        expires_at: Set(None),
+    }
+    .insert(&app.db)
+    .await
+    .expect("a job");
+}
+
+#[actix_web::test]
+async fn a_user_with_too_many_report_jobs_waiting_is_told_to_retry_before_anything_is_measured() {
+    let app = spawn_app_with(|s| s.reports.max_queued_jobs_per_user = 2).await;
+    let admin = app.admin_token().await;
+    let viewer = app.user_with_role(&admin, "viewer").await.2;
+    let me = app.get("/api/v1/auth/me", As::Bearer(&viewer)).await;
+    let viewer_id: uuid::Uuid = me.body["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("my id");
+    for _ in 0..2 {
+        running_job_of(&app, viewer_id).await;
+    }
+    // A request that would otherwise fail reading its devices: refused before that.
+    let unknown_device = json!({"kind": "telemetry", "device_id": [uuid::Uuid::new_v4()]});
+    let refused = app
+        .post("/api/v1/reports", As::Bearer(&viewer), &unknown_device)
+        .await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{refused:?}");
+    assert_eq!(refused.code(), "too_many_report_jobs");
+    assert_eq!(refused.body["error"]["details"]["limit"], 2);
+    assert!(refused.header("retry-after").is_some());
+
+    // Another user's queue is their own.
+    let alerts = json!({"kind": "alerts"});
+    let queued = app
+        .post("/api/v1/reports", As::Bearer(&admin), &alerts)
+        .await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED, "{queued:?}");
+}
+
+#[cfg(unix)]
+#[actix_web::test]
+async fn the_data_dir_the_sqlite_file_and_report_files_are_readable_by_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let mut data_dir = None;
+    let app = spawn_app_with(|s| {
+        s.data_dir = s.data_dir.join("private");
+        if s.database.is_sqlite() {
+            s.database.url = insa_iiot::settings::Secret::new(format!(
+                "sqlite://{}/insa.db?mode=rwc",
+                s.data_dir.join("db").display()
+            ));
+        }
+        data_dir = Some(s.data_dir.clone());
+    })
+    .await;
+    let data_dir = data_dir.expect("the data dir");
+    let token = app.admin_token().await;
+    let queued = app
+        .post(
+            "/api/v1/reports",
+            As::Bearer(&token),
+            &json!({"kind": "alerts"}),
+        )
+        .await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED, "{queued:?}");
+    let id = queued.body["id"].as_str().expect("id").to_string();
+    crate::helpers::eventually(
+        std::time::Duration::from_secs(20),
+        "the job done",
+        || async {
+            let job = app
+                .get(&format!("/api/v1/reports/{id}"), As::Bearer(&token))
+                .await;
+            (job.body["status"] == "done").then_some(())
+        },
+    )
+    .await;
+
+    assert_eq!(mode(&data_dir), 0o700);
+    assert_eq!(mode(&data_dir.join("reports")), 0o700);
+    assert_eq!(mode(&data_dir.join("reports").join(&id)), 0o600);
+    if std::env::var("DATABASE_URL").map_or(true, |url| url.is_empty()) {
+        assert_eq!(mode(&data_dir.join("db")), 0o700);
+        assert_eq!(mode(&data_dir.join("db/insa.db")), 0o600);
+        let wal = data_dir.join("db/insa.db-wal");
+        if wal.exists() {
+            assert_eq!(mode(&wal), 0o600);
+        }
+    }
+}
