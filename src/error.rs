@@ -61,7 +61,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for documentation checks.
-    pub const ALL: [Code; 40] = [
+    pub const ALL: [Code; 41] = [
         Code::BadRequest,
         Code::InvalidJson,
         Code::InvalidId,

@@ -317,7 +317,7 @@ pub struct JobQuery {
 pub async fn create_job(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<serde_json::Value>,
+    body: crate::body::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
     let (kind, mut query) = job_request(body.into_inner())?;

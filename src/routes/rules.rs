@@ -477,7 +477,7 @@ pub async fn create_rule(
     state: web::Data<AppState>,
     req: HttpRequest,
     user: AuthUser,
-    body: web::Json<RuleBody>,
+    body: crate::body::Json<RuleBody>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
     let body = body.into_inner();
@@ -527,7 +527,7 @@ pub async fn update_rule(
     req: HttpRequest,
     user: AuthUser,
     id: web::Path<Uuid>,
-    body: web::Json<Map<String, Value>>,
+    body: crate::body::Json<Map<String, Value>>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
     let existing = find_rule(&state, *id).await?;

@@ -150,12 +150,16 @@ async fn a_raised_and_a_resolved_alert_each_send_one_readable_email() {
     assert!(mails[1].data.contains("resolved"));
 
     // The delivery is marked sent once the SMTP exchange has ended, just after the mail arrives.
-    let log = eventually(Duration::from_secs(10), "both deliveries marked sent", || async {
-        let log = app
-            .get("/api/v1/notifications?status=sent", As::Bearer(&token))
-            .await;
-        (log.body["total"] == 2).then_some(log)
-    })
+    let log = eventually(
+        Duration::from_secs(10),
+        "both deliveries marked sent",
+        || async {
+            let log = app
+                .get("/api/v1/notifications?status=sent", As::Bearer(&token))
+                .await;
+            (log.body["total"] == 2).then_some(log)
+        },
+    )
     .await;
     assert_eq!(log.body["notifications"][0]["channel"], "email");
     assert_eq!(

@@ -136,6 +136,16 @@ async fn devices_and_other_stored_bodies_holding_nul_are_refused_with_422_naming
             json!({"email": "admin\u{0}@insa.com", "password": "x"}),
             "email",
         ),
+        (
+            "/api/v1/rules",
+            json!({"name": "High\u{0}", "device_id": id, "key": "t", "condition": ">", "threshold": 1}),
+            "name",
+        ),
+        (
+            "/api/v1/reports",
+            json!({"kind": "telemetry", "device_id": [id], "key": ["t\u{0}"]}),
+            "key[0]",
+        ),
     ] {
         let reply = app.post(path, As::Bearer(&token), &body).await;
         assert_eq!(
