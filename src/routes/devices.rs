@@ -555,6 +555,7 @@ pub async fn delete_device(
     }
     state.pipeline.device_removed(device.id);
     state.keys.evict_device(device.id);
+    state.mqtt_device_removed(device.id);
     Audit::by("device.delete", &user, &req)
         .target("device", device.id)
         .details(json!({ "name": device.name }))

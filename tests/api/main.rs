@@ -21,6 +21,7 @@ mod reports;
 mod roles;
 mod rules;
 mod schema;
+mod security_mqtt;
 mod telemetry;
 mod users;
 mod webhooks;

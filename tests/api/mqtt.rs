@@ -17,8 +17,12 @@ async fn connect(
     password: &str,
 ) -> (AsyncClient, tokio::sync::mpsc::UnboundedReceiver<Event>) {
     let (host, port) = app.mqtt.clone().expect("MQTT is on");
-    let mut options =
-        MqttOptions::new(format!("dev-{}", uuid::Uuid::new_v4().simple()), host, port);
+    // A client id bound to the login: `{username}-{suffix}`.
+    let client_id = format!(
+        "{username}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let mut options = MqttOptions::new(client_id, host, port);
     options
         .set_credentials(username, password)
         .set_keep_alive(Duration::from_secs(10));
