@@ -159,6 +159,14 @@ impl DeviceAuth {
             self.limits
                 .admit(device, topic, publish.retain, publish.payload.is_empty())
         {
+            // Described here: the metrics recorder is installed after the broker starts.
+            static DESCRIBED: std::sync::Once = std::sync::Once::new();
+            DESCRIBED.call_once(|| {
+                metrics::describe_counter!(
+                    "insa_mqtt_publishes_refused_total",
+                    "Device publishes refused by the embedded broker's per-device limits, by reason"
+                );
+            });
             metrics::counter!("insa_mqtt_publishes_refused_total", "reason" => match over {
                 OverLimit::Rate => "rate",
                 OverLimit::Retained => "retained",
@@ -368,6 +376,7 @@ impl EmbeddedBroker {
             mqtt.max_retained_per_device,
         ));
         let logins = Arc::new(Logins::default());
+
         let (ready_tx, ready_rx) =
             std::sync::mpsc::channel::<anyhow::Result<(ServerContext, tokio::runtime::Handle)>>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
