@@ -268,8 +268,12 @@ async fn a_revoked_keys_live_connection_is_closed_within_5_s_and_nothing_after_i
     );
     assert!(at.elapsed() < Duration::from_secs(5), "{:?}", at.elapsed());
     assert_eq!(rows_for(&app, &token, &id).await, 1);
-    let mut again = Client::open(addr, &id, &id, &key);
-    assert_ne!(again.login().await, Outcome::Accepted, "the key is refused");
+    let mut again = Client::open(addr, &format!("{id}-again"), &id, &key);
+    assert_eq!(
+        again.login().await,
+        Outcome::Refused(ConnectReturnCode::BadUserNamePassword),
+        "the key is refused"
+    );
 }
 
 #[actix_web::test]
@@ -532,7 +536,7 @@ async fn a_device_cannot_fill_the_broker_with_retained_or_oversized_messages() {
     );
 
     // A message above mqtt.max_message_bytes closes the connection and is not stored.
-    let mut device = Client::open(addr, &id, &id, &key);
+    let mut device = Client::open(addr, &format!("{id}-2"), &id, &key);
     assert_eq!(device.login().await, Outcome::Accepted);
     let big = json!({"note": "x".repeat(8000)}).to_string().into_bytes();
     let topic = format!("devices/{id}/telemetry");
