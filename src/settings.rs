@@ -148,8 +148,8 @@ pub struct MqttSettings {
     pub publish_burst_per_device: u32,
     /// Topics one device may hold a retained message on (embedded broker).
     pub max_retained_per_device: usize,
-    /// Messages the embedded broker queues for one client (e.g. commands for a slow or offline
-    /// device); beyond, they are dropped.
+    /// Messages the embedded broker queues for one client beyond those in flight (e.g. commands
+    /// for a slow device); beyond, the oldest QoS 1 message is dropped.
     pub max_queued_messages_per_client: usize,
     /// How long a rule's MQTT command waits for the broker's PUBACK before the attempt counts as
     /// failed (and is retried).

@@ -267,20 +267,24 @@ impl BrokerControl {
         if ids.is_empty() {
             return;
         }
-        let scx = self.scx.clone();
+        let (scx, logins) = (self.scx.clone(), self.logins.clone());
         self.runtime.spawn(async move {
             for id in ids {
-                disconnect(&scx, id).await;
+                if !disconnect(&scx, &id).await {
+                    // Already gone (or replaced): nothing left to close.
+                    logins.remove(&id);
+                }
             }
         });
     }
 }
 
-/// Ends one connection and its session (subscriptions and queued messages with it).
-async fn disconnect(scx: &ServerContext, id: Id) {
+/// Ends one connection and its session (subscriptions and queued messages with it); `false` when
+/// the connection was no longer there.
+async fn disconnect(scx: &ServerContext, id: &Id) -> bool {
     let entry = scx.extends.shared().await.entry(id.clone());
     if entry.id_same() != Some(true) {
-        return;
+        return false;
     }
     match entry.try_lock().await {
         Ok(mut locked) => {
@@ -297,6 +301,7 @@ async fn disconnect(scx: &ServerContext, id: Id) {
         }
     }
     tracing::info!(client_id = %id.client_id, "MQTT client disconnected: its API key is no longer valid");
+    true
 }
 
 /// Every [`SWEEP`]: disconnects logins that expired or whose key changed in the database.

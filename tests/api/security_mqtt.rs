@@ -584,8 +584,9 @@ async fn the_broker_queues_at_most_the_configured_messages_for_a_slow_device() {
             Outcome::Accepted
         );
     }
-    // One message in flight, two queued, three dropped. The device now reads and acknowledges;
-    // a marker sent afterwards arrives after whatever was queued.
+    // One message in flight, two queued (the newest), three dropped. The device now reads and
+    // acknowledges; a marker sent once the second message is in (so the queue has room for it)
+    // arrives after whatever was queued.
     let mut received = Vec::new();
     let mut marker_sent = false;
     loop {
@@ -600,7 +601,7 @@ async fn the_broker_queues_at_most_the_configured_messages_for_a_slow_device() {
             break;
         }
         received.push(String::from_utf8_lossy(&publish.payload).to_string());
-        if !marker_sent {
+        if received.len() == 2 && !marker_sent {
             assert_eq!(
                 sender.publish(&events, false, b"end".to_vec()).await,
                 Outcome::Accepted
@@ -613,4 +614,63 @@ async fn the_broker_queues_at_most_the_configured_messages_for_a_slow_device() {
         3,
         "in flight + mqtt.max_queued_messages_per_client: {received:?}"
     );
+}
+
+#[actix_web::test]
+async fn an_mqtt_5_device_over_its_publish_rate_is_told_quota_exceeded_and_stays_connected() {
+    use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason};
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
+    if !embedded_only("publish rate, MQTT 5") {
+        return;
+    }
+    let app = spawn_app_with(|s| {
+        with_mqtt(s);
+        s.mqtt.max_publish_per_second_per_device = 1;
+        s.mqtt.publish_burst_per_device = 2;
+    })
+    .await;
+    let (host, port) = app.mqtt.clone().expect("MQTT on");
+    let token = app.admin_token().await;
+    let (id, key, _) = device_with_key(&app, &token, json!({})).await;
+    let mut options = Options5::new(format!("{id}-v5"), host, port);
+    options
+        .set_credentials(id.clone(), key)
+        .set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = Client5::new(options, 10);
+    let topic = format!("devices/{id}/telemetry");
+    let mut reasons = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut sent = 0;
+    while reasons.len() < 3 {
+        let event = tokio::time::timeout_at(deadline, eventloop.poll())
+            .await
+            .expect("PUBACKs in time")
+            .expect("the connection stays open");
+        match event {
+            Event5::Incoming(Packet5::ConnAck(_)) | Event5::Incoming(Packet5::PubAck(_))
+                if sent < 3 =>
+            {
+                if let Event5::Incoming(Packet5::PubAck(ack)) = &event {
+                    reasons.push(ack.reason);
+                }
+                client
+                    .publish(&topic, QoS5::AtLeastOnce, false, reading(f64::from(sent)))
+                    .await
+                    .expect("publish");
+                sent += 1;
+            }
+            Event5::Incoming(Packet5::PubAck(ack)) => reasons.push(ack.reason),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        reasons,
+        [
+            PubAckReason::Success,
+            PubAckReason::Success,
+            PubAckReason::QuotaExceeded
+        ]
+    );
+    assert_eq!(rows_for(&app, &token, &id).await, 2);
 }
