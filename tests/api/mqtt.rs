@@ -357,7 +357,7 @@ async fn status_changes_are_published_retained() {
 }
 
 /// A throw-away Mosquitto on `port`; killed when dropped.
-struct Mosquitto(std::process::Child);
+pub(crate) struct Mosquitto(std::process::Child);
 
 impl Mosquitto {
     fn start(port: u16) -> Option<Self> {
@@ -434,7 +434,7 @@ async fn ingest_resumes_after_the_broker_restarts() {
 
 /// A throw-away Mosquitto with its dynamic-security plugin (admin login `admin`/`adminpw`) on
 /// `port`; `None` where mosquitto or the plugin is not installed.
-fn mosquitto_with_dynsec(port: u16, dir: &std::path::Path) -> Option<Mosquitto> {
+pub(crate) fn mosquitto_with_dynsec(port: u16, dir: &std::path::Path) -> Option<Mosquitto> {
     const PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
     if !std::path::Path::new(PLUGIN).exists() {
         return None;

@@ -401,6 +401,39 @@ async fn auto_mode_never_adopts_an_open_broker_and_says_which_broker_it_uses() {
 }
 
 #[actix_web::test]
+async fn auto_mode_uses_a_broker_that_checks_devices_with_dynamic_security() {
+    let port = crate::helpers::free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(_broker) = crate::mqtt::mosquitto_with_dynsec(port, dir.path()) else {
+        eprintln!("not run: needs mosquitto, mosquitto_ctrl and the dynamic-security plugin");
+        return;
+    };
+    // Wait until it listens.
+    eventually(Duration::from_secs(10), "mosquitto listening", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let app = spawn_app_with(|s| {
+        with_mqtt(s);
+        s.mqtt.mode = insa_iiot::settings::MqttMode::Auto;
+        s.mqtt.url = format!("mqtt://127.0.0.1:{port}");
+        s.mqtt.username = Some("admin".into());
+        s.mqtt.password = Some(insa_iiot::settings::Secret::new("adminpw"));
+        s.mqtt.dynsec = true;
+    })
+    .await;
+    let status = app.get("/api/v1/status", As::Nobody).await;
+    let mqtt = &status.body["mqtt"];
+    assert_eq!(mqtt["mode"], "external", "{mqtt}");
+    assert_eq!(mqtt["address"], format!("127.0.0.1:{port}"));
+    assert_eq!(mqtt["device_auth"], "dynsec", "{mqtt}");
+    assert!(mqtt["warning"].is_null(), "{mqtt}");
+}
+
+#[actix_web::test]
 async fn an_external_broker_without_dynsec_is_reported_as_not_checking_devices() {
     let open = open_broker_that_never_acks().await;
     let app = spawn_app_with(|s| {
