@@ -155,7 +155,16 @@ pub async fn start(
     let ack_timeout = std::time::Duration::from_secs(config.command_ack_timeout_secs);
     if external {
         let (device_auth, warning) = if config.dynsec {
-            ("dynsec", None)
+            // Chosen by the operator; still, say so if the broker lets anyone in.
+            let open = config.mode == MqttMode::External
+                && probe::probe(&host, port).await == probe::Answer::AcceptsAnonymous;
+            let warning = open.then(|| {
+                let warning = "the external broker accepts anonymous logins: anyone may publish \
+                               as any device (set allow_anonymous false)";
+                tracing::warn!("MQTT: {warning}");
+                warning.to_string()
+            });
+            ("dynsec", warning)
         } else {
             let warning =
                 "external broker without mqtt.dynsec: the platform does not check device \

@@ -457,6 +457,29 @@ async fn an_external_broker_without_dynsec_is_reported_as_not_checking_devices()
 }
 
 #[actix_web::test]
+async fn an_external_broker_with_dynsec_that_accepts_anonymous_logins_is_warned_about() {
+    let open = open_broker_that_never_acks().await;
+    let app = spawn_app_with(|s| {
+        with_mqtt(s);
+        s.mqtt.mode = insa_iiot::settings::MqttMode::External;
+        s.mqtt.url = format!("mqtt://127.0.0.1:{open}");
+        s.mqtt.username = Some("admin".into());
+        s.mqtt.password = Some(insa_iiot::settings::Secret::new("adminpw"));
+        s.mqtt.dynsec = true;
+    })
+    .await;
+    let status = app.get("/api/v1/status", As::Nobody).await;
+    let mqtt = &status.body["mqtt"];
+    assert_eq!(mqtt["device_auth"], "dynsec", "{mqtt}");
+    assert!(
+        mqtt["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("anonymous")),
+        "{mqtt}"
+    );
+}
+
+#[actix_web::test]
 async fn a_rules_mqtt_command_is_sent_only_once_the_broker_acknowledged_it() {
     let silent = open_broker_that_never_acks().await;
     let app = spawn_app_with(|s| {
