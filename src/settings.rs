@@ -571,6 +571,24 @@ mod tests {
     }
 
     #[test]
+    fn every_bad_mqtt_limit_is_named() {
+        let mut settings = Settings::defaults().expect("defaults load");
+        settings.mqtt.max_message_bytes = 10;
+        settings.mqtt.max_publish_per_second_per_device = 0;
+        settings.mqtt.max_queued_messages_per_client = 0;
+        settings.mqtt.command_ack_timeout_secs = 0;
+        let message = settings.validate().expect_err("must refuse").to_string();
+        for key in [
+            "mqtt.max_message_bytes",
+            "mqtt.max_publish_per_second_per_device",
+            "mqtt.max_queued_messages_per_client",
+            "mqtt.command_ack_timeout_secs",
+        ] {
+            assert!(message.contains(key), "{key} missing from: {message}");
+        }
+    }
+
+    #[test]
     fn secrets_do_not_show_in_debug_output() {
         let secret = Secret::new("top-secret-value");
         assert_eq!(format!("{secret:?}"), "***");

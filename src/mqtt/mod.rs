@@ -12,13 +12,15 @@
 //!   that port is taken.
 //!
 //! Modules: `access` (logins, client-id binding, topic grants), `limits` (per-device bounds),
-//! `embedded` (the broker and its hooks, disconnection on revocation), `commands` (rule commands
+//! `embedded` (the broker, disconnection on revocation), `hooks` (its authentication and checks), `commands` (rule commands
 //! acknowledged by the broker), `probe` (what answers at an address).
 
 pub mod access;
 pub mod commands;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
+#[cfg(feature = "embedded-broker")]
+mod hooks;
 pub mod limits;
 pub mod probe;
 
