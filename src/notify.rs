@@ -432,7 +432,7 @@ async fn report_email(
 }
 
 async fn mqtt_command(state: &AppState, delivery: &deliveries::Model) -> Outcome {
-    let Some(client) = state.mqtt.get().and_then(|m| m.client.clone()) else {
+    let Some(commands) = state.mqtt.get().and_then(|m| m.commands.clone()) else {
         return Outcome::Retry("MQTT is off".into());
     };
     let payload = &delivery.payload["action"]["payload"];
@@ -440,17 +440,10 @@ async fn mqtt_command(state: &AppState, delivery: &deliveries::Model) -> Outcome
         Value::String(text) => text.clone().into_bytes(),
         other => other.to_string().into_bytes(),
     };
-    match client
-        .publish(
-            delivery.target.clone(),
-            rumqttc::QoS::AtLeastOnce,
-            false,
-            body,
-        )
-        .await
-    {
+    // Sent only once the broker acknowledged it (QoS 1 PUBACK), not when handed to the client.
+    match commands.publish(delivery.target.clone(), body).await {
         Ok(()) => Outcome::Delivered,
-        Err(err) => Outcome::Retry(format!("cannot publish: {err}")),
+        Err(err) => Outcome::Retry(format!("not acknowledged by the broker: {err}")),
     }
 }
 

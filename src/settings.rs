@@ -177,6 +177,20 @@ pub struct MqttSettings {
     pub max_unacked: usize,
     /// Keep Mosquitto's dynamic-security clients in step with API keys (external broker).
     pub dynsec: bool,
+    /// Largest MQTT packet the embedded broker accepts (a bigger one closes the connection).
+    pub max_message_bytes: usize,
+    /// Publishes per second one device may make on the embedded broker (over all its
+    /// connections and keys), after a burst of `publish_burst_per_device`.
+    pub max_publish_per_second_per_device: u32,
+    pub publish_burst_per_device: u32,
+    /// Topics one device may hold a retained message on (embedded broker).
+    pub max_retained_per_device: usize,
+    /// Messages the embedded broker queues for one client beyond those in flight (e.g. commands
+    /// for a slow device); beyond, the oldest QoS 1 message is dropped.
+    pub max_queued_messages_per_client: usize,
+    /// How long a rule's MQTT command waits for the broker's PUBACK before the attempt counts as
+    /// failed (and is retried).
+    pub command_ack_timeout_secs: u64,
 }
 
 impl MqttSettings {
@@ -500,6 +514,28 @@ impl Settings {
             "mqtt.max_unacked: 1 to 65535 (MQTT packet ids are 16-bit)".into(),
         );
         check(
+            (1024..=256 * 1024 * 1024).contains(&self.mqtt.max_message_bytes),
+            "mqtt.max_message_bytes: must be 1024..=268435456".into(),
+        );
+        check(
+            self.mqtt.max_publish_per_second_per_device >= 1
+                && self.mqtt.publish_burst_per_device >= 1,
+            "mqtt.max_publish_per_second_per_device, mqtt.publish_burst_per_device: must be at least 1"
+                .into(),
+        );
+        check(
+            self.mqtt.max_retained_per_device <= 100_000,
+            "mqtt.max_retained_per_device: must be 0..=100000".into(),
+        );
+        check(
+            (1..=1_000_000).contains(&self.mqtt.max_queued_messages_per_client),
+            "mqtt.max_queued_messages_per_client: must be 1..=1000000".into(),
+        );
+        check(
+            (1..=300).contains(&self.mqtt.command_ack_timeout_secs),
+            "mqtt.command_ack_timeout_secs: must be 1..=300".into(),
+        );
+        check(
             self.webhooks.max_attempts >= 1 && self.webhooks.timeout_secs >= 1,
             "webhooks.max_attempts and webhooks.timeout_secs: at least 1".into(),
         );
@@ -647,6 +683,24 @@ mod tests {
             assert!(message.contains(key), "{key} missing from: {message}");
         }
         assert!(!message.contains("hunter2"), "password leaked: {message}");
+    }
+
+    #[test]
+    fn every_bad_mqtt_limit_is_named() {
+        let mut settings = Settings::defaults().expect("defaults load");
+        settings.mqtt.max_message_bytes = 10;
+        settings.mqtt.max_publish_per_second_per_device = 0;
+        settings.mqtt.max_queued_messages_per_client = 0;
+        settings.mqtt.command_ack_timeout_secs = 0;
+        let message = settings.validate().expect_err("must refuse").to_string();
+        for key in [
+            "mqtt.max_message_bytes",
+            "mqtt.max_publish_per_second_per_device",
+            "mqtt.max_queued_messages_per_client",
+            "mqtt.command_ack_timeout_secs",
+        ] {
+            assert!(message.contains(key), "{key} missing from: {message}");
+        }
     }
 
     #[test]

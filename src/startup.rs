@@ -92,10 +92,12 @@ impl Application {
 
         let mqtt = crate::mqtt::start(state.clone(), &settings).await?;
         let _ = state.mqtt.set(crate::state::MqttInfo {
-            mode: mqtt.as_ref().map_or("off", |m| m.mode),
+            mode: mqtt.as_ref().map_or("off", |m| m.broker.broker),
+            broker: mqtt.as_ref().map(|m| m.broker.clone()),
+            sessions: mqtt.as_ref().map(|m| m.sessions()).unwrap_or_default(),
+            commands: mqtt.as_ref().map(|m| m.commands.clone()),
             stats: mqtt.as_ref().map(|m| m.ingest.stats.clone()),
             dynsec: mqtt.as_ref().and_then(|m| m.dynsec.clone()),
-            client: mqtt.as_ref().map(|m| m.ingest.client.clone()),
         });
         crate::metrics::install();
         crate::notify::start(state.clone());

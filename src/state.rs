@@ -37,20 +37,38 @@ pub struct AppState {
     pub started: Instant,
 }
 
-/// What `/api/v1/status` shows of MQTT.
+/// What `/api/v1/status` shows of MQTT, and the platform's handles on it.
 pub struct MqttInfo {
     /// `embedded`, `external` or `off`.
     pub mode: &'static str,
+    /// Which broker devices use and how they are authenticated (`None`: MQTT off).
+    pub broker: Option<crate::mqtt::BrokerInfo>,
+    /// The embedded broker's live connections (to end those of a revoked key).
+    pub sessions: crate::mqtt::LiveSessions,
+    /// Rule commands, acknowledged by the broker.
+    pub commands: Option<crate::mqtt::commands::Commands>,
     pub stats: Option<std::sync::Arc<insa_actors::mqtt::MqttStats>>,
     /// Broker clients for API keys (`mqtt.dynsec`).
     pub dynsec: Option<crate::dynsec::Dynsec>,
-    /// The platform's publishing connection (status, rule commands).
-    pub client: Option<rumqttc::AsyncClient>,
 }
 
 impl AppState {
     /// Broker clients for API keys, when `mqtt.dynsec` is on.
     pub fn dynsec(&self) -> Option<&crate::dynsec::Dynsec> {
         self.mqtt.get().and_then(|m| m.dynsec.as_ref())
+    }
+
+    /// An API key stopped being valid: end its live MQTT connections (embedded broker).
+    pub fn mqtt_key_revoked(&self, key_id: uuid::Uuid) {
+        if let Some(mqtt) = self.mqtt.get() {
+            mqtt.sessions.key_revoked(key_id);
+        }
+    }
+
+    /// A device was deleted: end its live MQTT connections (embedded broker).
+    pub fn mqtt_device_removed(&self, device_id: uuid::Uuid) {
+        if let Some(mqtt) = self.mqtt.get() {
+            mqtt.sessions.device_removed(device_id);
+        }
     }
 }

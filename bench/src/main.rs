@@ -487,12 +487,9 @@ async fn mqtt(
     let mut tasks = Vec::new();
     for c in 0..connections {
         // A gateway key may publish for every device (embedded broker: username = the key's id,
-        // password = the key; an external broker applies its own ACL).
-        let mut options = MqttOptions::new(
-            format!("bench-{c}-{}", Uuid::new_v4().simple()),
-            host.clone(),
-            port,
-        );
+        // password = the key, client id bound to the key; an external broker applies its own ACL).
+        let mut options =
+            MqttOptions::new(format!("{}-bench-{c}", fleet.key_id), host.clone(), port);
         options
             .set_keep_alive(Duration::from_secs(30))
             .set_inflight(1000)

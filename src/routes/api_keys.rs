@@ -313,6 +313,7 @@ pub async fn revoke_api_key(
         state
             .revocations
             .announce(crate::auth::revocation::Revoked::Key(key.id));
+        state.mqtt_key_revoked(key.id);
         if let Some(dynsec) = state.dynsec() {
             dynsec.key_removed(key.id).await;
         }

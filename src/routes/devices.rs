@@ -574,6 +574,7 @@ pub async fn delete_device(
     state
         .revocations
         .announce(crate::auth::revocation::Revoked::DeviceKeys(device.id));
+    state.mqtt_device_removed(device.id);
     Audit::by("device.delete", &user, &req)
         .target("device", device.id)
         .details(json!({ "name": device.name }))

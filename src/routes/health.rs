@@ -93,6 +93,16 @@ impl IngestStatus {
 pub struct MqttStatus {
     /// `embedded`, `external` or `off`.
     pub mode: &'static str,
+    /// `host:port` devices connect to (absent when MQTT is off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// How device identity is checked: `api_key` (embedded broker), `dynsec` (Mosquitto's dynamic
+    /// security kept in step with API keys), `none` (external broker: not checked by the
+    /// platform) or `off`.
+    pub device_auth: &'static str,
+    /// Set when the set-up deserves an operator's attention (e.g. `device_auth` = `none`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     pub connected: bool,
     pub messages_received: u64,
     pub messages_stored: u64,
@@ -110,8 +120,12 @@ impl MqttStatus {
         use std::sync::atomic::Ordering::Relaxed;
         let info = state.mqtt.get();
         let stats = info.and_then(|i| i.stats.as_ref());
+        let broker = info.and_then(|i| i.broker.as_ref());
         Self {
             mode: info.map_or("off", |i| i.mode),
+            address: broker.map(|b| b.address.clone()),
+            device_auth: broker.map_or("off", |b| b.device_auth),
+            warning: broker.and_then(|b| b.warning.clone()),
             connected: stats.is_some_and(|s| s.connected.load(Relaxed)),
             messages_received: stats.map_or(0, |s| s.received.load(Relaxed)),
             messages_stored: stats.map_or(0, |s| s.stored.load(Relaxed)),

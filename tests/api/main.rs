@@ -22,6 +22,7 @@ mod roles;
 mod rules;
 mod schema;
 mod security_ingest;
+mod security_mqtt;
 mod security_rules;
 mod security_web;
 mod telemetry;

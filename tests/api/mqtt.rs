@@ -17,8 +17,12 @@ async fn connect(
     password: &str,
 ) -> (AsyncClient, tokio::sync::mpsc::UnboundedReceiver<Event>) {
     let (host, port) = app.mqtt.clone().expect("MQTT is on");
-    let mut options =
-        MqttOptions::new(format!("dev-{}", uuid::Uuid::new_v4().simple()), host, port);
+    // A client id bound to the login: `{username}-{suffix}`.
+    let client_id = format!(
+        "{username}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let mut options = MqttOptions::new(client_id, host, port);
     options
         .set_credentials(username, password)
         .set_keep_alive(Duration::from_secs(10));
@@ -353,7 +357,7 @@ async fn status_changes_are_published_retained() {
 }
 
 /// A throw-away Mosquitto on `port`; killed when dropped.
-struct Mosquitto(std::process::Child);
+pub(crate) struct Mosquitto(std::process::Child);
 
 impl Mosquitto {
     fn start(port: u16) -> Option<Self> {
@@ -430,7 +434,7 @@ async fn ingest_resumes_after_the_broker_restarts() {
 
 /// A throw-away Mosquitto with its dynamic-security plugin (admin login `admin`/`adminpw`) on
 /// `port`; `None` where mosquitto or the plugin is not installed.
-fn mosquitto_with_dynsec(port: u16, dir: &std::path::Path) -> Option<Mosquitto> {
+pub(crate) fn mosquitto_with_dynsec(port: u16, dir: &std::path::Path) -> Option<Mosquitto> {
     const PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
     if !std::path::Path::new(PLUGIN).exists() {
         return None;

@@ -1,0 +1,284 @@
+//! The embedded broker (rmqtt) on a thread of its own, with its hooks ([`super::hooks`]), and the
+//! disconnection of connections whose API key stops being valid.
+//!
+//! - Revocation: [`BrokerControl::key_revoked`] / [`BrokerControl::device_removed`] flag the
+//!   logins at once and disconnect their connections; a sweep every [`SWEEP`] disconnects expired
+//!   logins and re-reads the keys of live connections from the database (a change made elsewhere).
+
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use anyhow::Context;
+use chrono::Utc;
+use insa_entities::api_keys;
+use rmqtt::context::ServerContext;
+use rmqtt::hook::Type;
+use rmqtt::net::Builder;
+use rmqtt::server::MqttServer;
+use rmqtt::types::{Id, Message, Reason};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+use insa_actors::mqtt::MqttStats;
+
+use super::access::Logins;
+use super::hooks::DeviceAuth;
+use super::limits::DeviceLimits;
+use crate::settings::Settings;
+use crate::state::AppState;
+
+/// How often expired logins are disconnected and live connections' keys re-read.
+pub const SWEEP: Duration = Duration::from_secs(1);
+/// The sweep re-reads live connections' keys from the database every this many rounds.
+const DATABASE_EVERY: u64 = 3;
+/// Keys re-read per database query in the sweep.
+const SWEEP_CHUNK: usize = 500;
+
+/// Disconnects live connections of the embedded broker; cheap to clone.
+#[derive(Clone)]
+pub struct BrokerControl {
+    logins: Arc<Logins>,
+    scx: ServerContext,
+    runtime: tokio::runtime::Handle,
+}
+
+impl BrokerControl {
+    /// An API key was revoked (or lost `write`): nothing more is accepted from its connections,
+    /// which are closed.
+    pub fn key_revoked(&self, key_id: Uuid) {
+        let ids = self.logins.revoke_where(|l| l.key_id == Some(key_id));
+        self.disconnect(ids);
+    }
+
+    /// A device was deleted (its keys with it).
+    pub fn device_removed(&self, device_id: Uuid) {
+        let ids = self.logins.revoke_where(|l| l.device_id == Some(device_id));
+        self.disconnect(ids);
+    }
+
+    fn disconnect(&self, ids: Vec<Id>) {
+        if ids.is_empty() {
+            return;
+        }
+        let (scx, logins) = (self.scx.clone(), self.logins.clone());
+        self.runtime.spawn(async move {
+            for id in ids {
+                if !disconnect(&scx, &id).await {
+                    // Already gone (or replaced): nothing left to close.
+                    logins.remove(&id);
+                }
+            }
+        });
+    }
+}
+
+/// Ends one connection and its session (subscriptions and queued messages with it); `false` when
+/// the connection was no longer there.
+async fn disconnect(scx: &ServerContext, id: &Id) -> bool {
+    let entry = scx.extends.shared().await.entry(id.clone());
+    if entry.id_same() != Some(true) {
+        return false;
+    }
+    match entry.try_lock().await {
+        Ok(mut locked) => {
+            if let Err(err) = locked.kick(true, true, true).await {
+                tracing::warn!(client_id = %id.client_id, error = %err, "cannot disconnect an MQTT client");
+            }
+        }
+        Err(_) => {
+            if let Some(tx) = entry.tx() {
+                let _ = tx.unbounded_send(Message::Closed(Reason::from_static(
+                    "API key no longer valid",
+                )));
+            }
+        }
+    }
+    tracing::info!(client_id = %id.client_id, "MQTT client disconnected: its API key is no longer valid");
+    true
+}
+
+/// Every [`SWEEP`]: disconnects logins that expired or whose key changed in the database.
+async fn sweep(state: web::Data<AppState>, control: BrokerControl, limits: Arc<DeviceLimits>) {
+    let mut tick = tokio::time::interval(SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for round in 0u64.. {
+        tick.tick().await;
+        let now = Utc::now();
+        // The database every few rounds; expiry (in memory) every round.
+        let keys = if round % DATABASE_EVERY == 0 {
+            control.logins.key_ids()
+        } else {
+            Vec::new()
+        };
+        for chunk in keys.chunks(SWEEP_CHUNK) {
+            let rows = api_keys::Entity::find()
+                .filter(api_keys::Column::Id.is_in(chunk.iter().copied()))
+                .all(&state.db)
+                .await;
+            let Ok(rows) = rows else { continue };
+            for key_id in chunk {
+                let usable = rows.iter().find(|r| r.id == *key_id).is_some_and(|row| {
+                    row.revoked_at.is_none()
+                        && row.expires_at.is_none_or(|at| at > now)
+                        && row.permissions.get("write").and_then(|w| w.as_bool()) == Some(true)
+                });
+                if !usable {
+                    state.keys.evict(*key_id);
+                    control.logins.revoke_where(|l| l.key_id == Some(*key_id));
+                }
+            }
+        }
+        control.disconnect(control.logins.invalid(now));
+        limits.shrink();
+    }
+}
+
+/// A running broker; dropping it stops it.
+pub struct EmbeddedBroker {
+    internal: (String, String),
+    pub addr: SocketAddr,
+    pub control: BrokerControl,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl EmbeddedBroker {
+    /// Binds `addr` and serves on a thread of its own.
+    pub fn start(
+        state: web::Data<AppState>,
+        addr: SocketAddr,
+        settings: &Settings,
+        stats: Arc<MqttStats>,
+    ) -> anyhow::Result<Self> {
+        let mqtt = &settings.mqtt;
+        let internal = (
+            format!("insa-iiot-internal-{}", Uuid::new_v4().simple()),
+            crate::auth::api_keys::generate_key(),
+        );
+        let max_packet = u32::try_from(mqtt.max_message_bytes).unwrap_or(u32::MAX);
+        // Messages in flight to one client awaiting its PUBACK.
+        let max_inflight = u16::try_from(mqtt.max_unacked)
+            .ok()
+            .and_then(NonZeroU16::new)
+            .unwrap_or(NonZeroU16::MAX);
+        let limits = Arc::new(DeviceLimits::new(
+            mqtt.max_publish_per_second_per_device,
+            mqtt.publish_burst_per_device,
+            mqtt.max_retained_per_device,
+        ));
+        let logins = Arc::new(Logins::default());
+
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<anyhow::Result<(ServerContext, tokio::runtime::Handle)>>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let auth = DeviceAuth {
+            state: state.clone(),
+            internal: internal.clone(),
+            platform_client_id: mqtt.client_id.clone(),
+            logins: logins.clone(),
+            limits: limits.clone(),
+            ingest_limits: settings.ingest.limits(),
+            stats,
+        };
+        let max_queue = mqtt.max_queued_messages_per_client;
+        std::thread::Builder::new()
+            .name("mqtt-broker".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("mqtt-broker")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err.into()));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let scx = ServerContext::new()
+                        .plugins_config_map_add("rmqtt-retainer", "storage.type = \"ram\"")
+                        .build()
+                        .await;
+                    if let Err(err) = rmqtt_retainer::register(&scx, true, false).await {
+                        let _ = ready_tx.send(Err(anyhow::anyhow!("retained messages: {err}")));
+                        return;
+                    }
+                    let register = scx.extends.hook_mgr().register();
+                    for hook in [
+                        Type::ClientAuthenticate,
+                        Type::ClientConnack,
+                        Type::ClientDisconnected,
+                        Type::MessagePublishCheckAcl,
+                        Type::ClientSubscribeCheckAcl,
+                    ] {
+                        register.add(hook, Box::new(auth.clone())).await;
+                    }
+                    register.start().await;
+                    let listener = Builder::new()
+                        .name("tcp")
+                        .laddr(addr)
+                        // A restart must not wait for the old connections' TIME_WAIT.
+                        .reuseaddr(Some(true))
+                        .allow_anonymous(false)
+                        .max_packet_size(max_packet)
+                        .max_inflight(max_inflight)
+                        // Messages queued for one client (a device's commands while it is slow
+                        // or offline); beyond, the oldest are dropped. The platform's own
+                        // connections only publish here, so they need no larger queue.
+                        .max_mqueue_len(max_queue)
+                        .bind()
+                        .and_then(|l| l.tcp());
+                    let listener = match listener {
+                        Ok(listener) => listener,
+                        Err(err) => {
+                            let _ = ready_tx
+                                .send(Err(anyhow::anyhow!("cannot listen on {addr}: {err}")));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok((scx.clone(), tokio::runtime::Handle::current())));
+                    tokio::select! {
+                        result = MqttServer::new(scx).listener(listener).build().run() => {
+                            if let Err(err) = result {
+                                tracing::error!(error = %err, "embedded MQTT broker stopped");
+                            }
+                        }
+                        _ = stopped => {}
+                    }
+                });
+            })
+            .context("cannot start the embedded broker thread")?;
+        let (scx, runtime) = ready_rx
+            .recv()
+            .context("the embedded broker thread ended during start-up")??;
+        let control = BrokerControl {
+            logins,
+            scx,
+            runtime: runtime.clone(),
+        };
+        runtime.spawn(sweep(state, control.clone(), limits));
+        Ok(Self {
+            internal,
+            addr,
+            control,
+            stop: Some(stop),
+        })
+    }
+
+    /// The platform's own superuser login.
+    pub fn internal_credentials(&self) -> (String, String) {
+        self.internal.clone()
+    }
+}
