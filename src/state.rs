@@ -58,17 +58,18 @@ impl AppState {
         self.mqtt.get().and_then(|m| m.dynsec.as_ref())
     }
 
-    /// An API key stopped being valid: end its live MQTT connections (embedded broker).
-    pub fn mqtt_key_revoked(&self, key_id: uuid::Uuid) {
+    /// Credentials ended (a session, a user's sessions, a key, a device's keys): the live feed's
+    /// connections using them close, and so do the embedded broker's (the one place both learn
+    /// it, before the HTTP answer).
+    pub fn credentials_ended(&self, revoked: crate::auth::revocation::Revoked) {
+        use crate::auth::revocation::Revoked;
         if let Some(mqtt) = self.mqtt.get() {
-            mqtt.sessions.key_revoked(key_id);
+            match revoked {
+                Revoked::Key(key_id) => mqtt.sessions.key_revoked(key_id),
+                Revoked::DeviceKeys(device_id) => mqtt.sessions.device_removed(device_id),
+                Revoked::Session(_) | Revoked::User { .. } => {}
+            }
         }
-    }
-
-    /// A device was deleted: end its live MQTT connections (embedded broker).
-    pub fn mqtt_device_removed(&self, device_id: uuid::Uuid) {
-        if let Some(mqtt) = self.mqtt.get() {
-            mqtt.sessions.device_removed(device_id);
-        }
+        self.revocations.announce(revoked);
     }
 }

@@ -310,10 +310,7 @@ pub async fn revoke_api_key(
         active.revoked_at = Set(Some(Utc::now()));
         let key = active.update(&state.db).await?;
         state.keys.evict(key.id);
-        state
-            .revocations
-            .announce(crate::auth::revocation::Revoked::Key(key.id));
-        state.mqtt_key_revoked(key.id);
+        state.credentials_ended(crate::auth::revocation::Revoked::Key(key.id));
         if let Some(dynsec) = state.dynsec() {
             dynsec.key_removed(key.id).await;
         }

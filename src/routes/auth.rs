@@ -327,7 +327,7 @@ async fn revoke_family(state: &AppState, family: Uuid) -> Result<(), ApiError> {
         .filter(refresh_tokens::Column::RevokedAt.is_null())
         .exec(&state.db)
         .await?;
-    state.revocations.announce(Revoked::Session(family));
+    state.credentials_ended(Revoked::Session(family));
     Ok(())
 }
 
@@ -435,7 +435,7 @@ pub async fn change_password(
         ));
     }
     accounts::set_password(&state.db, model, &new_password, Some(user.session_id)).await?;
-    state.revocations.announce(Revoked::User {
+    state.credentials_ended(Revoked::User {
         user: user.id,
         except: Some(user.session_id),
     });

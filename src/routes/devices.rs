@@ -571,10 +571,7 @@ pub async fn delete_device(
     }
     state.pipeline.device_removed(device.id);
     state.keys.evict_device(device.id);
-    state
-        .revocations
-        .announce(crate::auth::revocation::Revoked::DeviceKeys(device.id));
-    state.mqtt_device_removed(device.id);
+    state.credentials_ended(crate::auth::revocation::Revoked::DeviceKeys(device.id));
     Audit::by("device.delete", &user, &req)
         .target("device", device.id)
         .details(json!({ "name": device.name }))

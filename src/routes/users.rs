@@ -320,7 +320,7 @@ pub async fn update_user(
         accounts::end_sessions(&state.db, updated.id, None).await?;
     }
     if body.is_active == Some(false) || body.password.is_some() {
-        state.revocations.announce(Revoked::User {
+        state.credentials_ended(Revoked::User {
             user: updated.id,
             except: None,
         });
@@ -371,7 +371,7 @@ pub async fn delete_user(
     users::Entity::delete_by_id(existing.id)
         .exec(&state.db)
         .await?;
-    state.revocations.announce(Revoked::User {
+    state.credentials_ended(Revoked::User {
         user: existing.id,
         except: None,
     });

@@ -490,7 +490,7 @@ async fn an_mqtt_message_that_cannot_be_stored_is_counted_acknowledged_and_holds
     )
     .await;
     let (host, port) = app.mqtt.clone().expect("MQTT is on");
-    let mut options = MqttOptions::new(format!("dev-{}", Uuid::new_v4().simple()), host, port);
+    let mut options = MqttOptions::new(format!("{id}-{}", Uuid::new_v4().simple()), host, port);
     options
         .set_credentials(id.clone(), key.clone())
         .set_keep_alive(Duration::from_secs(10));
