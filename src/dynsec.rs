@@ -116,9 +116,10 @@ fn key_acls(device: Option<Uuid>) -> Vec<Value> {
     ]
 }
 
-/// The platform's own rights beyond dynsec's `admin` role: publishing status and commands.
+/// The platform's own rights beyond dynsec's `admin` role: publishing status, and commands on
+/// `devices/{id}/commands` and below (a rule may address `devices/{id}/commands/valve`).
 fn platform_commands(user: &str) -> Vec<Value> {
-    let acls: Vec<Value> = ["devices/+/status", "devices/+/commands"]
+    let acls: Vec<Value> = ["devices/+/status", "devices/+/commands/#"]
         .iter()
         .map(|topic| json!({"acltype": "publishClientSend", "topic": topic, "allow": true}))
         .collect();
