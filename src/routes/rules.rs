@@ -602,3 +602,182 @@ pub async fn delete_rule(
         .await;
     Ok(HttpResponse::NoContent().finish())
 }
+
+#[cfg(test)]
+mod properties {
+    //! Rule validation over arbitrary bodies: what `POST /rules` does with one (the edge check,
+    //! the typed body, `check`) gives a storable rule or a 4xx, never a panic.
+
+    use super::*;
+    use proptest::prelude::*;
+    use sea_orm::ActiveValue;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                ">",
+                ">=",
+                "<",
+                "<=",
+                "==",
+                "!=",
+                "between",
+                "outside",
+                "offline",
+                "info",
+                "warning",
+                "critical",
+                "email",
+                "webhook",
+                "mqtt",
+                "pressure",
+                "devices/{device_id}/commands",
+                "$CONTROL/dynamic-security/v1",
+                "http://127.0.0.1/hook",
+                "https://example.com/hook",
+                "ops@example.com",
+            ])
+            .prop_map(str::to_string),
+            "[a-z\\x00/+#$ ]{0,6}",
+            any::<String>(),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            text().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((text(), inner), 0..4)
+                    .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn action() -> impl Strategy<Value = Value> {
+        (
+            prop::sample::select(vec!["email", "webhook", "mqtt", "sms"]),
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec![
+                        "to", "url", "secret", "headers", "topic", "payload", "x",
+                    ]),
+                    value(),
+                ),
+                0..4,
+            ),
+        )
+            .prop_map(|(kind, fields)| {
+                let mut action: Map<String, Value> = fields
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+                action.insert("type".into(), Value::from(kind));
+                Value::Object(action)
+            })
+    }
+
+    fn rule_body() -> impl Strategy<Value = Value> {
+        let field = prop_oneof![
+            Just("name"),
+            Just("description"),
+            Just("device_id"),
+            Just("device_type"),
+            Just("area"),
+            Just("key"),
+            Just("condition"),
+            Just("threshold"),
+            Just("low"),
+            Just("high"),
+            Just("for"),
+            Just("hysteresis"),
+            Just("severity"),
+            Just("auto_resolve"),
+            Just("enabled"),
+        ];
+        (
+            prop::collection::vec((field, value()), 0..4),
+            prop::option::of(prop::collection::vec(action(), 0..3)),
+        )
+            .prop_map(|(fields, actions)| {
+                // A valid rule, then changed: so both accepted and refused bodies are reached.
+                let mut body = json!({"name": "High", "key": "pressure", "condition": ">",
+                                      "threshold": 80, "device_type": "pump"});
+                let body = body.as_object_mut().expect("an object");
+                for (field, value) in fields {
+                    body.insert(field.to_string(), value);
+                }
+                let mut body = std::mem::take(body);
+                if let Some(actions) = actions {
+                    body.insert("actions".into(), Value::Array(actions));
+                }
+                Value::Object(body)
+            })
+    }
+
+    fn storable_text(value: &ActiveValue<String>) -> bool {
+        match value {
+            ActiveValue::Set(s) | ActiveValue::Unchanged(s) => !s.contains('\0'),
+            ActiveValue::NotSet => true,
+        }
+    }
+
+    fn storable_json(value: &Value) -> bool {
+        insa_actors::text::refused_in("", value).is_none()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_rule_body_gives_a_storable_rule_or_a_4xx(
+            body in rule_body(),
+            device_exists in prop::option::of(any::<bool>()),
+        ) {
+            let checked = crate::body::storable(body).and_then(|body| {
+                serde_json::from_value::<RuleBody>(body).map_err(|err| {
+                    ApiError::new(Code::ValidationFailed, format!("invalid body: {err}"))
+                })
+            });
+            match checked.and_then(|body| check(body, device_exists)) {
+                Err(err) => prop_assert!(err.code.status().is_client_error(), "{:?}", err),
+                Ok(rule) => {
+                    prop_assert!(storable_text(&rule.name));
+                    prop_assert!(storable_text(&rule.key));
+                    prop_assert!(storable_text(&rule.condition));
+                    prop_assert!(storable_text(&rule.severity));
+                    for text in [&rule.description, &rule.device_type, &rule.area] {
+                        if let ActiveValue::Set(Some(text)) = text {
+                            prop_assert!(!text.contains('\0'));
+                        }
+                    }
+                    for number in [&rule.threshold, &rule.threshold_high] {
+                        if let ActiveValue::Set(Some(number)) = number {
+                            prop_assert!(number.is_finite());
+                        }
+                    }
+                    if let ActiveValue::Set(hysteresis) = rule.hysteresis {
+                        prop_assert!(hysteresis.is_finite());
+                    }
+                    if let ActiveValue::Set(actions) = &rule.actions {
+                        prop_assert!(storable_json(actions));
+                        // An MQTT action never leaves the device's own command topics.
+                        for action in actions.as_array().into_iter().flatten() {
+                            if action["type"] == "mqtt" {
+                                let topic = action["topic"].as_str().unwrap_or("devices/{device_id}/commands");
+                                prop_assert!(topic.starts_with("devices/"), "{}", topic);
+                                prop_assert!(!topic.contains(['#', '+', '$']), "{}", topic);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
