@@ -106,7 +106,7 @@ pub struct CreateApiKey {
         example = "Production Sensor Key",
         required = true,
         nullable = false,
-        pattern = "\\S",
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
         max_length = 255
     )]
     pub name: Option<String>,

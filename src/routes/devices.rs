@@ -241,7 +241,7 @@ pub struct CreateDevice {
         example = "Temperature Sensor 01",
         required = true,
         nullable = false,
-        pattern = "\\S",
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
         max_length = 255
     )]
     pub name: Option<String>,
@@ -250,13 +250,17 @@ pub struct CreateDevice {
         example = "temperature",
         required = true,
         nullable = false,
-        pattern = "\\S",
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
         max_length = 50
     )]
     pub device_type: Option<String>,
+    #[schema(max_length = 255)]
     pub location: Option<String>,
+    #[schema(max_length = 100)]
     pub area: Option<String>,
+    #[schema(max_length = 50)]
     pub protocol: Option<String>,
+    #[schema(max_length = 2048)]
     pub connection_string: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
@@ -386,22 +390,22 @@ pub(crate) async fn with_live_state(
 #[serde(deny_unknown_fields)]
 pub struct UpdateDevice {
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = String, pattern = "\\S", max_length = 255)]
+    #[schema(value_type = String, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$", max_length = 255)]
     pub name: Option<Option<String>>,
     #[serde(default, rename = "type", deserialize_with = "present")]
-    #[schema(value_type = String, pattern = "\\S", max_length = 50)]
+    #[schema(value_type = String, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$", max_length = 50)]
     pub device_type: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 255)]
     pub location: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 100)]
     pub area: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 50)]
     pub protocol: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 2048)]
     pub connection_string: Option<Option<String>>,
     /// Merged into the stored config (RFC 7396: `null` removes a key).
     #[serde(default, deserialize_with = "present")]

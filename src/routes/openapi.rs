@@ -217,11 +217,81 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi);
 
+/// The document as served: [`DOCUMENT`] with every free-text string declared free of U+0000,
+/// which the platform refuses everywhere (the databases cannot store it).
+static SERVED: LazyLock<serde_json::Value> = LazyLock::new(|| {
+    let mut document = serde_json::to_value(&*DOCUMENT).unwrap_or_default();
+    forbid_nul(&mut document);
+    document
+});
+
+/// U+0000 in a JSON pattern: what no free text may hold.
+const NO_NUL: &str = "^[^\\u0000]*$";
+
+/// A string schema with no pattern, format or enumeration of its own gets [`NO_NUL`]; a
+/// free-form object (config, metadata, actions) gets NUL-free member names and members that are
+/// `StorableJson`: any JSON whose strings and names are free of U+0000.
+fn forbid_nul(value: &mut serde_json::Value) {
+    forbid_nul_in(value);
+    if let Some(schemas) = value
+        .pointer_mut("/components/schemas")
+        .and_then(|s| s.as_object_mut())
+    {
+        let any = serde_json::json!({"$ref": "#/components/schemas/StorableJson"});
+        schemas.insert(
+            "StorableJson".into(),
+            serde_json::json!({
+                "description": "Any JSON whose strings and member names hold no U+0000",
+                "anyOf": [
+                    {"type": "null"}, {"type": "boolean"}, {"type": "number"},
+                    {"type": "string", "pattern": NO_NUL},
+                    {"type": "array", "items": any},
+                    {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": any},
+                ]
+            }),
+        );
+    }
+}
+
+fn forbid_nul_in(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(object) => {
+            let has_type = |name: &str| match object.get("type") {
+                Some(serde_json::Value::String(t)) => t == name,
+                Some(serde_json::Value::Array(types)) => types.iter().any(|t| t == name),
+                _ => false,
+            };
+            let (is_string, is_object) = (has_type("string"), has_type("object"));
+            let own_rule = ["pattern", "format", "enum", "const"]
+                .iter()
+                .any(|k| object.contains_key(*k));
+            if is_string && !own_rule {
+                object.insert("pattern".into(), NO_NUL.into());
+            }
+            let free_form = !object.contains_key("properties")
+                && object.get("additionalProperties") != Some(&serde_json::Value::Bool(false));
+            if is_object && free_form {
+                object.insert(
+                    "propertyNames".into(),
+                    serde_json::json!({ "pattern": NO_NUL }),
+                );
+                object.insert(
+                    "additionalProperties".into(),
+                    serde_json::json!({"$ref": "#/components/schemas/StorableJson"}),
+                );
+            }
+            object.values_mut().for_each(forbid_nul_in);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(forbid_nul_in),
+        _ => {}
+    }
+}
+
 /// This document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3 document")))]
 pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(&*DOCUMENT)
+    HttpResponse::Ok().json(&*SERVED)
 }
 
 /// The answer for a request no route took: 405 with `Allow` when the path is one of the API's
@@ -286,7 +356,7 @@ mod tests {
 
     #[test]
     fn every_operation_documents_its_error_answers_with_the_error_body() {
-        let doc = serde_json::to_value(&*DOCUMENT).expect("document");
+        let doc = &*SERVED;
         let users = &doc["paths"]["/api/v1/users"]["post"]["responses"];
         for status in ["400", "401", "403", "413", "415", "422", "503"] {
             assert_eq!(
@@ -303,5 +373,21 @@ mod tests {
         assert!(doc["paths"]["/health"]["get"]["responses"]
             .get("401")
             .is_none());
+    }
+
+    #[test]
+    fn free_text_is_declared_free_of_nul() {
+        let doc = &*SERVED;
+        let user = &doc["components"]["schemas"]["CreateUser"]["properties"];
+        assert_eq!(user["name"]["pattern"], "^[^\\u0000]*$");
+        assert_eq!(user["password"]["pattern"], "^[^\\u0000]*$");
+        // Declared formats and patterns are kept.
+        assert_eq!(
+            user["email"]["pattern"],
+            "^[^@\\s\\u0000]+@[^@\\s\\u0000]+$"
+        );
+        let id = &doc["paths"]["/api/v1/devices/{id}"]["get"]["parameters"][0]["schema"];
+        assert_eq!(id["format"], "uuid");
+        assert!(id.get("pattern").is_none());
     }
 }

@@ -488,7 +488,7 @@ pub struct LatestQuery {
 
 /// A telemetry key in a query: 1 to 100 characters.
 #[derive(ToSchema)]
-#[schema(value_type = String, pattern = "^[\\s\\S]{1,100}$")]
+#[schema(value_type = String, pattern = "^[^\\u0000]{1,100}$")]
 #[allow(dead_code)]
 pub struct KeyName(String);
 
