@@ -46,14 +46,16 @@ pub fn password_problem(password: &str) -> Option<&'static str> {
 }
 
 /// A cheap sanity check for an email address; delivery is the real test.
+/// The length bound counts what was sent, surrounding spaces included.
 pub fn looks_like_email(email: &str) -> bool {
+    let sent = email.chars().count();
     let email = email.trim();
     match email.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()
                 && !domain.is_empty()
                 && !domain.contains('@')
-                && email.chars().count() <= crate::accounts::MAX_EMAIL_CHARS
+                && sent <= crate::accounts::MAX_EMAIL_CHARS
                 && !email.chars().any(char::is_whitespace)
         }
         None => false,

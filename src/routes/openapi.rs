@@ -384,7 +384,7 @@ mod tests {
         // Declared formats and patterns are kept.
         assert_eq!(
             user["email"]["pattern"],
-            "^[^@\\s\\u0000]+@[^@\\s\\u0000]+$"
+            "^\\s*[^@\\s\\u0000]+@[^@\\s\\u0000]+\\s*$"
         );
         let id = &doc["paths"]["/api/v1/devices/{id}"]["get"]["parameters"][0]["schema"];
         assert_eq!(id["format"], "uuid");

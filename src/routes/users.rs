@@ -156,7 +156,7 @@ pub struct CreateUser {
     #[schema(
         required = true,
         nullable = false,
-        pattern = "^[^@\\s\\u0000]+@[^@\\s\\u0000]+$",
+        pattern = "^\\s*[^@\\s\\u0000]+@[^@\\s\\u0000]+\\s*$",
         max_length = 254
     )]
     pub email: Option<String>,
@@ -236,7 +236,10 @@ pub async fn get_user(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
-    #[schema(pattern = "^[^@\\s\\u0000]+@[^@\\s\\u0000]+$", max_length = 254)]
+    #[schema(
+        pattern = "^\\s*[^@\\s\\u0000]+@[^@\\s\\u0000]+\\s*$",
+        max_length = 254
+    )]
     pub email: Option<String>,
     #[schema(pattern = "^(admin|engineer|operator|viewer)$")]
     pub role: Option<String>,
