@@ -241,7 +241,7 @@ pub struct CreateDevice {
         example = "Temperature Sensor 01",
         required = true,
         nullable = false,
-        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
+        pattern = "^[^\\u0000]*[^\\u0000\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$",
         max_length = 255
     )]
     pub name: Option<String>,
@@ -250,7 +250,7 @@ pub struct CreateDevice {
         example = "temperature",
         required = true,
         nullable = false,
-        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
+        pattern = "^[^\\u0000]*[^\\u0000\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$",
         max_length = 50
     )]
     pub device_type: Option<String>,
@@ -390,10 +390,10 @@ pub(crate) async fn with_live_state(
 #[serde(deny_unknown_fields)]
 pub struct UpdateDevice {
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = String, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$", max_length = 255)]
+    #[schema(value_type = String, pattern = "^[^\\u0000]*[^\\u0000\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$", max_length = 255)]
     pub name: Option<Option<String>>,
     #[serde(default, rename = "type", deserialize_with = "present")]
-    #[schema(value_type = String, pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$", max_length = 50)]
+    #[schema(value_type = String, pattern = "^[^\\u0000]*[^\\u0000\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$", max_length = 50)]
     pub device_type: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, max_length = 255)]
