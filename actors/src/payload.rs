@@ -1,6 +1,6 @@
 //! Telemetry payloads, shared by HTTP and MQTT ingest: decoding and checking, with no I/O.
 //!
-//! Accepted shapes (DESIGN.md sections 5 and 7):
+//! Accepted shapes (docs/API.md "Ingest", docs/MQTT.md "Payload"):
 //! - single: `{"device_id", "timestamp"?, "telemetry": {...}}`
 //! - batch: `{"device_id", "records": [{"timestamp"?, "telemetry": {...}}, ...]}`
 //! - bare (MQTT only): the `telemetry` object alone, the device taken from the topic.

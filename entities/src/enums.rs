@@ -1,7 +1,7 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// What a user may do; ordered from most to least powerful (see DESIGN.md section 6).
+/// What a user may do; ordered from most to least powerful (docs/API.md, "Authentication": the roles table).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
 )]

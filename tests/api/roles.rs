@@ -1,4 +1,4 @@
-//! The whole role x endpoint matrix of the platform's access rules (DESIGN.md section 6).
+//! The whole role x endpoint matrix of the platform's access rules (docs/API.md, "Authentication": the roles table).
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
