@@ -16,6 +16,8 @@
 //! - [`point`], [`events`]: the data that flows
 
 pub mod alerts;
+#[cfg(any(test, feature = "test-hooks"))]
+pub mod arbitrary;
 pub mod chatter;
 pub mod device;
 pub mod events;

@@ -521,6 +521,7 @@ mod tests {
 
     mod properties {
         use super::*;
+        use crate::arbitrary::{holds_nul, json};
         use proptest::prelude::*;
 
         /// Strings a payload is made of: its field names, times, and any text (NUL included).
@@ -546,25 +547,6 @@ mod tests {
             ]
         }
 
-        fn json_value() -> impl Strategy<Value = Value> {
-            let leaf = prop_oneof![
-                Just(Value::Null),
-                any::<bool>().prop_map(Value::from),
-                any::<i64>().prop_map(Value::from),
-                any::<u64>().prop_map(Value::from),
-                (-200i64..200).prop_map(Value::from),
-                any::<f64>().prop_map(Value::from),
-                text().prop_map(Value::from),
-            ];
-            leaf.prop_recursive(4, 64, 6, |inner| {
-                prop_oneof![
-                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                    prop::collection::vec((text(), inner), 0..6)
-                        .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
-                ]
-            })
-        }
-
         /// A reading's value: mostly of the accepted kinds (with any text), sometimes anything.
         fn reading_value() -> impl Strategy<Value = Value> {
             prop_oneof![
@@ -576,7 +558,7 @@ mod tests {
                     |(value, unit, quality)| json!({"value": value, "unit": unit, "quality": quality})
                 ),
                 (any::<bool>(), text()).prop_map(|(value, unit)| json!({"value": value, "unit": unit})),
-                json_value(),
+                json(text),
             ]
         }
 
@@ -586,11 +568,7 @@ mod tests {
         }
 
         fn timestamp() -> impl Strategy<Value = Value> {
-            prop_oneof![
-                Just(Value::Null),
-                text().prop_map(Value::from),
-                json_value()
-            ]
+            prop_oneof![Just(Value::Null), text().prop_map(Value::from), json(text)]
         }
 
         /// Bodies near the accepted shapes, so that decoding goes deep, and anything at all.
@@ -610,19 +588,8 @@ mod tests {
                     json!({"device_id": device().to_string(), "records": records})
                 }),
                 reading(),
-                json_value(),
+                json(text),
             ]
-        }
-
-        fn holds_nul(value: &Value) -> bool {
-            match value {
-                Value::String(s) => s.contains('\0'),
-                Value::Array(items) => items.iter().any(holds_nul),
-                Value::Object(object) => {
-                    object.iter().any(|(k, v)| k.contains('\0') || holds_nul(v))
-                }
-                _ => false,
-            }
         }
 
         proptest! {
