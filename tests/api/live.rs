@@ -11,7 +11,7 @@ use sea_orm::{EntityTrait, PaginatorTrait};
 
 use crate::helpers::{seed_device, spawn_app, spawn_app_with, As, TestApp};
 
-type Socket = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
+pub(crate) type Socket = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
 
 async fn connect(app: &TestApp, token: &str) -> Socket {
     let url = format!(
@@ -27,22 +27,25 @@ async fn connect(app: &TestApp, token: &str) -> Socket {
     socket
 }
 
-async fn say(socket: &mut Socket, message: Value) {
+pub(crate) async fn say(socket: &mut Socket, message: Value) {
     socket
         .send(awc::ws::Message::Text(message.to_string().into()))
         .await
         .expect("send");
 }
 
-/// The next JSON message, skipping pings; `None` if nothing comes within `wait`.
-async fn hear(socket: &mut Socket, wait: Duration) -> Option<Value> {
+/// The next JSON message (skipping pings); `None` when nothing comes within `wait` or the
+/// server closes.
+pub(crate) async fn hear(socket: &mut Socket, wait: Duration) -> Option<Value> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let frame = tokio::time::timeout_at(deadline, socket.next())
+        match tokio::time::timeout_at(deadline, socket.next())
             .await
-            .ok()??;
-        if let Ok(awc::ws::Frame::Text(text)) = frame {
-            return serde_json::from_slice(&text).ok();
+            .ok()??
+        {
+            Ok(awc::ws::Frame::Text(text)) => return serde_json::from_slice(&text).ok(),
+            Ok(awc::ws::Frame::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
         }
     }
 }

@@ -1,12 +1,14 @@
 //! `GET /metrics`: valid Prometheus text, and counters that move with traffic.
 
+use std::io::Write;
+
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{eventually, seed_device, spawn_app, TestApp};
+use crate::helpers::{eventually, seed_device, spawn_app, As, TestApp};
 
-/// The scrape, parsed by an independent Prometheus text-format parser.
-async fn scrape(app: &TestApp) -> prometheus_parse::Scrape {
+/// The scrape as text, checked to be served as Prometheus text.
+async fn scrape_text(app: &TestApp) -> String {
     let response = app
         .client
         .get(app.url("/metrics"))
@@ -19,7 +21,12 @@ async fn scrape(app: &TestApp) -> prometheus_parse::Scrape {
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/plain")));
-    let text = response.text().await.expect("body");
+    response.text().await.expect("body")
+}
+
+/// The scrape, parsed by an independent Prometheus text-format parser.
+async fn scrape(app: &TestApp) -> prometheus_parse::Scrape {
+    let text = scrape_text(app).await;
     let lines = text.lines().map(|l| Ok(l.to_string()));
     prometheus_parse::Scrape::parse(lines).expect("Prometheus text format")
 }
@@ -100,5 +107,70 @@ async fn metrics_parse_and_move_with_traffic() {
             .iter()
             .any(|s| s.metric.starts_with("insa_writer_commit_seconds")),
         "commit latency histogram"
+    );
+}
+
+#[actix_web::test]
+async fn made_up_http_methods_do_not_add_metric_series() {
+    let app = spawn_app().await;
+    for n in 0..30 {
+        let method = reqwest::Method::from_bytes(format!("MADEUP{n}").as_bytes()).expect("method");
+        app.client
+            .request(method, app.url("/health"))
+            .send()
+            .await
+            .expect("request");
+    }
+    let text = scrape_text(&app).await;
+    assert!(!text.contains("MADEUP"), "a made-up method became a label");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("insa_http_requests_total") && l.contains("method=\"OTHER\"")),
+        "they are counted as OTHER"
+    );
+}
+
+#[actix_web::test]
+async fn the_metrics_scrape_passes_promtool_check() {
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let device = app.create_device(&token, seed_device()).await;
+    let device = device["id"].as_str().expect("id");
+    app.send_reading(&token, device, json!({"temperature": 20}))
+        .await;
+    app.get("/no/such/page", As::Nobody).await;
+    let text = scrape_text(&app).await;
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut promtool = match promtool {
+        Ok(child) => child,
+        Err(err) => {
+            assert!(
+                std::env::var("INSA_PROMTOOL").as_deref() != Ok("required"),
+                "promtool is required here (INSA_PROMTOOL=required) but cannot run: {err}"
+            );
+            eprintln!("note: promtool not found ({err}); scripts/ensure-promtool.sh installs it");
+            return;
+        }
+    };
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let output = promtool.wait_with_output().expect("promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
     );
 }

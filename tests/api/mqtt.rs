@@ -32,7 +32,9 @@ async fn connect(
     (client, rx)
 }
 
-async fn drive(mut eventloop: EventLoop, tx: tokio::sync::mpsc::UnboundedSender<Event>) {
+/// Forwards a client's events; a connection error ends the stream with `Outgoing::Disconnect`,
+/// after passing on a refused CONNACK (rumqttc reports one as an error).
+pub(crate) async fn drive(mut eventloop: EventLoop, tx: tokio::sync::mpsc::UnboundedSender<Event>) {
     loop {
         match eventloop.poll().await {
             Ok(event) => {
@@ -40,7 +42,14 @@ async fn drive(mut eventloop: EventLoop, tx: tokio::sync::mpsc::UnboundedSender<
                     return;
                 }
             }
-            Err(_) => {
+            Err(err) => {
+                if let rumqttc::ConnectionError::ConnectionRefused(code) = err {
+                    let ack = rumqttc::ConnAck {
+                        session_present: false,
+                        code,
+                    };
+                    let _ = tx.send(Event::Incoming(Packet::ConnAck(ack)));
+                }
                 let _ = tx.send(Event::Outgoing(rumqttc::Outgoing::Disconnect));
                 return;
             }

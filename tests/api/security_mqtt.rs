@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -47,7 +47,7 @@ impl Client {
         customize(&mut options);
         let (client, eventloop) = AsyncClient::new(options, 100);
         let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-        actix_web::rt::spawn(drive(eventloop, tx));
+        actix_web::rt::spawn(crate::mqtt::drive(eventloop, tx));
         Self { client, events }
     }
 
@@ -107,31 +107,6 @@ impl Client {
             matches!(e, Event::Outgoing(rumqttc::Outgoing::Disconnect)).then_some(())
         })
         .await
-    }
-}
-
-/// Forwards events; a connection error ends the stream with `Outgoing::Disconnect`.
-async fn drive(mut eventloop: EventLoop, tx: tokio::sync::mpsc::UnboundedSender<Event>) {
-    loop {
-        match eventloop.poll().await {
-            Ok(event) => {
-                if tx.send(event).is_err() {
-                    return;
-                }
-            }
-            Err(err) => {
-                // rumqttc reports a refused CONNACK as an error: pass the code on.
-                if let rumqttc::ConnectionError::ConnectionRefused(code) = err {
-                    let ack = rumqttc::ConnAck {
-                        session_present: false,
-                        code,
-                    };
-                    let _ = tx.send(Event::Incoming(Packet::ConnAck(ack)));
-                }
-                let _ = tx.send(Event::Outgoing(rumqttc::Outgoing::Disconnect));
-                return;
-            }
-        }
     }
 }
 

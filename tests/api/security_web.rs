@@ -15,8 +15,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{json, Value};
 
 use crate::helpers::{eventually, seed_device, spawn_app, spawn_app_with, As, TestApp};
-
-type Socket = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
+use crate::live::{hear, say, Socket};
 
 fn ws_url(app: &TestApp, query: &str) -> String {
     format!(
@@ -44,28 +43,6 @@ async fn watch(app: &TestApp, token: &str) -> Socket {
         .await
         .expect("WebSocket with a ticket");
     socket
-}
-
-async fn say(socket: &mut Socket, message: Value) {
-    socket
-        .send(awc::ws::Message::Text(message.to_string().into()))
-        .await
-        .expect("send");
-}
-
-/// The next JSON message (skipping pings); `None` when nothing comes within `wait`.
-async fn hear(socket: &mut Socket, wait: Duration) -> Option<Value> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        match tokio::time::timeout_at(deadline, socket.next())
-            .await
-            .ok()??
-        {
-            Ok(awc::ws::Frame::Text(text)) => return serde_json::from_slice(&text).ok(),
-            Ok(awc::ws::Frame::Close(_)) | Err(_) => return None,
-            Ok(_) => {}
-        }
-    }
 }
 
 /// Subscribes to `device` and waits for the answer.
@@ -578,84 +555,6 @@ async fn no_password_token_key_or_ticket_reaches_the_log_of_a_full_session() {
         let line = logged.lines().find(|line| line.contains(secret.as_str()));
         assert!(line.is_none(), "a secret reached the log: {line:?}");
     }
-}
-
-// ------------------------------------------------------------------ metrics
-
-async fn scrape_text(app: &TestApp) -> String {
-    let response = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("scrape");
-    assert_eq!(response.status(), StatusCode::OK);
-    response.text().await.expect("text")
-}
-
-#[actix_web::test]
-async fn made_up_http_methods_do_not_add_metric_series() {
-    let app = spawn_app().await;
-    for n in 0..30 {
-        let method = reqwest::Method::from_bytes(format!("MADEUP{n}").as_bytes()).expect("method");
-        app.client
-            .request(method, app.url("/health"))
-            .send()
-            .await
-            .expect("request");
-    }
-    let text = scrape_text(&app).await;
-    assert!(!text.contains("MADEUP"), "a made-up method became a label");
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("insa_http_requests_total") && l.contains("method=\"OTHER\"")),
-        "they are counted as OTHER"
-    );
-}
-
-#[actix_web::test]
-async fn the_metrics_scrape_passes_promtool_check() {
-    let app = spawn_app().await;
-    let token = app.admin_token().await;
-    let device = app.create_device(&token, seed_device()).await;
-    let device = device["id"].as_str().expect("id");
-    app.send_reading(&token, device, json!({"temperature": 20}))
-        .await;
-    app.get("/no/such/page", As::Nobody).await;
-    let text = scrape_text(&app).await;
-    let promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let mut promtool = match promtool {
-        Ok(child) => child,
-        Err(err) => {
-            assert!(
-                std::env::var("INSA_PROMTOOL").as_deref() != Ok("required"),
-                "promtool is required here (INSA_PROMTOOL=required) but cannot run: {err}"
-            );
-            eprintln!("note: promtool not found ({err}); scripts/ensure-promtool.sh installs it");
-            return;
-        }
-    };
-    promtool
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feed promtool");
-    let output = promtool.wait_with_output().expect("promtool");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && said.trim().is_empty(),
-        "promtool: {said}"
-    );
 }
 
 // ------------------------------------------------------------------ login and password
