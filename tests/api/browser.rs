@@ -165,12 +165,7 @@ async fn screenshot(client: &Client, name: &str) {
 /// A small site: a wellhead with an hour of history and a rule, a flow meter not yet heard
 /// from, a separator over its threshold, a compressor in maintenance.
 async fn site(app: &TestApp, token: &str) -> (String, String) {
-    let create = |body: Value| async move {
-        app.create_device(token, body).await["id"]
-            .as_str()
-            .expect("id")
-            .to_string()
-    };
+    let create = |body: Value| async move { app.create_device_id(token, body).await };
     let wellhead = create(
         json!({"name": "Wellhead 7", "type": "pressure", "area": "North",
                                  "location": "Pad 2", "protocol": "mqtt"}),

@@ -320,6 +320,14 @@ impl TestApp {
         reply.body
     }
 
+    /// Registers a device and returns its id.
+    pub async fn create_device_id(&self, token: &str, body: Value) -> String {
+        self.create_device(token, body).await["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    }
+
     /// Creates an API key and returns (key, key_info).
     pub async fn create_api_key(&self, token: &str, body: Value) -> (String, Value) {
         let reply = self

@@ -28,24 +28,18 @@ const TEMPERATURES: [f64; 6] = [60.0, 61.5, 63.0, 62.0, 61.0, 64.5];
 async fn site(app: &TestApp) -> Site {
     let token = app.admin_token().await;
     let wellhead = app
-        .create_device(
+        .create_device_id(
             &token,
             json!({"name": "Wellhead 7", "type": "pressure", "area": "North", "location": "Pad 2"}),
         )
-        .await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+        .await;
     let separator = app
-        .create_device(
+        .create_device_id(
             &token,
             json!({"name": "Separator V-101", "type": "level", "area": "North",
                    "config": {"alert_threshold": 90}}),
         )
-        .await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+        .await;
     let now = Utc::now()
         .duration_trunc(Duration::seconds(1))
         .expect("whole seconds");
@@ -1016,11 +1010,8 @@ async fn a_report_longer_than_a_page_has_every_point_once_in_time_order() {
     let app = spawn_app().await;
     let token = app.admin_token().await;
     let device = app
-        .create_device(&token, json!({"name": "Flow meter 3", "type": "flow"}))
-        .await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+        .create_device_id(&token, json!({"name": "Flow meter 3", "type": "flow"}))
+        .await;
     let start = Utc::now()
         .duration_trunc(Duration::seconds(1))
         .expect("whole seconds")

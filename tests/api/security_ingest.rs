@@ -98,10 +98,7 @@ async fn devices_and_other_stored_bodies_holding_nul_are_refused_with_422_naming
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{reply:?}");
     assert_eq!(reply.fields(), ["metadata.firmware"]);
 
-    let id = app.create_device(&token, seed_device()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_device_id(&token, seed_device()).await;
     let path = format!("/api/v1/devices/{id}");
     for (body, field) in [
         (json!({"name": "Pump\u{0}"}), "name"),
@@ -161,10 +158,7 @@ async fn devices_and_other_stored_bodies_holding_nul_are_refused_with_422_naming
 async fn a_query_holding_nul_is_refused_with_400_not_a_database_error() {
     let app = spawn_app().await;
     let token = app.admin_token().await;
-    let id = app.create_device(&token, seed_device()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = app.create_device_id(&token, seed_device()).await;
     for path in [
         "/api/v1/devices?q=%00".to_string(),
         "/api/v1/devices?area=a%00".to_string(),

@@ -133,17 +133,11 @@ async fn an_mqtt_action_may_publish_only_to_its_own_devices_command_topic() {
     let app = app_allowing_loopback_webhooks().await;
     let token = app.admin_token().await;
     let device = app
-        .create_device(&token, json!({"name": "Pump 1", "type": "pump"}))
-        .await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+        .create_device_id(&token, json!({"name": "Pump 1", "type": "pump"}))
+        .await;
     let other = app
-        .create_device(&token, json!({"name": "Pump 2", "type": "pump"}))
-        .await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+        .create_device_id(&token, json!({"name": "Pump 2", "type": "pump"}))
+        .await;
     let engineer = app.user_with_role(&token, "engineer").await.2;
     let rule = |target: Value, topic: &str| {
         let mut body = json!({"name": "Valve", "key": "pressure", "condition": ">",
@@ -205,11 +199,8 @@ async fn an_mqtt_action_may_publish_only_to_its_own_devices_command_topic() {
 async fn hostile_readings(app: &TestApp, name: &str) -> (String, String, String, String) {
     let token = app.admin_token().await;
     let device = app
-        .create_device(&token, json!({"name": name, "type": "pump"}))
-        .await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+        .create_device_id(&token, json!({"name": name, "type": "pump"}))
+        .await;
     let now = chrono::Utc::now();
     let stored = app
         .post(
