@@ -320,6 +320,18 @@ impl TestApp {
         reply.body
     }
 
+    /// How many readings of `device` are stored (up to 10,000), as its history answers.
+    pub async fn stored_rows(&self, token: &str, device: &str) -> u64 {
+        let reply = self
+            .get(
+                &format!("/api/v1/telemetry?device_id={device}&limit=10000"),
+                As::Bearer(token),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        reply.body["count"].as_u64().expect("count")
+    }
+
     /// Registers a device and returns its id.
     pub async fn create_device_id(&self, token: &str, body: Value) -> String {
         self.create_device(token, body).await["id"]

@@ -133,16 +133,6 @@ async fn device(app: &TestApp, token: &str) -> (String, String) {
     (id, key)
 }
 
-async fn rows_for(app: &TestApp, token: &str, id: &str) -> usize {
-    let reply = app
-        .get(
-            &format!("/api/v1/telemetry?device_id={id}&limit=10000"),
-            As::Bearer(token),
-        )
-        .await;
-    reply.body["count"].as_u64().unwrap_or(0) as usize
-}
-
 #[actix_web::test]
 async fn mqtt_readings_are_stored_and_acknowledged_after_commit() {
     let app = spawn_app_with(with_mqtt).await;
@@ -171,7 +161,7 @@ async fn mqtt_readings_are_stored_and_acknowledged_after_commit() {
         .expect("publish");
 
     let count = eventually(Duration::from_secs(10), "5 points stored", || async {
-        let n = rows_for(&app, &token, &id).await;
+        let n = app.stored_rows(&token, &id).await;
         (n >= 5).then_some(n)
     })
     .await;
@@ -206,7 +196,7 @@ async fn the_embedded_broker_acknowledges_a_reading_only_once_it_is_stored() {
     for n in 1..=20 {
         publish_acked(&client, &mut events, &topic, json!({"pressure": n})).await;
         // No waiting: the PUBACK itself says the reading is in the database.
-        assert_eq!(rows_for(&app, &token, &id).await, n, "after PUBACK {n}");
+        assert_eq!(app.stored_rows(&token, &id).await, n, "after PUBACK {n}");
     }
     let status = app.get("/api/v1/status", As::Nobody).await;
     assert_eq!(status.body["mqtt"]["messages_stored"], 20);
@@ -244,7 +234,7 @@ async fn malformed_messages_are_counted_and_never_stop_ingest() {
     eventually(
         Duration::from_secs(10),
         "the good reading stored",
-        || async { (rows_for(&app, &token, &id).await == 1).then_some(()) },
+        || async { (app.stored_rows(&token, &id).await == 1).then_some(()) },
     )
     .await;
     let status = app.get("/api/v1/status", As::Nobody).await;
@@ -329,10 +319,10 @@ async fn the_embedded_broker_lets_a_device_publish_only_as_itself() {
         .await
         .expect("publish");
     eventually(Duration::from_secs(10), "own reading stored", || async {
-        (rows_for(&app, &token, &id).await == 1).then_some(())
+        (app.stored_rows(&token, &id).await == 1).then_some(())
     })
     .await;
-    assert_eq!(rows_for(&app, &token, &other).await, 0);
+    assert_eq!(app.stored_rows(&token, &other).await, 0);
 }
 
 #[actix_web::test]
@@ -414,7 +404,7 @@ async fn ingest_resumes_after_the_broker_restarts() {
     };
     publish(1.0).await;
     eventually(Duration::from_secs(10), "first reading stored", || async {
-        (rows_for(&app, &token, &id).await == 1).then_some(())
+        (app.stored_rows(&token, &id).await == 1).then_some(())
     })
     .await;
 
@@ -434,7 +424,7 @@ async fn ingest_resumes_after_the_broker_restarts() {
     eventually(
         Duration::from_secs(10),
         "reading after the restart stored",
-        || async { (rows_for(&app, &token, &id).await == 2).then_some(()) },
+        || async { (app.stored_rows(&token, &id).await == 2).then_some(()) },
     )
     .await;
     let status = app.get("/api/v1/status", As::Nobody).await;
@@ -541,11 +531,11 @@ async fn mosquitto_dynamic_security_follows_api_keys() {
     )
     .await;
     eventually(Duration::from_secs(10), "own reading stored", || async {
-        (rows_for(&app, &token, &id).await == 1).then_some(())
+        (app.stored_rows(&token, &id).await == 1).then_some(())
     })
     .await;
     assert_eq!(
-        rows_for(&app, &token, &other).await,
+        app.stored_rows(&token, &other).await,
         0,
         "another device's topic"
     );

@@ -34,17 +34,6 @@ async fn device_with_key(app: &TestApp, token: &str) -> (String, String) {
     (id, key)
 }
 
-async fn rows_for(app: &TestApp, token: &str, id: &str) -> u64 {
-    let reply = app
-        .get(
-            &format!("/api/v1/telemetry?device_id={id}&limit=10000"),
-            As::Bearer(token),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-    reply.body["count"].as_u64().expect("count")
-}
-
 fn is_postgres(app: &TestApp) -> bool {
     app.db.get_database_backend() == DbBackend::Postgres
 }
@@ -83,7 +72,7 @@ async fn a_reading_holding_nul_is_refused_with_422_naming_the_field_on_every_dat
         .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{reply:?}");
     assert_eq!(reply.fields(), ["timestamp"]);
-    assert_eq!(rows_for(&app, &token, &id).await, 0, "nothing stored");
+    assert_eq!(app.stored_rows(&token, &id).await, 0, "nothing stored");
 }
 
 #[actix_web::test]
@@ -222,7 +211,7 @@ async fn while_one_device_sends_nul_in_a_loop_another_devices_readings_are_all_s
             .all(|status| *status == StatusCode::UNPROCESSABLE_ENTITY),
         "{answers:?}"
     );
-    assert_eq!(rows_for(&app, &token, &good_id).await, stored);
+    assert_eq!(app.stored_rows(&token, &good_id).await, stored);
 }
 
 /// A point of `key` = 1 for `device`, now.
@@ -319,8 +308,8 @@ async fn a_batch_refused_for_one_devices_data_still_stores_the_other_devices_rea
         outcomes[2]
     );
     assert_eq!(outcomes[3], Ok(()));
-    assert_eq!(rows_for(&app, &token, &good.to_string()).await, 2);
-    assert_eq!(rows_for(&app, &token, &other.to_string()).await, 2);
+    assert_eq!(app.stored_rows(&token, &good.to_string()).await, 2);
+    assert_eq!(app.stored_rows(&token, &other.to_string()).await, 2);
 }
 
 #[actix_web::test]
@@ -353,8 +342,8 @@ async fn a_reading_holding_nul_past_the_edge_fails_alone_and_its_batch_is_stored
     assert_eq!(outcomes[2], Ok(()));
     assert!(matches!(outcomes[3], Err(WriteError::Refused(_))));
     assert_eq!(outcomes[4], Ok(()));
-    assert_eq!(rows_for(&app, &token, &good.to_string()).await, 3);
-    assert_eq!(rows_for(&app, &token, &bad.to_string()).await, 0);
+    assert_eq!(app.stored_rows(&token, &good.to_string()).await, 3);
+    assert_eq!(app.stored_rows(&token, &bad.to_string()).await, 0);
 }
 
 #[actix_web::test]
@@ -398,12 +387,12 @@ async fn a_batch_cut_off_by_an_outage_fails_whole_to_be_sent_again_never_refused
         "an outage is passing, not a refusal: {outcome:?}"
     );
     stall.rollback().await.expect("stall ends");
-    assert_eq!(rows_for(&app, &token, &id).await, 0);
+    assert_eq!(app.stored_rows(&token, &id).await, 0);
     app.pipeline
         .ingest(device, vec![point(device, "a"), point(device, "b")])
         .await
         .expect("stored when sent again");
-    assert_eq!(rows_for(&app, &token, &id).await, 2);
+    assert_eq!(app.stored_rows(&token, &id).await, 2);
 }
 
 #[actix_web::test]
@@ -462,7 +451,7 @@ async fn a_device_has_at_most_max_keys_distinct_keys_and_keeps_its_known_ones_af
         post(json!({"a": 5, "b": 6, "c": 7})).await.status,
         StatusCode::CREATED
     );
-    assert_eq!(rows_for(&app, &token, &id).await, 7);
+    assert_eq!(app.stored_rows(&token, &id).await, 7);
 }
 
 #[actix_web::test]
@@ -528,5 +517,5 @@ async fn an_mqtt_message_that_cannot_be_stored_is_counted_acknowledged_and_holds
         "{}",
         status.body
     );
-    assert_eq!(rows_for(&app, &token, &id).await, 3);
+    assert_eq!(app.stored_rows(&token, &id).await, 3);
 }

@@ -124,16 +124,6 @@ async fn device_with_key(app: &TestApp, token: &str, extra: Value) -> (String, S
     (id, key, key_id)
 }
 
-async fn rows_for(app: &TestApp, token: &str, id: &str) -> u64 {
-    let reply = app
-        .get(
-            &format!("/api/v1/telemetry?device_id={id}&limit=10000"),
-            As::Bearer(token),
-        )
-        .await;
-    reply.body["count"].as_u64().unwrap_or(0)
-}
-
 fn embedded_only(test: &str) -> bool {
     if external_broker() {
         eprintln!("{test}: not applicable with MQTT_URL (the external broker's own ACLs apply)");
@@ -205,7 +195,7 @@ async fn a_device_may_only_use_client_ids_bound_to_its_own_identity() {
             .await,
         Outcome::Accepted
     );
-    assert_eq!(rows_for(&app, &token, &b).await, 1);
+    assert_eq!(app.stored_rows(&token, &b).await, 1);
 
     // A's own ids work: its device id, its key id, each with a suffix.
     for own in [a.clone(), format!("{a}-pump"), format!("{key_a_id}-gw")] {
@@ -242,7 +232,7 @@ async fn a_revoked_keys_live_connection_is_closed_within_5_s_and_nothing_after_i
         Outcome::Closed
     );
     assert!(at.elapsed() < Duration::from_secs(5), "{:?}", at.elapsed());
-    assert_eq!(rows_for(&app, &token, &id).await, 1);
+    assert_eq!(app.stored_rows(&token, &id).await, 1);
     let mut again = Client::open(addr, &format!("{id}-again"), &id, &key);
     assert_eq!(
         again.login().await,
@@ -372,7 +362,7 @@ async fn auto_mode_never_adopts_an_open_broker_and_says_which_broker_it_uses() {
             .await,
         Outcome::Accepted
     );
-    assert_eq!(rows_for(&app, &token, &id).await, 1);
+    assert_eq!(app.stored_rows(&token, &id).await, 1);
 }
 
 #[actix_web::test]
@@ -534,7 +524,7 @@ async fn a_device_over_its_publish_rate_is_refused_and_nothing_beyond_is_stored(
         device.publish(&topic, false, reading(4.0)).await,
         Outcome::Closed
     );
-    assert_eq!(rows_for(&app, &token, &id).await, 3);
+    assert_eq!(app.stored_rows(&token, &id).await, 3);
 }
 
 #[actix_web::test]
@@ -572,7 +562,7 @@ async fn a_device_cannot_fill_the_broker_with_retained_or_oversized_messages() {
     let big = json!({"note": "x".repeat(8000)}).to_string().into_bytes();
     let topic = format!("devices/{id}/telemetry");
     assert_eq!(device.publish(&topic, false, big).await, Outcome::Closed);
-    assert_eq!(rows_for(&app, &token, &id).await, 0);
+    assert_eq!(app.stored_rows(&token, &id).await, 0);
 }
 
 #[actix_web::test]
@@ -703,5 +693,5 @@ async fn an_mqtt_5_device_over_its_publish_rate_is_told_quota_exceeded_and_stays
             PubAckReason::QuotaExceeded
         ]
     );
-    assert_eq!(rows_for(&app, &token, &id).await, 2);
+    assert_eq!(app.stored_rows(&token, &id).await, 2);
 }
