@@ -1,6 +1,6 @@
 //! JSON request bodies that are stored: [`Json`] reads the body as `web::Json` does (same size
 //! limit, same errors) and refuses, with 422 naming the field, any string or object key holding a
-//! character the databases cannot store ([`insa_actors::text`]), before the handler sees it.
+//! character the databases cannot store ([`insa_domain::text`]), before the handler sees it.
 //!
 //! So what a client may send does not depend on the database behind the platform (PostgreSQL
 //! refuses U+0000, SQLite would store it), and such a body is a clear 422, never a 500.
@@ -40,7 +40,7 @@ impl<T> Deref for Json<T> {
 
 /// The body as a value, checked: 422 naming the first field that holds a refused character.
 pub fn storable(value: Value) -> Result<Value, ApiError> {
-    match insa_actors::text::refused_in("", &value) {
+    match insa_domain::text::refused_in("", &value) {
         Some(field) => {
             let field = if field.is_empty() {
                 "body".to_string()
@@ -49,7 +49,7 @@ pub fn storable(value: Value) -> Result<Value, ApiError> {
             };
             Err(ApiError::validation(vec![FieldProblem::new(
                 field,
-                insa_actors::text::REFUSED_MESSAGE,
+                insa_domain::text::REFUSED_MESSAGE,
             )]))
         }
         None => Ok(value),

@@ -259,21 +259,8 @@ impl ApiError {
     }
 }
 
-/// One field's problem in a 422 answer.
-#[derive(Debug, Clone)]
-pub struct FieldProblem {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldProblem {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+/// One field's problem in a 422 answer (the domain's: checks outside the web layer report them too).
+pub use insa_domain::FieldProblem;
 
 impl From<DbErr> for ApiError {
     fn from(err: DbErr) -> Self {

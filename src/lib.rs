@@ -12,7 +12,8 @@
 //! - [`cli`]: the `migrate` and `user` commands of the binary
 //! - [`notify`]: the notifier (email, webhook, MQTT deliveries); [`webhook_guard`]: its SSRF guard
 //!
-//! Actors live in the `insa-actors` crate, tables in `insa-entities`, the schema in `insa-migration`.
+//! The domain values live in the `insa-domain` crate, actors in `insa-actors`, tables in
+//! `insa-entities`, the schema in `insa-migration`.
 
 pub mod accounts;
 pub mod audit;

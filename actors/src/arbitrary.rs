@@ -29,7 +29,7 @@ where
 }
 
 /// Whether any string or member name of `value` holds U+0000. Written apart from
-/// [`crate::text`], so the properties do not check the code with itself.
+/// [`insa_domain::text`], so the properties do not check the code with itself.
 pub fn holds_nul(value: &Value) -> bool {
     match value {
         Value::String(s) => s.contains('\0'),

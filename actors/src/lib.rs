@@ -12,7 +12,6 @@
 //! - [`store`]: the SQL of both (COPY on PostgreSQL, multi-row INSERT on SQLite)
 //! - [`mqtt`]: the MQTT subscriber (acks after commit, in order) and status publisher
 //! - [`payload`]: decoding and checking telemetry payloads (pure)
-//! - [`text`]: text the databases can store (no NUL), checked at every edge
 //! - [`point`], [`events`]: the data that flows
 
 pub mod alerts;
@@ -29,7 +28,6 @@ pub mod registry;
 pub mod rules;
 pub mod state;
 pub mod store;
-pub mod text;
 pub mod writer;
 
 pub use events::{AlertEvent, DeviceEvent, TelemetryEvent};

@@ -9,7 +9,7 @@
 //! `{"value": number|boolean, "unit"?: string, "quality"?: 0..=100}`.
 //!
 //! What decodes can be stored on both databases: no key, unit or text holds a character they
-//! refuse ([`crate::text`]), and no timestamp lies outside what they store (1970 up to a day ahead
+//! refuse ([`insa_domain::text`]), and no timestamp lies outside what they store (1970 up to a day ahead
 //! of the server clock).
 
 use chrono::{DateTime, Duration, Utc};
@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use crate::point::Point;
-use crate::text::{self, shown};
+use insa_domain::text::{self, shown};
 
 /// Bounds on one payload; anything beyond is refused, never truncated.
 #[derive(Debug, Clone)]
