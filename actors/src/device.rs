@@ -19,8 +19,9 @@ use uuid::Uuid;
 use crate::alerts::NewAlert;
 use crate::events::DeviceEvent;
 use crate::point::Point;
-use crate::rules::{Condition, Rule};
+use crate::rules::Rule;
 use crate::state::{DeviceSeen, DeviceStatusChanged, StateWriter};
+use crate::watch::{Effect, Watch};
 use crate::writer::{Admission, StorePoints, TelemetryWriter, WriteAck, WriteError};
 
 /// What every device actor shares.
@@ -164,16 +165,13 @@ fn rule_ref(rule: &Rule) -> RuleRef {
     }
 }
 
-/// Where a rule stands for this device.
+/// A rule that applies to this device, where it stands (on the clock the actor's timers run
+/// on), and the timer of its `for` hold while one runs.
 #[derive(Debug)]
-enum Watch {
-    /// Not known since the actor started: the next value decides (raise or resolve, both
-    /// idempotent in the database).
-    Unknown,
-    Clear,
-    /// Breached, waiting for `for` to pass.
-    Pending(SpawnHandle),
-    Raised,
+struct Watched {
+    rule: Rule,
+    watch: Watch<tokio::time::Instant>,
+    hold: Option<SpawnHandle>,
 }
 
 /// The newest value of one key.
@@ -274,7 +272,7 @@ pub struct DeviceActor {
     stopping_on_purpose: bool,
     profile: Profile,
     /// The rules that apply to this device, with where each stands.
-    rules: Vec<(Rule, Watch)>,
+    rules: Vec<Watched>,
     shared: Arc<Shared>,
 }
 
@@ -340,19 +338,26 @@ impl DeviceActor {
         ));
         let mut old = std::mem::take(&mut self.rules);
         for rule in applying {
-            let kept = old
-                .iter()
-                .position(|(r, _)| r.id == rule.id)
-                .map(|i| old.swap_remove(i).1);
-            self.rules.push((rule, kept.unwrap_or(Watch::Unknown)));
+            let watched = match old.iter().position(|w| w.rule.id == rule.id) {
+                Some(i) => Watched {
+                    rule,
+                    ..old.swap_remove(i)
+                },
+                None => Watched {
+                    rule,
+                    watch: Watch::Unknown,
+                    hold: None,
+                },
+            };
+            self.rules.push(watched);
         }
-        for (rule, watch) in old {
-            if let Watch::Pending(timer) = watch {
+        for Watched { rule, watch, hold } in old {
+            if let Some(timer) = hold {
                 ctx.cancel_future(timer);
             }
             // Deleted, disabled, or no longer targeting this device (the rules API resolves the
             // alerts of deleted and disabled rules itself, should the queue be full).
-            let _ = self.resolve(&rule);
+            let _ = self.deliver(&rule, watch.on_rule_removed());
         }
     }
 
@@ -400,98 +405,80 @@ impl DeviceActor {
     }
 
     /// A new newest value of `key`: moves each rule on it along (raise after `for`, resolve past
-    /// the hysteresis). Devices in maintenance raise nothing.
+    /// the hysteresis; [`Watch::on_value`]).
     fn evaluate(&mut self, key: &str, value: f64, ctx: &mut Context<Self>) {
-        if self.status == DeviceStatus::Maintenance {
-            return;
-        }
+        let now = tokio::time::Instant::now();
         for i in 0..self.rules.len() {
-            let rule = &self.rules[i].0;
-            if rule.key != key || rule.condition == Condition::Offline {
-                continue;
+            let Watched { rule, watch, .. } = &mut self.rules[i];
+            if rule.key == key {
+                let effect = watch.on_value(rule, value, self.status, now);
+                self.execute(i, effect, ctx);
             }
-            let breached = rule.breached(value);
-            let next = match &self.rules[i].1 {
-                Watch::Unknown | Watch::Clear if breached => {
-                    if rule.hold.is_zero() {
-                        if self.raise(rule, Some(value)) {
-                            Watch::Raised
-                        } else {
-                            Watch::Unknown
-                        }
-                    } else {
-                        let id = rule.id;
-                        let hold = rule.hold;
-                        Watch::Pending(ctx.run_later(hold, move |act, _| act.held(id)))
-                    }
-                }
-                Watch::Unknown => {
-                    // Whatever was open before this actor started has cleared (if auto).
-                    if rule.auto_resolve && rule.cleared(value) && !self.resolve(rule) {
-                        Watch::Unknown
-                    } else {
-                        Watch::Clear
-                    }
-                }
-                Watch::Clear => Watch::Clear,
-                Watch::Pending(timer) if !breached => {
-                    ctx.cancel_future(*timer);
-                    Watch::Clear
-                }
-                Watch::Pending(timer) => Watch::Pending(*timer),
-                Watch::Raised if rule.cleared(value) => {
-                    if rule.auto_resolve && !self.resolve(rule) {
-                        Watch::Unknown
-                    } else {
-                        Watch::Clear
-                    }
-                }
-                Watch::Raised => Watch::Raised,
-            };
-            self.rules[i].1 = next;
         }
     }
 
     /// A pending rule's `for` has passed with the condition holding throughout: raise.
-    fn held(&mut self, rule_id: Option<Uuid>) {
+    fn held(&mut self, rule_id: Option<Uuid>, ctx: &mut Context<Self>) {
         let Some(i) = self
             .rules
             .iter()
-            .position(|(r, w)| r.id == rule_id && matches!(w, Watch::Pending(_)))
+            .position(|w| w.rule.id == rule_id && w.watch.is_pending())
         else {
             return;
         };
-        let value = self.latest.get(&self.rules[i].0.key).and_then(|l| l.value);
-        self.rules[i].1 = if self.raise(&self.rules[i].0, value) {
-            Watch::Raised
-        } else {
-            Watch::Unknown
-        };
+        let latest = self
+            .latest
+            .get(&self.rules[i].rule.key)
+            .and_then(|l| l.value);
+        let Watched { watch, hold, .. } = &mut self.rules[i];
+        // This is the timer that ended: there is nothing left to cancel.
+        *hold = None;
+        let effect = watch.on_hold_elapsed(latest, tokio::time::Instant::now());
+        self.execute(i, effect, ctx);
     }
 
-    /// Offline rules follow the device's status.
-    fn status_rules(&mut self, to: DeviceStatus) {
+    /// Offline rules follow the device's status ([`Watch::on_status`]).
+    fn status_rules(&mut self, to: DeviceStatus, ctx: &mut Context<Self>) {
         for i in 0..self.rules.len() {
-            let rule = &self.rules[i].0;
-            if rule.condition != Condition::Offline {
-                continue;
-            }
-            let next = if to == DeviceStatus::Offline {
-                if self.raise(rule, None) {
-                    Watch::Raised
-                } else {
-                    Watch::Unknown
-                }
-            } else if rule.auto_resolve && !self.resolve(rule) {
-                Watch::Unknown
-            } else {
-                Watch::Clear
-            };
-            self.rules[i].1 = next;
+            let Watched { rule, watch, .. } = &mut self.rules[i];
+            let effect = watch.on_status(rule, to);
+            self.execute(i, effect, ctx);
         }
     }
 
-    fn set_status(&mut self, to: DeviceStatus, persist: bool) {
+    /// Carries out what the `i`th rule's watch asked for: its hold timer, or an alert change
+    /// (when the queue is full, the watch forgets where it stood). A hold the watch left behind
+    /// is cancelled.
+    fn execute(&mut self, i: usize, effect: Effect, ctx: &mut Context<Self>) {
+        if let Effect::StartHold(hold) = effect {
+            let id = self.rules[i].rule.id;
+            let timer = ctx.run_later(hold, move |act, ctx| act.held(id, ctx));
+            if let Some(stale) = self.rules[i].hold.replace(timer) {
+                ctx.cancel_future(stale);
+            }
+        } else if !self.deliver(&self.rules[i].rule, effect) {
+            self.rules[i].watch.undelivered();
+        }
+        let Watched { watch, hold, .. } = &mut self.rules[i];
+        if !watch.is_pending() {
+            if let Some(timer) = hold.take() {
+                ctx.cancel_future(timer);
+            }
+        }
+    }
+
+    /// Hands the alert change `effect` asks for (if any) to the alert queue; false when the
+    /// queue was full.
+    #[must_use]
+    fn deliver(&self, rule: &Rule, effect: Effect) -> bool {
+        match effect {
+            Effect::Raise(value) => self.raise(rule, value),
+            Effect::Resolve => self.resolve(rule),
+            Effect::Nothing | Effect::StartHold(_) => true,
+        }
+    }
+
+    fn set_status(&mut self, to: DeviceStatus, persist: bool, ctx: &mut Context<Self>) {
         if self.status == to {
             return;
         }
@@ -510,9 +497,7 @@ impl DeviceActor {
             to,
             at: Utc::now(),
         });
-        if to != DeviceStatus::Maintenance {
-            self.status_rules(to);
-        }
+        self.status_rules(to, ctx);
     }
 
     fn send_seen(&mut self) {
@@ -553,7 +538,7 @@ impl DeviceActor {
             }
             if act.status == DeviceStatus::Online {
                 act.send_seen();
-                act.set_status(DeviceStatus::Offline, true);
+                act.set_status(DeviceStatus::Offline, true, ctx);
             }
             // Idle and not online: free the memory; the next reading starts it again.
             act.stopping_on_purpose = true;
@@ -630,7 +615,7 @@ impl Handler<RecordReadings> for DeviceActor {
         self.last_seen = Some(Utc::now());
         self.last_reading = Instant::now();
         if self.status != DeviceStatus::Maintenance {
-            self.set_status(DeviceStatus::Online, true);
+            self.set_status(DeviceStatus::Online, true, ctx);
         }
         if self.shared.telemetry.receiver_count() > 0 {
             if let Some(timestamp) = msg.points.iter().map(|p| p.timestamp).max() {
@@ -677,7 +662,7 @@ impl Handler<DeviceChanged> for DeviceActor {
         self.profile = msg.profile;
         self.adopt_current_rules(ctx);
         // The API already stored the new status; only tell the world.
-        self.set_status(msg.status, false);
+        self.set_status(msg.status, false, ctx);
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }

@@ -7,6 +7,8 @@
 //! - [`device`]: [`device::DeviceActor`], one per active device: status, last_seen, latest values,
 //!   inactivity timer
 //! - [`rules`]: alert rules as device actors evaluate them (pure)
+//! - [`watch`]: where each rule stands for a device, the state machine the device actor runs
+//!   (pure)
 //! - [`writer`]: the batched telemetry writer (group commit) and its memory [`writer::Gate`]
 //! - [`state`]: status and `last_seen`, written behind
 //! - [`store`]: the SQL of both (COPY on PostgreSQL, multi-row INSERT on SQLite)
@@ -28,6 +30,7 @@ pub mod registry;
 pub mod rules;
 pub mod state;
 pub mod store;
+pub mod watch;
 pub mod writer;
 
 pub use events::{AlertEvent, DeviceEvent, TelemetryEvent};

@@ -193,6 +193,11 @@ impl Rule {
         }
     }
 
+    /// Does this rule follow the device's status (offline) rather than its values?
+    pub fn is_offline(&self) -> bool {
+        self.condition == Condition::Offline
+    }
+
     /// Is the condition met by this value?
     pub fn breached(&self, v: f64) -> bool {
         let (t, high) = (self.threshold, self.high);
