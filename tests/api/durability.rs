@@ -110,6 +110,19 @@ async fn wait_healthy(client: &reqwest::Client, base: &str) {
     .await;
 }
 
+/// `GET /api/v1/status` once the platform is healthy.
+async fn healthy_status(client: &reqwest::Client, base: &str) -> serde_json::Value {
+    wait_healthy(client, base).await;
+    client
+        .get(format!("{base}/api/v1/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json")
+}
+
 #[actix_web::test]
 async fn no_acknowledged_reading_is_lost_when_the_platform_is_killed() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -208,15 +221,7 @@ async fn a_killed_platform_restarts_at_once_though_device_connections_linger() {
         ("INSA__MQTT__URL", "mqtt://127.0.0.1:0"),
     ];
     let platform = start_with(dir.path(), &database_url, &first).await;
-    wait_healthy(&client, &platform.base).await;
-    let status: serde_json::Value = client
-        .get(format!("{}/api/v1/status", platform.base))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let status = healthy_status(&client, &platform.base).await;
     let mqtt_port: u16 = status["mqtt"]["address"]
         .as_str()
         .and_then(|address| address.rsplit_once(':'))
@@ -237,15 +242,7 @@ async fn a_killed_platform_restarts_at_once_though_device_connections_linger() {
         ("INSA__MQTT__URL", mqtt_url.as_str()),
     ];
     let platform = start_with(dir.path(), &database_url, &again).await;
-    wait_healthy(&client, &platform.base).await;
-    let status: serde_json::Value = client
-        .get(format!("{}/api/v1/status", platform.base))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let status = healthy_status(&client, &platform.base).await;
     assert_eq!(status["mqtt"]["mode"], "embedded");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).is_ok(),

@@ -196,13 +196,14 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
-    pub async fn send(
+    /// A request to `path` as `who`, with `body` as JSON, ready to send.
+    pub fn request(
         &self,
         method: Method,
         path: &str,
         who: As<'_>,
         body: Option<&Value>,
-    ) -> Reply {
+    ) -> reqwest::RequestBuilder {
         let mut request = self.client.request(method, self.url(path));
         request = match who {
             As::Nobody => request,
@@ -212,6 +213,17 @@ impl TestApp {
         if let Some(body) = body {
             request = request.json(body);
         }
+        request
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        who: As<'_>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let request = self.request(method, path, who, body);
         read(request.send().await.expect("request sent")).await
     }
 

@@ -281,16 +281,11 @@ async fn call(
     body: Option<&Value>,
 ) -> (StatusCode, Value) {
     let method = Method::from_bytes(method.as_bytes()).expect("a method");
-    let mut request = app.client.request(method, app.url(path));
-    request = match who {
-        As::Nobody => request,
-        As::Bearer(token) => request.bearer_auth(token),
-        As::ApiKey(key) => request.header("X-API-Key", key),
-    };
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    let response = request.send().await.expect("request sent");
+    let response = app
+        .request(method, path, who, body)
+        .send()
+        .await
+        .expect("request sent");
     let json = response
         .headers()
         .get("content-type")
