@@ -121,6 +121,13 @@ impl Application {
         self.port
     }
 
+    /// The `host:port` devices reach the MQTT broker at (`None`: MQTT off); with the embedded
+    /// broker on port 0, the port it bound (tests hand out free ports this way).
+    pub fn mqtt_address(&self) -> Option<String> {
+        let info = self.state.mqtt.get()?;
+        info.broker.as_ref().map(|broker| broker.address.clone())
+    }
+
     /// The database the platform uses (tests use it to inspect and to simulate outages).
     pub fn db(&self) -> DatabaseConnection {
         self.state.db.clone()

@@ -153,7 +153,7 @@ impl Drop for EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Binds `addr` and serves on a thread of its own.
+    /// Binds `addr` (port 0: a free port, then kept in `addr`) and serves on a thread of its own.
     pub fn start(
         state: web::Data<AppState>,
         addr: SocketAddr,
@@ -178,8 +178,8 @@ impl EmbeddedBroker {
         ));
         let logins = Arc::new(Logins::default());
 
-        let (ready_tx, ready_rx) =
-            std::sync::mpsc::channel::<anyhow::Result<(ServerContext, tokio::runtime::Handle)>>();
+        type Ready = (ServerContext, tokio::runtime::Handle, SocketAddr);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<Ready>>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let auth = DeviceAuth {
             state: state.clone(),
@@ -248,7 +248,10 @@ impl EmbeddedBroker {
                             return;
                         }
                     };
-                    let _ = ready_tx.send(Ok((scx.clone(), tokio::runtime::Handle::current())));
+                    // Port 0 binds a free port: the address reported is the one bound.
+                    let bound = listener.local_addr().unwrap_or(addr);
+                    let _ =
+                        ready_tx.send(Ok((scx.clone(), tokio::runtime::Handle::current(), bound)));
                     tokio::select! {
                         result = MqttServer::new(scx).listener(listener).build().run() => {
                             if let Err(err) = result {
@@ -260,7 +263,7 @@ impl EmbeddedBroker {
                 });
             })
             .context("cannot start the embedded broker thread")?;
-        let (scx, runtime) = ready_rx
+        let (scx, runtime, addr) = ready_rx
             .recv()
             .context("the embedded broker thread ended during start-up")??;
         let control = BrokerControl {

@@ -218,7 +218,7 @@ pub async fn start(
         };
         let broker = start_embedded(&state, settings, &host, embedded_port..=last, &stats)?;
         let addr = broker.addr;
-        if addr.port() == port {
+        if addr.port() == port || port == 0 {
             tracing::info!(%addr, "MQTT: embedded broker listening; devices log in with API keys");
         } else {
             tracing::warn!(%addr, taken = port,

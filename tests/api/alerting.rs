@@ -98,30 +98,64 @@ async fn a_condition_must_hold_for_its_duration() {
     let app = spawn_app().await;
     let token = app.admin_token().await;
     let id = device(&app, &token, "North", json!({})).await;
-    create_rule(
+    let sustained = create_rule(
         &app,
         &token,
         json!({"name": "Sustained pressure", "device_id": id, "key": "pressure",
                "condition": ">", "threshold": 80, "for": 1}),
     )
     .await;
-    // A spike shorter than `for` raises nothing ...
+    // A witness on another key that holds longer: its alert can only come after the spike's
+    // `for` would have ended (the `for` itself is the behaviour here: one second, the least).
+    let witness = create_rule(
+        &app,
+        &token,
+        json!({"name": "Witness", "device_id": id, "key": "level",
+               "condition": ">", "threshold": 80, "for": 2}),
+    )
+    .await;
+    let mut events = app.pipeline.subscribe();
+    // A spike shorter than `for` raises nothing: the witness's alert is the first one raised.
     send(&app, &token, &id, json!({"pressure": 90})).await;
     send(&app, &token, &id, json!({"pressure": 70})).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        alerts_of(&app, &token, &id).await.is_empty(),
-        "a short spike"
+    send(&app, &token, &id, json!({"level": 90})).await;
+    let first = next_raised(&mut events).await;
+    assert_eq!(
+        first.rule_id.map(|r| r.to_string()),
+        Some(witness),
+        "a short spike raised an alert"
     );
+
     // ... a breach that lasts does, once `for` has passed.
     let breached = std::time::Instant::now();
     send(&app, &token, &id, json!({"pressure": 91})).await;
     send(&app, &token, &id, json!({"pressure": 92})).await;
-    wait_for(&app, &token, &id, 1, 1).await;
+    let raised = next_raised(&mut events).await;
+    assert_eq!(raised.rule_id.map(|r| r.to_string()), Some(sustained));
     assert!(
         breached.elapsed() >= Duration::from_secs(1),
         "raised before `for` passed"
     );
+    assert_eq!(alerts_of(&app, &token, &id).await.len(), 2);
+}
+
+/// The next alert raised, from the pipeline's event stream.
+async fn next_raised(
+    events: &mut tokio::sync::broadcast::Receiver<insa_actors::DeviceEvent>,
+) -> insa_entities::alerts::Model {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("an alert raised within 10 s")
+            .expect("event stream open");
+        if let insa_actors::DeviceEvent::Alert {
+            alert,
+            event: insa_actors::AlertEvent::Raised,
+        } = event
+        {
+            return *alert;
+        }
+    }
 }
 
 #[actix_web::test]

@@ -52,6 +52,8 @@ async fn browser() -> Option<(Driver, Client)> {
         eprintln!("skipped: chromium or chromedriver not installed (apt-get install chromium chromium-driver)");
         return None;
     };
+    // chromedriver takes a port number and cannot report one it picked: a port free a moment ago
+    // (should another process take it first, chromedriver exits and no session connects below).
     let port = free_port();
     let process = Command::new(chromedriver)
         .arg(format!("--port={port}"))
@@ -156,8 +158,15 @@ async fn screenshot(client: &Client, name: &str) {
     let Some(dir) = std::env::var_os("INSA_SCREENSHOTS") else {
         return;
     };
-    // Let charts settle after the last live update.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The page painted what it holds: two animation frames have passed.
+    client
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             requestAnimationFrame(() => requestAnimationFrame(() => done(true)));",
+            vec![],
+        )
+        .await
+        .expect("two frames painted");
     let png = client.screenshot().await.expect("screenshot");
     std::fs::write(Path::new(&dir).join(name), png).expect("write screenshot");
 }

@@ -9,43 +9,68 @@ use insa_entities::telemetry;
 use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter};
 use serde_json::json;
 
-use crate::helpers::{eventually, free_port, fresh_database_url, ADMIN_PASSWORD};
+use crate::helpers::{eventually, fresh_database_url, ADMIN_PASSWORD};
 
 /// The platform binary as a separate process; killed (SIGKILL) when dropped.
-struct Platform(Child);
+struct Platform {
+    child: Child,
+    /// `http://127.0.0.1:{port}`, the port it bound.
+    base: String,
+}
 
 impl Drop for Platform {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-fn start(dir: &std::path::Path, database_url: &str, port: u16) -> Platform {
-    start_with(dir, database_url, port, &[("INSA__MQTT__MODE", "off")])
+async fn start(dir: &std::path::Path, database_url: &str) -> Platform {
+    start_with(dir, database_url, &[("INSA__MQTT__MODE", "off")]).await
 }
 
-fn start_with(
-    dir: &std::path::Path,
-    database_url: &str,
-    port: u16,
-    env: &[(&str, &str)],
-) -> Platform {
-    let child = Command::new(env!("CARGO_BIN_EXE_insa-iiot"))
+/// Starts the platform on port 0 and reads the port it bound from its log (JSON lines, only the
+/// start-up's info line and errors), then waits until it answers.
+async fn start_with(dir: &std::path::Path, database_url: &str, env: &[(&str, &str)]) -> Platform {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_insa-iiot"))
         .current_dir(dir)
         .env_remove("INSA_ENV")
         .env("INSA_SETTINGS_DIR", dir.join("no-settings"))
         .env("INSA__DATA_DIR", dir.join("data"))
         .env("INSA__DATABASE__URL", database_url)
-        .env("INSA__SERVER__PORT", port.to_string())
+        .env("INSA__SERVER__PORT", "0")
         .env("INSA__AUTH__ADMIN_PASSWORD", ADMIN_PASSWORD)
         .envs(env.iter().copied())
-        .env("RUST_LOG", "error")
+        .env("INSA__LOG__FORMAT", "json")
+        .env("RUST_LOG", "error,insa_iiot::startup=info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start insa-iiot");
-    Platform(child)
+    let log = child.stderr.take().expect("the platform's log");
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    // Reads the log to its end, so that the platform never waits on a full pipe.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if entry["fields"]["message"] == "insa-iiot listening" {
+                if let Some(port) = entry["fields"]["port"].as_u64() {
+                    let _ = port_tx.send(port);
+                }
+            }
+        }
+    });
+    let port = tokio::task::spawn_blocking(move || port_rx.recv_timeout(Duration::from_secs(60)))
+        .await
+        .expect("waiting for the log")
+        .expect("the platform says where it listens");
+    Platform {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
 }
 
 /// The administrator's access token.
@@ -85,14 +110,26 @@ async fn wait_healthy(client: &reqwest::Client, base: &str) {
     .await;
 }
 
+/// `GET /api/v1/status` once the platform is healthy.
+async fn healthy_status(client: &reqwest::Client, base: &str) -> serde_json::Value {
+    wait_healthy(client, base).await;
+    client
+        .get(format!("{base}/api/v1/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json")
+}
+
 #[actix_web::test]
 async fn no_acknowledged_reading_is_lost_when_the_platform_is_killed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let database_url = fresh_database_url(dir.path()).await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let platform = start(dir.path(), &database_url, port);
+    let platform = start(dir.path(), &database_url).await;
+    let base = platform.base.clone();
     wait_healthy(&client, &base).await;
 
     let token = login(&client, &base).await;
@@ -152,8 +189,8 @@ async fn no_acknowledged_reading_is_lost_when_the_platform_is_killed() {
     }
     let acked = acked.lock().expect("lock").clone();
 
-    let platform = start(dir.path(), &database_url, port);
-    wait_healthy(&client, &base).await;
+    let platform = start(dir.path(), &database_url).await;
+    wait_healthy(&client, &platform.base).await;
     let db = Database::connect(&database_url).await.expect("connect");
     let stored: BTreeSet<u64> = telemetry::Entity::find()
         .filter(telemetry::Column::DeviceId.eq(uuid::Uuid::parse_str(&device_id).expect("uuid")))
@@ -178,16 +215,18 @@ async fn no_acknowledged_reading_is_lost_when_the_platform_is_killed() {
 async fn a_killed_platform_restarts_at_once_though_device_connections_linger() {
     let dir = tempfile::tempdir().expect("tempdir");
     let database_url = fresh_database_url(dir.path()).await;
-    let (port, mqtt_port) = (free_port(), free_port());
-    let base = format!("http://127.0.0.1:{port}");
-    let mqtt_url = format!("mqtt://127.0.0.1:{mqtt_port}");
-    let env = [
-        ("INSA__MQTT__MODE", "embedded"),
-        ("INSA__MQTT__URL", mqtt_url.as_str()),
-    ];
     let client = reqwest::Client::new();
-    let platform = start_with(dir.path(), &database_url, port, &env);
-    wait_healthy(&client, &base).await;
+    let first = [
+        ("INSA__MQTT__MODE", "embedded"),
+        ("INSA__MQTT__URL", "mqtt://127.0.0.1:0"),
+    ];
+    let platform = start_with(dir.path(), &database_url, &first).await;
+    let status = healthy_status(&client, &platform.base).await;
+    let mqtt_port: u16 = status["mqtt"]["address"]
+        .as_str()
+        .and_then(|address| address.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse().ok())
+        .expect("the embedded broker's port");
 
     // A device connected to the embedded broker when the platform dies: the broker's side of
     // that connection lingers (TIME_WAIT) once the device closes it.
@@ -195,16 +234,15 @@ async fn a_killed_platform_restarts_at_once_though_device_connections_linger() {
     drop(platform);
     drop(device);
 
-    let _platform = start_with(dir.path(), &database_url, port, &env);
-    wait_healthy(&client, &base).await;
-    let status: serde_json::Value = client
-        .get(format!("{base}/api/v1/status"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    // The same broker port again, which is the point (taken by another process meanwhile, this
+    // start fails: nothing can hand a port to a process that is down).
+    let mqtt_url = format!("mqtt://127.0.0.1:{mqtt_port}");
+    let again = [
+        ("INSA__MQTT__MODE", "embedded"),
+        ("INSA__MQTT__URL", mqtt_url.as_str()),
+    ];
+    let platform = start_with(dir.path(), &database_url, &again).await;
+    let status = healthy_status(&client, &platform.base).await;
     assert_eq!(status["mqtt"]["mode"], "embedded");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).is_ok(),
@@ -216,8 +254,18 @@ async fn a_killed_platform_restarts_at_once_though_device_connections_linger() {
 async fn a_webhook_queued_while_its_receiver_is_down_is_delivered_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let database_url = fresh_database_url(dir.path()).await;
-    let (port, receiver_port) = (free_port(), free_port());
-    let base = format!("http://127.0.0.1:{port}");
+    // The receiver's port is held, bound but not listening (connections are refused, as by a
+    // receiver that is down), and handed to the receiver when it starts.
+    let held =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    held.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let receiver_port = held
+        .local_addr()
+        .ok()
+        .and_then(|address| address.as_socket())
+        .expect("bound address")
+        .port();
     let env = [
         ("INSA__MQTT__MODE", "off"),
         ("INSA__WEBHOOKS__ALLOW_PRIVATE", "true"),
@@ -225,7 +273,8 @@ async fn a_webhook_queued_while_its_receiver_is_down_is_delivered_after_a_restar
         ("INSA__WEBHOOKS__RETRY_MAX_SECS", "1"),
     ];
     let client = reqwest::Client::new();
-    let platform = start_with(dir.path(), &database_url, port, &env);
+    let platform = start_with(dir.path(), &database_url, &env).await;
+    let base = platform.base.clone();
     wait_healthy(&client, &base).await;
     let token = login(&client, &base).await;
     let post = |path: &str, body: serde_json::Value| {
@@ -270,9 +319,10 @@ async fn a_webhook_queued_while_its_receiver_is_down_is_delivered_after_a_restar
     .await;
     drop(platform);
 
-    let receiver = crate::webhooks::Receiver::start_on(receiver_port, 0, 200);
-    let _platform = start_with(dir.path(), &database_url, port, &env);
-    wait_healthy(&client, &base).await;
+    held.listen(128).expect("listen");
+    let receiver = crate::webhooks::Receiver::start_on(held.into(), 0, 200);
+    let platform = start_with(dir.path(), &database_url, &env).await;
+    wait_healthy(&client, &platform.base).await;
     eventually(
         Duration::from_secs(15),
         "delivered after the restart",
@@ -290,10 +340,9 @@ async fn a_report_job_cut_short_by_a_stop_runs_again_at_the_next_start() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let database_url = fresh_database_url(dir.path()).await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let platform = start(dir.path(), &database_url, port);
+    let platform = start(dir.path(), &database_url).await;
+    let base = platform.base.clone();
     wait_healthy(&client, &base).await;
     let token = login(&client, &base).await;
     let id = create_device(&client, &base, &token, "Wellhead 5").await;
@@ -337,7 +386,8 @@ async fn a_report_job_cut_short_by_a_stop_runs_again_at_the_next_start() {
     .expect("a job");
     db.close().await.expect("close");
 
-    let _platform = start(dir.path(), &database_url, port);
+    let platform = start(dir.path(), &database_url).await;
+    let base = platform.base.clone();
     wait_healthy(&client, &base).await;
     let token = login(&client, &base).await;
     eventually(

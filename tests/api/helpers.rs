@@ -81,7 +81,7 @@ pub async fn test_settings(dir: &std::path::Path) -> Settings {
 }
 
 /// The broker the MQTT tests use: Mosquitto (or any broker) at `MQTT_URL` when set, else the
-/// embedded broker on a free port.
+/// embedded broker on port 0 (it binds a free port and reports it: `TestApp::mqtt`).
 pub fn with_mqtt(settings: &mut Settings) {
     settings.mqtt.client_id = format!("insa-test-{}", &Uuid::new_v4().simple().to_string()[..12]);
     settings.mqtt.persistent_session = false;
@@ -92,7 +92,7 @@ pub fn with_mqtt(settings: &mut Settings) {
         }
         _ => {
             settings.mqtt.mode = insa_iiot::settings::MqttMode::Embedded;
-            settings.mqtt.url = format!("mqtt://127.0.0.1:{}", free_port());
+            settings.mqtt.url = "mqtt://127.0.0.1:0".into();
         }
     }
 }
@@ -102,6 +102,9 @@ pub fn external_broker() -> bool {
     std::env::var("MQTT_URL").is_ok_and(|url| !url.is_empty())
 }
 
+/// A port that was free a moment ago: bound, read and released. Another process may take it
+/// before it is used, so it serves only programs that cannot bind port 0 and report the port they
+/// got (chromedriver, Mosquitto); their starters retry on another port when it was taken.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -122,12 +125,13 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = test_settings(dir.path()).await;
     customize(&mut settings);
-    let mqtt = (settings.mqtt.mode != insa_iiot::settings::MqttMode::Off)
-        .then(|| settings.mqtt.host_port())
-        .flatten();
     let app = Application::build(settings)
         .await
         .expect("application builds");
+    let mqtt = app.mqtt_address().map(|address| {
+        let (host, port) = address.rsplit_once(':').expect("host:port");
+        (host.to_string(), port.parse().expect("a port"))
+    });
     let address = format!("http://127.0.0.1:{}", app.port());
     let db = app.db();
     let pipeline = app.pipeline();
@@ -192,13 +196,14 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
-    pub async fn send(
+    /// A request to `path` as `who`, with `body` as JSON, ready to send.
+    pub fn request(
         &self,
         method: Method,
         path: &str,
         who: As<'_>,
         body: Option<&Value>,
-    ) -> Reply {
+    ) -> reqwest::RequestBuilder {
         let mut request = self.client.request(method, self.url(path));
         request = match who {
             As::Nobody => request,
@@ -208,6 +213,17 @@ impl TestApp {
         if let Some(body) = body {
             request = request.json(body);
         }
+        request
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        who: As<'_>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let request = self.request(method, path, who, body);
         read(request.send().await.expect("request sent")).await
     }
 

@@ -355,35 +355,100 @@ async fn status_changes_are_published_retained() {
     assert_eq!(status["device_id"], id.as_str());
 }
 
-/// A throw-away Mosquitto on `port`; killed when dropped.
-pub(crate) struct Mosquitto(std::process::Child);
+/// A throw-away Mosquitto listening on loopback at `port`; killed when dropped.
+pub(crate) struct Mosquitto {
+    child: std::process::Child,
+    pub(crate) port: u16,
+    _conf: tempfile::TempDir,
+}
+
+/// Why Mosquitto did not start.
+enum Launch {
+    NotInstalled,
+    /// It stopped before saying it runs: its port was taken.
+    Stopped,
+}
 
 impl Mosquitto {
-    fn start(port: u16) -> Option<Self> {
-        let child = std::process::Command::new("mosquitto")
-            .args(["-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        Some(Self(child))
+    /// Mosquitto letting anyone in, on a free port; `None` where it is not installed.
+    fn start() -> Option<Self> {
+        Self::on_free_port(plain)
     }
+
+    /// Mosquitto with the configuration `conf(port)`, on a port that was free a moment ago:
+    /// Mosquitto cannot bind port 0 and say which port it got, so when another process took the
+    /// port meanwhile, another port is tried.
+    fn on_free_port(conf: impl Fn(u16) -> String) -> Option<Self> {
+        for _ in 0..5 {
+            match Self::on_port(crate::helpers::free_port(), &conf) {
+                Ok(broker) => return Some(broker),
+                Err(Launch::NotInstalled) => return None,
+                Err(Launch::Stopped) => continue,
+            }
+        }
+        panic!("mosquitto found no free port in 5 tries");
+    }
+
+    /// Mosquitto on `port`, once it says it runs (every listener open).
+    fn on_port(port: u16, conf: &impl Fn(u16) -> String) -> Result<Self, Launch> {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("mosquitto.conf");
+        std::fs::write(&file, conf(port)).expect("write mosquitto.conf");
+        let mut child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|_| Launch::NotInstalled)?;
+        let stderr = child.stderr.take().expect("mosquitto's stderr");
+        let (running, said) = std::sync::mpsc::channel();
+        // Reads its log to the end, so that it never waits on a full pipe.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.ends_with(" running") {
+                    let _ = running.send(());
+                }
+            }
+        });
+        match said.recv_timeout(Duration::from_secs(10)) {
+            Ok(()) => Ok(Self {
+                child,
+                port,
+                _conf: dir,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(Launch::Stopped)
+            }
+        }
+    }
+}
+
+/// A configuration letting anyone in on `port` (loopback only).
+fn plain(port: u16) -> String {
+    format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
 }
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 #[actix_web::test]
 async fn ingest_resumes_after_the_broker_restarts() {
-    let port = crate::helpers::free_port();
-    let Some(broker) = Mosquitto::start(port) else {
+    let Some(broker) = Mosquitto::start() else {
         eprintln!("not run: needs the mosquitto binary (apt-get install mosquitto)");
         return;
     };
+    let port = broker.port;
     let app = spawn_app_with(|s| {
         with_mqtt(s);
         s.mqtt.mode = insa_iiot::settings::MqttMode::External;
@@ -418,7 +483,10 @@ async fn ingest_resumes_after_the_broker_restarts() {
         },
     )
     .await;
-    let _broker = Mosquitto::start(port).expect("mosquitto restarts");
+    // The same port again (the platform's client reconnects there): taken by another process
+    // meanwhile, this start fails; nothing can hand a port to a process that is down.
+    let _broker = Mosquitto::on_port(port, &plain)
+        .unwrap_or_else(|_| panic!("mosquitto restarts on port {port}"));
     subscribed(&app).await;
     publish(2.0).await;
     eventually(
@@ -431,9 +499,9 @@ async fn ingest_resumes_after_the_broker_restarts() {
     assert!(status.body["mqtt"]["messages_stored"].as_u64() >= Some(2));
 }
 
-/// A throw-away Mosquitto with its dynamic-security plugin (admin login `admin`/`adminpw`) on
-/// `port`; `None` where mosquitto or the plugin is not installed.
-pub(crate) fn mosquitto_with_dynsec(port: u16, dir: &std::path::Path) -> Option<Mosquitto> {
+/// A throw-away Mosquitto with its dynamic-security plugin (admin login `admin`/`adminpw`) on a
+/// free port, its files in `dir`; `None` where mosquitto or the plugin is not installed.
+pub(crate) fn mosquitto_with_dynsec(dir: &std::path::Path) -> Option<Mosquitto> {
     const PLUGIN: &str = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
     if !std::path::Path::new(PLUGIN).exists() {
         return None;
@@ -453,34 +521,23 @@ pub(crate) fn mosquitto_with_dynsec(port: u16, dir: &std::path::Path) -> Option<
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).ok()?;
     std::fs::set_permissions(&dynsec, std::fs::Permissions::from_mode(0o666)).ok()?;
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
+    Mosquitto::on_free_port(|port| {
         format!(
             "listener {port} 127.0.0.1\nallow_anonymous false\npersistence false\n\
              plugin {PLUGIN}\nplugin_opt_config_file {}\n",
             dynsec.display()
-        ),
-    )
-    .ok()?;
-    let child = std::process::Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    Some(Mosquitto(child))
+        )
+    })
 }
 
 #[actix_web::test]
 async fn mosquitto_dynamic_security_follows_api_keys() {
-    let port = crate::helpers::free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let Some(_broker) = mosquitto_with_dynsec(port, dir.path()) else {
+    let Some(broker) = mosquitto_with_dynsec(dir.path()) else {
         eprintln!("not run: needs mosquitto, mosquitto_ctrl and the dynamic-security plugin");
         return;
     };
+    let port = broker.port;
     let app = spawn_app_with(|s| {
         with_mqtt(s);
         s.mqtt.mode = insa_iiot::settings::MqttMode::External;

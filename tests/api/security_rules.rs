@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{free_port, spawn_app_with, As, TestApp};
+use crate::helpers::{spawn_app_with, As, TestApp};
 use crate::webhooks::{hmac_hex, Receiver};
 
 async fn app_allowing_loopback_webhooks() -> TestApp {
@@ -80,7 +80,7 @@ async fn webhook_secrets_and_header_values_are_shown_to_no_role() {
 
 #[actix_web::test]
 async fn a_change_that_omits_or_sends_back_masked_secrets_keeps_them() {
-    let receiver = Receiver::start_on(free_port(), 0, 200);
+    let receiver = Receiver::start(0, 200);
     let app = app_allowing_loopback_webhooks().await;
     let (token, device) = app
         .watched_wellhead(json!({"type": "webhook", "url": receiver.url,
@@ -307,7 +307,7 @@ async fn an_excel_report_holds_device_text_as_text_and_accepts_an_emoji_device_n
 
 #[actix_web::test]
 async fn a_flapping_condition_notifies_at_most_five_times_and_counts_its_raises_on_the_alert() {
-    let receiver = Receiver::start_on(free_port(), 0, 200);
+    let receiver = Receiver::start(0, 200);
     let app = app_allowing_loopback_webhooks().await;
     let (token, device) = app
         .watched_wellhead(json!({"type": "webhook", "url": receiver.url}))
@@ -385,7 +385,7 @@ async fn a_flapping_condition_notifies_at_most_five_times_and_counts_its_raises_
 
 #[actix_web::test]
 async fn a_webhook_to_a_name_of_an_internal_address_is_refused_without_revealing_the_address() {
-    let receiver = Receiver::start_on(free_port(), 0, 200);
+    let receiver = Receiver::start(0, 200);
     let port = receiver
         .url
         .rsplit(':')

@@ -545,9 +545,10 @@ async fn a_device_goes_offline_after_its_inactivity_timeout_and_maintenance_is_k
         }
     };
     assert_eq!(seen, ["online", "offline"]);
-    // The actor's own timer: within the timeout + 1 s.
+    // The actor's own timer, never before the timeout (the timeout is the behaviour here: one
+    // second, the least). How long after depends on the machine, so it is not bounded.
     assert!(
-        offline_after >= Duration::from_secs(1) && offline_after < Duration::from_secs(2),
+        offline_after >= Duration::from_secs(1),
         "offline after {offline_after:?}"
     );
     let path = format!("/api/v1/devices/{id}");
@@ -557,15 +558,41 @@ async fn a_device_goes_offline_after_its_inactivity_timeout_and_maintenance_is_k
     })
     .await;
 
-    // Maintenance is kept by readings and by the timer.
+    // Maintenance is kept by readings and by the timer: the reading starts the device's actor
+    // again (it stopped when the device went offline), which takes maintenance from the database
+    // and keeps it; when its timer ends it, it stops without a status change of its own. The
+    // event stream says so: after offline, the person's change is the only status change.
     let reply = app
         .put(&path, As::Bearer(&token), &json!({"status": "maintenance"}))
         .await;
     assert_eq!(reply.body["status"], "maintenance");
-    app.post("/api/v1/telemetry", As::ApiKey(&key), &seed_reading(&id))
-        .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    app.pipeline.flush_state();
+    let reading = json!({"device_id": id, "telemetry": {"temperature": 26.0}});
+    assert_eq!(
+        app.post("/api/v1/telemetry", As::ApiKey(&key), &reading)
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let device_id = uuid::Uuid::parse_str(&id).expect("uuid");
+    eventually(
+        Duration::from_secs(10),
+        "the actor stopped by its timer",
+        || async {
+            app.pipeline
+                .registry()
+                .live(device_id)
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let mut after_offline = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let insa_actors::DeviceEvent::StatusChanged { to, .. } = event {
+            after_offline.push(to.as_str());
+        }
+    }
+    assert_eq!(after_offline, ["maintenance"]);
     let after = app.get(&path, As::Bearer(&token)).await;
     assert_eq!(after.body["status"], "maintenance");
 }

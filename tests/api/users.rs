@@ -203,5 +203,8 @@ async fn an_admin_password_reset_ends_the_users_sessions() {
         app.login(&email, "reset-by-admin-1").await.status,
         StatusCode::OK
     );
-    assert_ne!(email, ADMIN_EMAIL);
+    // The user's sessions, not the admin's who reset the password.
+    let me = app.get("/api/v1/auth/me", As::Bearer(&admin)).await;
+    assert_eq!(me.status, StatusCode::OK, "{me:?}");
+    assert_eq!(me.body["email"], ADMIN_EMAIL);
 }

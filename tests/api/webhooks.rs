@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::helpers::{eventually, free_port, spawn_app_with, As, TestApp};
+use crate::helpers::{eventually, spawn_app_with, As, TestApp};
 
 /// What the receiver got: (headers, body).
 type Received = Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>;
@@ -23,11 +23,15 @@ pub(crate) struct Receiver {
 }
 
 impl Receiver {
-    fn start(fail_first: usize, fail: u16) -> Self {
-        Self::start_on(free_port(), fail_first, fail)
+    /// A receiver on a port of its own (bound on port 0 here, then handed over).
+    pub(crate) fn start(fail_first: usize, fail: u16) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
+        Self::start_on(listener, fail_first, fail)
     }
 
-    pub(crate) fn start_on(port: u16, fail_first: usize, fail: u16) -> Self {
+    /// A receiver serving on `listener`, already bound (and listening) by the caller.
+    pub(crate) fn start_on(listener: std::net::TcpListener, fail_first: usize, fail: u16) -> Self {
+        let port = listener.local_addr().expect("bound address").port();
         let received: Received = Arc::default();
         let log = received.clone();
         let server = HttpServer::new(move || {
@@ -57,8 +61,8 @@ impl Receiver {
             }))
         })
         .workers(1)
-        .bind(("127.0.0.1", port))
-        .expect("bind the receiver")
+        .listen(listener)
+        .expect("serve on the listener")
         .run();
         actix_web::rt::spawn(server);
         Self {
@@ -136,6 +140,15 @@ async fn deliveries(app: &TestApp, token: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The delivery log once nothing in it is pending (every row sent or failed for good).
+async fn settled(app: &TestApp, token: &str) -> Vec<Value> {
+    eventually(Duration::from_secs(15), "no delivery pending", || async {
+        let log = deliveries(app, token).await;
+        log.iter().all(|d| d["status"] != "pending").then_some(log)
+    })
+    .await
+}
+
 pub(crate) fn hmac_hex(secret: &str, body: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("key");
     mac.update(body);
@@ -202,9 +215,16 @@ async fn a_breach_and_its_resolution_are_each_posted_once_and_signed() {
         assert_eq!(delivery["attempts"], 1);
         assert_eq!(delivery["target"], receiver.url.as_str());
     }
-    // Nothing more arrives: one delivery per alert change.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(receiver.count(), 3);
+    // One delivery per alert change, and nothing more of these three: a fourth change (a new
+    // breach) is the next thing posted, and once the outbox has nothing pending, the receiver has
+    // had exactly one request per row.
+    send(&app, &token, &id, 95.0).await;
+    receiver.wait_for(4, "the next breach's webhook").await;
+    assert_eq!(receiver.body(3)["event"], "raised");
+    assert_ne!(receiver.body(3)["alert"]["id"], raised["alert"]["id"]);
+    let log = settled(&app, &token).await;
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert_eq!(receiver.count(), 4);
 }
 
 #[actix_web::test]
@@ -324,21 +344,22 @@ async fn editing_a_raised_rule_keeps_its_alert() {
         )
         .await;
     assert_eq!(edited.status, StatusCode::OK, "{edited:?}");
-    // Still breaching the edited rule: nothing resolves, nothing is raised again.
+    // Still breaching the edited rule: nothing resolves, nothing is raised again. A value that
+    // clears the edited rule comes next; the device's alert changes are made in order, so the
+    // first change after the edit must be the resolve of the alert raised before it.
     send(&app, &token, &id, 96.0).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(
-        receiver.count(),
-        1,
-        "{:?}",
-        receiver.body(receiver.count() - 1)
-    );
-    let open = app
+    send(&app, &token, &id, 70.0).await;
+    receiver.wait_for(2, "the resolved webhook").await;
+    let resolved = receiver.body(1);
+    assert_eq!(resolved["event"], "resolved", "{resolved}");
+    assert_eq!(resolved["alert"]["id"], receiver.body(0)["alert"]["id"]);
+    let log = settled(&app, &token).await;
+    assert_eq!(log.len(), 2, "{log:?}");
+    let alerts = app
         .get(
             &format!("/api/v1/alerts?device_id={id}"),
             As::Bearer(&token),
         )
         .await;
-    assert_eq!(open.body["total"], 1);
-    assert_eq!(open.body["alerts"][0]["status"], "active");
+    assert_eq!(alerts.body["total"], 1, "{alerts:?}");
 }
