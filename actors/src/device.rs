@@ -433,7 +433,7 @@ impl DeviceActor {
         let Watched { watch, hold, .. } = &mut self.rules[i];
         // This is the timer that ended: there is nothing left to cancel.
         *hold = None;
-        let effect = watch.on_hold_elapsed(latest, tokio::time::Instant::now());
+        let effect = watch.on_hold_elapsed(latest, self.status, tokio::time::Instant::now());
         self.execute(i, effect, ctx);
     }
 

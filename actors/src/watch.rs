@@ -80,12 +80,17 @@ impl<T: Copy + Ord + Add<Duration, Output = T>> Watch<T> {
         effect
     }
 
-    /// A hold timer ended at `now`; `latest` is the newest value of the rule's key (what the
-    /// alert shows). Raises only if the watch is still pending and its hold is over: a timer
-    /// left over from a hold that was cancelled, or from an earlier one, does nothing. The
-    /// status is not asked: a hold begun before the device went into maintenance still raises.
-    pub fn on_hold_elapsed(&mut self, latest: Option<f64>, now: T) -> Effect {
+    /// A hold timer ended at `now` while the device had `status`; `latest` is the newest value of
+    /// the rule's key (what the alert shows). Raises only if the watch is still pending and its
+    /// hold is over: a timer left over from a hold that was cancelled, or from an earlier one,
+    /// does nothing. A device in maintenance raises nothing, so a hold that ends while it is in
+    /// maintenance raises nothing either: the watch starts over and the next value decides.
+    pub fn on_hold_elapsed(&mut self, latest: Option<f64>, status: DeviceStatus, now: T) -> Effect {
         match *self {
+            Self::Pending { until } if now >= until && status == DeviceStatus::Maintenance => {
+                *self = Self::Unknown;
+                Effect::Nothing
+            }
             Self::Pending { until } if now >= until => {
                 *self = Self::Raised;
                 Effect::Raise(latest)
@@ -192,6 +197,8 @@ mod tests {
         ValueWhile(f64, DeviceStatus, u64),
         /// A hold timer ends at a second, with the newest value of the key.
         Elapsed(Option<f64>, u64),
+        /// A hold timer ending while the device has this status.
+        ElapsedWhile(Option<f64>, DeviceStatus, u64),
         Status(DeviceStatus),
         /// The alert change just asked for was not delivered (queue full).
         Undelivered,
@@ -236,7 +243,8 @@ mod tests {
                 let effect = match input {
                     Value(v, t) => w.on_value(&rule, v, Online, at(t)),
                     ValueWhile(v, status, t) => w.on_value(&rule, v, status, at(t)),
-                    Elapsed(latest, t) => w.on_hold_elapsed(latest, at(t)),
+                    Elapsed(latest, t) => w.on_hold_elapsed(latest, Online, at(t)),
+                    ElapsedWhile(latest, status, t) => w.on_hold_elapsed(latest, status, at(t)),
                     Status(status) => w.on_status(&rule, status),
                     Undelivered => {
                         w.undelivered();
@@ -462,14 +470,15 @@ mod tests {
                 W::Raised,
             ),
             row(
-                "values in maintenance do not cancel a hold; its end still raises",
+                "a hold that ends in maintenance raises nothing; the next value decides",
                 held(above(80.0), 10),
                 W::Pending { until: at(10) },
                 vec![
                     (ValueWhile(10.0, Maintenance, 5), Nothing),
-                    (Elapsed(Some(10.0), 10), Raise(Some(10.0))),
+                    (ElapsedWhile(Some(10.0), Maintenance, 10), Nothing),
+                    (Value(99.0, 11), StartHold(Duration::from_secs(10))),
                 ],
-                W::Raised,
+                W::Pending { until: at(21) },
             ),
             row(
                 "going into maintenance does not move an offline rule",
