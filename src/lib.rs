@@ -22,8 +22,10 @@ pub mod body;
 pub mod cli;
 pub mod dashboard;
 pub mod db;
+pub mod devices;
 pub mod dynsec;
 pub mod error;
+pub mod live;
 pub mod metrics;
 pub mod mqtt;
 pub mod notify;
@@ -35,6 +37,7 @@ pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod telemetry_log;
+pub mod web;
 pub mod webhook_guard;
 
 /// Makes rustls on ring the process-wide TLS provider (the one TLS stack of the platform).

@@ -68,7 +68,11 @@ impl Application {
             revocations: Default::default(),
             tickets: Default::default(),
             trusted_proxies: settings.server.trusted_proxy_nets(),
-            report_jobs: Default::default(),
+            report_jobs: crate::reports::jobs::JobQueue::new(
+                db.clone(),
+                &settings.data_dir,
+                &settings.reports,
+            ),
             started_at: Utc::now(),
             started: Instant::now(),
             db,
@@ -101,7 +105,7 @@ impl Application {
         });
         crate::metrics::install();
         crate::notify::start(state.clone());
-        crate::reports::jobs::start(state.clone());
+        crate::reports::runner::start(state.report_jobs.clone());
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener =

@@ -21,6 +21,8 @@ use super::api_keys::hash_key;
 use super::key_cache::RateInfo;
 use super::rank;
 use super::tokens::TokenKind;
+use super::AuthUser;
+use crate::audit::Origin;
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 
@@ -31,16 +33,6 @@ pub const API_KEY_HEADER: &str = "X-API-Key";
 const LAST_USED_GRANULARITY_SECS: u64 = 60;
 
 type Extracted<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
-
-/// A logged-in person.
-#[derive(Debug, Clone)]
-pub struct AuthUser {
-    pub id: Uuid,
-    pub email: String,
-    pub role: Role,
-    /// The login session, ended by logout.
-    pub session_id: Uuid,
-}
 
 impl AuthUser {
     /// Refuses with 403 unless the user's role is at least `min`.
@@ -111,6 +103,13 @@ pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
         req.headers(),
         trusted,
     ))
+}
+
+/// Where a request came from, for the audit log.
+impl From<&HttpRequest> for Origin {
+    fn from(req: &HttpRequest) -> Origin {
+        Origin { ip: client_ip(req) }
+    }
 }
 
 /// The token of an `Authorization: Bearer` header; `Ok(None)` when there is no such header.

@@ -19,10 +19,22 @@ pub mod throttle;
 pub mod tickets;
 pub mod tokens;
 
-pub use extract::{AuthUser, Caller, DeviceKey};
+pub use extract::{Caller, DeviceKey};
 pub use password::{looks_like_email, password_problem};
 
 use insa_entities::Role;
+use uuid::Uuid;
+
+/// A logged-in person: whom a request acts for, once [`extract`] has checked the token and
+/// the session (`require` checks the role).
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+    /// The login session, ended by logout.
+    pub session_id: Uuid,
+}
 
 /// How much a role may do; each role may do everything the ones below it may.
 pub fn rank(role: Role) -> u8 {
