@@ -94,7 +94,12 @@ impl Application {
             }
         });
 
-        let mqtt = crate::mqtt::start(state.clone(), &settings).await?;
+        let platform = crate::mqtt::Platform {
+            db: state.db.clone(),
+            keys: state.keys.clone(),
+            pipeline: state.pipeline.clone(),
+        };
+        let mqtt = crate::mqtt::start(platform, &settings).await?;
         let _ = state.mqtt.set(crate::state::MqttInfo {
             mode: mqtt.as_ref().map_or("off", |m| m.broker.broker),
             broker: mqtt.as_ref().map(|m| m.broker.clone()),
@@ -104,7 +109,16 @@ impl Application {
             dynsec: mqtt.as_ref().and_then(|m| m.dynsec.clone()),
         });
         crate::metrics::install();
-        crate::notify::start(state.clone());
+        crate::notify::start(crate::notify::NotifierState {
+            db: state.db.clone(),
+            settings: crate::notify::NotifierSettings {
+                webhooks: settings.webhooks.clone(),
+                smtp: settings.smtp.clone(),
+                server: settings.server.clone(),
+            },
+            pipeline: state.pipeline.clone(),
+            commands: mqtt.as_ref().map(|m| m.commands.clone()),
+        });
         crate::reports::runner::start(state.report_jobs.clone());
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);

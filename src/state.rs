@@ -19,8 +19,8 @@ pub struct AppState {
     pub login_throttle: LoginThrottle,
     /// Device actors, batched writers: where readings go.
     pub pipeline: Pipeline,
-    /// Verified API keys and their rate limits.
-    pub keys: KeyCache,
+    /// Verified API keys and their rate limits (shared with the embedded broker).
+    pub keys: Arc<KeyCache>,
     /// The MQTT ingest, once connected (`None` inside when `mqtt.mode = off`).
     pub mqtt: std::sync::OnceLock<MqttInfo>,
     /// Open live-feed connections per user or key.

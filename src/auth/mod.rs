@@ -3,6 +3,7 @@
 //! - [`password`]: argon2id hashing and password rules
 //! - [`tokens`]: HS256 access and refresh tokens (a token of one kind is never accepted as the other)
 //! - [`extract`]: the [`AuthUser`], [`DeviceKey`] and [`Caller`] extractors handlers ask for
+//! - [`device_key`]: checking a device's API key (HTTP and MQTT alike)
 //! - [`throttle`]: login attempts per account and per client address
 //! - [`api_keys`]: generating and hashing device keys
 //! - [`revocation`]: announcing ended sessions and keys to open connections
@@ -11,6 +12,7 @@
 
 pub mod api_keys;
 pub mod client_address;
+pub mod device_key;
 pub mod extract;
 pub mod key_cache;
 pub mod password;
@@ -19,7 +21,8 @@ pub mod throttle;
 pub mod tickets;
 pub mod tokens;
 
-pub use extract::{Caller, DeviceKey};
+pub use device_key::DeviceKey;
+pub use extract::Caller;
 pub use password::{looks_like_email, password_problem};
 
 use insa_entities::Role;

@@ -1,4 +1,4 @@
-//! The errors of the services (accounts, devices, reports, device keys) as HTTP answers: each
+//! The errors of the services (accounts, device keys, devices, reports) as HTTP answers: each
 //! refusal with the code and message the API gives for it, failures as the database or internal
 //! errors they are. The services themselves know nothing of HTTP.
 
@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{ApiError, Code};
 use crate::accounts::AccountError;
+use crate::auth::device_key::KeyRefused;
 use crate::devices::DeviceError;
 use crate::reports::Refused;
 
@@ -16,6 +17,27 @@ impl From<AccountError> for ApiError {
             AccountError::Password(problem) => ApiError::validation(vec![problem]),
             AccountError::Hashing(cause) => ApiError::internal(cause),
             AccountError::Database(err) => err.into(),
+        }
+    }
+}
+
+impl From<KeyRefused> for ApiError {
+    fn from(refused: KeyRefused) -> Self {
+        let message = refused.to_string();
+        match refused {
+            KeyRefused::Invalid => ApiError::new(Code::InvalidApiKey, message),
+            KeyRefused::Revoked => ApiError::new(Code::ApiKeyRevoked, message),
+            KeyRefused::Expired => ApiError::new(Code::ApiKeyExpired, message),
+            KeyRefused::RateLimited(over) => ApiError::new(Code::RateLimited, message)
+                .with_details(json!({
+                    "limit": "api_key",
+                    "requests_per_hour": over.limit,
+                    "retry_after_secs": over.retry_after_secs,
+                }))
+                .retry_after(over.retry_after_secs)
+                .header("X-RateLimit-Limit", over.limit)
+                .header("X-RateLimit-Remaining", 0),
+            KeyRefused::Database(err) => err.into(),
         }
     }
 }
