@@ -60,7 +60,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             crate::db::connect_and_migrate(&settings.database).await?;
             println!(
                 "database at {} is up to date",
-                crate::db::redact_url(settings.database.url.expose())
+                crate::redact::redact_url(settings.database.url.expose())
             );
             Ok(())
         }

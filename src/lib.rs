@@ -31,6 +31,7 @@ pub mod mqtt;
 pub mod notify;
 pub mod private_files;
 pub mod query;
+pub mod redact;
 pub mod reports;
 pub mod routes;
 pub mod settings;
