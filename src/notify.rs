@@ -45,8 +45,10 @@ pub enum Outcome {
 /// What the notifier works with: the outbox's database, how to reach recipients, and the
 /// pipeline whose alerts wake it.
 pub struct NotifierState {
+    /// Where the outbox is.
     pub db: DatabaseConnection,
     pub settings: NotifierSettings,
+    /// Its alert events wake the notifier at once.
     pub pipeline: Pipeline,
     /// Rule commands, acknowledged by the broker (`None`: MQTT is off).
     pub commands: Option<Commands>,
@@ -54,7 +56,9 @@ pub struct NotifierState {
 
 /// The settings the notifier reads.
 pub struct NotifierSettings {
+    /// Timeouts, retries, the SSRF guard (emails share the timeout).
     pub webhooks: WebhookSettings,
+    /// How emails are sent.
     pub smtp: SmtpSettings,
     /// Where the platform is reached: the links in emails.
     pub server: ServerSettings,

@@ -44,8 +44,11 @@ pub const FALLBACK_PORTS: u16 = 20;
 /// go to. Cheap to clone.
 #[derive(Clone)]
 pub struct Platform {
+    /// API keys (the sweep re-reads them) and dynsec's clients.
     pub db: DatabaseConnection,
+    /// Verified keys, shared with the HTTP API.
     pub keys: Arc<KeyCache>,
+    /// Where readings go.
     pub pipeline: Pipeline,
 }
 

@@ -27,9 +27,11 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// the limits, and the runner's wake-up call. Cheap to clone.
 #[derive(Clone)]
 pub struct JobQueue {
+    /// Where jobs (and the data of their reports) are.
     pub db: DatabaseConnection,
     /// `data_dir/reports`: where job files live.
     pub dir: PathBuf,
+    /// The limits a job is generated within.
     pub settings: ReportSettings,
     /// Wakes the runner: a job was queued or ended.
     pub wake: Arc<Notify>,
