@@ -688,13 +688,20 @@ pub fn check_limits(
     at_once: bool,
     limits: &ReportSettings,
 ) -> Result<(), Refused> {
-    let limit = match report.kind {
-        Kind::Alerts => limits.max_alerts,
-        Kind::Telemetry => limits.max_points,
+    let (limit, what) = match report.kind {
+        Kind::Alerts => (limits.max_alerts, "alerts"),
+        Kind::Telemetry => (limits.max_points, "points"),
     };
     if contents.rows > limit {
+        let advice = match report.kind {
+            Kind::Telemetry => "aggregate it (interval=1h&agg=avg) or shorten the period",
+            Kind::Alerts => "filter by severity or device, or shorten the period",
+        };
         return Err(Refused::TooLarge {
-            kind: report.kind,
+            message: format!(
+                "the report holds {} {what}, more than the {limit} allowed; {advice}",
+                contents.rows
+            ),
             rows: contents.rows,
             limit,
             at_once: false,
@@ -706,7 +713,10 @@ pub fn check_limits(
         && contents.rows > limits.max_sync_points
     {
         return Err(Refused::TooLarge {
-            kind: report.kind,
+            message: format!(
+                "the report holds {} points, more than the {} an Excel, PDF or ZIP report answers at once; run it in the background with POST /api/v1/reports, or download it as CSV",
+                contents.rows, limits.max_sync_points
+            ),
             rows: contents.rows,
             limit: limits.max_sync_points,
             at_once: true,
@@ -717,82 +727,28 @@ pub fn check_limits(
 
 /// Why a report cannot be made as asked. Shown (and recorded by a failed job) as the API's code
 /// for it and the message, e.g. `report_too_large: the report holds ...`.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Refused {
-    /// The query does not hold together (`invalid_query`).
+    /// The query does not hold together.
+    #[error("invalid_query: {0}")]
     Query(String),
-    /// A field of a job's body is wrong (`validation_failed`).
+    /// A field of a job's body is wrong.
+    #[error("validation_failed: {}: {}", .0.field, .0.message)]
     Field(FieldProblem),
-    /// A device asked for (or any of an area) does not exist (`device_not_found`).
+    /// A device asked for (or any of an area) does not exist.
+    #[error("device_not_found: {0}")]
     NoDevice(String),
-    /// More rows than `limit` (`report_too_large`); `at_once`: the limit of an Excel, PDF or
-    /// ZIP report answered at once, not of every report.
+    /// More rows than `limit`; `at_once`: the limit of an Excel, PDF or ZIP report answered at
+    /// once, not of every report.
+    #[error("report_too_large: {message}")]
     TooLarge {
-        kind: Kind,
+        message: String,
         rows: u64,
         limit: u64,
         at_once: bool,
     },
-    Database(DbErr),
-}
-
-impl Refused {
-    /// What the client is told, without the code.
-    pub fn message(&self) -> String {
-        match self {
-            Refused::Query(message) | Refused::NoDevice(message) => message.clone(),
-            Refused::Field(problem) => format!("{}: {}", problem.field, problem.message),
-            Refused::TooLarge {
-                rows,
-                limit,
-                at_once: true,
-                ..
-            } => format!(
-                "the report holds {rows} points, more than the {limit} an Excel, PDF or ZIP report answers at once; run it in the background with POST /api/v1/reports, or download it as CSV"
-            ),
-            Refused::TooLarge {
-                kind, rows, limit, ..
-            } => {
-                let (what, advice) = match kind {
-                    Kind::Telemetry => (
-                        "points",
-                        "aggregate it (interval=1h&agg=avg) or shorten the period",
-                    ),
-                    Kind::Alerts => (
-                        "alerts",
-                        "filter by severity or device, or shorten the period",
-                    ),
-                };
-                format!("the report holds {rows} {what}, more than the {limit} allowed; {advice}")
-            }
-            Refused::Database(err) => err.to_string(),
-        }
-    }
-
-    /// The API's code for it (`database` for a database failure, answered as such).
-    pub fn code(&self) -> &'static str {
-        match self {
-            Refused::Query(_) => "invalid_query",
-            Refused::Field(_) => "validation_failed",
-            Refused::NoDevice(_) => "device_not_found",
-            Refused::TooLarge { .. } => "report_too_large",
-            Refused::Database(_) => "database",
-        }
-    }
-}
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code(), self.message())
-    }
-}
-
-impl std::error::Error for Refused {}
-
-impl From<DbErr> for Refused {
-    fn from(err: DbErr) -> Self {
-        Refused::Database(err)
-    }
+    #[error("database: {0}")]
+    Database(#[from] DbErr),
 }
 
 /// Writes the report as `format` into `path`.
