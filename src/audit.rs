@@ -1,18 +1,26 @@
 //! The audit log: logins (failed ones too), user, API-key and device changes.
 //!
-//! Writing an entry never fails the request it describes: a failure is logged instead.
+//! Writing an entry never fails the request it describes: a failure is logged instead. Entries
+//! are plain values: who acted, and from where ([`Origin`], which the web layer reads off a
+//! request).
 
 use std::net::IpAddr;
 
-use actix_web::HttpRequest;
 use chrono::Utc;
 use insa_entities::audit_log;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::auth::extract::client_ip;
 use crate::auth::AuthUser;
+
+/// Where an action came from, as the log records it. The web layer builds one from a request
+/// (the client's address through trusted proxies): `Audit::by(action, &user, &req)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The client's address, when known.
+    pub ip: Option<IpAddr>,
+}
 
 /// One entry, built up and then [`Audit::record`]ed.
 #[must_use = "an audit entry does nothing until recorded"]
@@ -39,11 +47,11 @@ impl Audit {
         }
     }
 
-    /// An entry for what a logged-in user did from this request (who, and from where).
-    pub fn by(action: &str, user: &AuthUser, req: &HttpRequest) -> Self {
+    /// An entry for what a logged-in user did, and from where.
+    pub fn by(action: &str, user: &AuthUser, from: impl Into<Origin>) -> Self {
         Self::new(action)
             .actor(Some(user.id), &user.email)
-            .ip(client_ip(req))
+            .ip(from.into().ip)
     }
 
     pub fn actor(mut self, id: Option<Uuid>, name: &str) -> Self {

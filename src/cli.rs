@@ -60,7 +60,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             crate::db::connect_and_migrate(&settings.database).await?;
             println!(
                 "database at {} is up to date",
-                crate::db::redact_url(settings.database.url.expose())
+                crate::redact::redact_url(settings.database.url.expose())
             );
             Ok(())
         }
@@ -77,9 +77,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                         anyhow::anyhow!("--role must be one of admin, engineer, operator, viewer")
                     })?;
                     let (password, generated) = password_or_generated(password)?;
-                    let user = accounts::create_user(&db, &email, &password, role, name)
-                        .await
-                        .map_err(|e| anyhow::anyhow!(e.message))?;
+                    let user = accounts::create_user(&db, &email, &password, role, name).await?;
                     println!("created {} ({}) id {}", user.email, role.as_str(), user.id);
                     if generated {
                         println!("password: {password}");
@@ -87,13 +85,10 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 }
                 UserCommand::SetPassword { email, password } => {
                     let user = accounts::find_by_email(&db, &email)
-                        .await
-                        .map_err(|e| anyhow::anyhow!(e.message))?
+                        .await?
                         .ok_or_else(|| anyhow::anyhow!("no user with email {email}"))?;
                     let (password, generated) = password_or_generated(password)?;
-                    let user = accounts::set_password(&db, user, &password, None)
-                        .await
-                        .map_err(|e| anyhow::anyhow!(e.message))?;
+                    let user = accounts::set_password(&db, user, &password, None).await?;
                     println!("password set for {}; their sessions were ended", user.email);
                     if generated {
                         println!("password: {password}");

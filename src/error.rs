@@ -390,3 +390,6 @@ mod tests {
         }
     }
 }
+
+/// Services' own errors, answered here: each mapped to its code and the message clients get.
+mod from_domain;

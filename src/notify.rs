@@ -12,21 +12,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::web;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
-use insa_actors::DeviceEvent;
+use insa_actors::{DeviceEvent, Pipeline};
 use insa_entities::notification_deliveries as deliveries;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
 };
 use serde_json::Value;
 use sha2::Sha256;
 use tokio::sync::Notify;
 
-use crate::settings::WebhookSettings;
-use crate::state::AppState;
+use crate::mqtt::commands::Commands;
+use crate::settings::{ServerSettings, SmtpSettings, WebhookSettings};
 
 /// Deliveries attempted together.
 const BATCH: u64 = 32;
@@ -43,12 +42,34 @@ pub enum Outcome {
     Final(String),
 }
 
+/// What the notifier works with: the outbox's database, how to reach recipients, and the
+/// pipeline whose alerts wake it.
+pub struct NotifierState {
+    /// Where the outbox is.
+    pub db: DatabaseConnection,
+    pub settings: NotifierSettings,
+    /// Its alert events wake the notifier at once.
+    pub pipeline: Pipeline,
+    /// Rule commands, acknowledged by the broker (`None`: MQTT is off).
+    pub commands: Option<Commands>,
+}
+
+/// The settings the notifier reads.
+pub struct NotifierSettings {
+    /// Timeouts, retries, the SSRF guard (emails share the timeout).
+    pub webhooks: WebhookSettings,
+    /// How emails are sent.
+    pub smtp: SmtpSettings,
+    /// Where the platform is reached: the links in emails.
+    pub server: ServerSettings,
+}
+
 /// Starts the notifier on the current arbiter; a new alert wakes it at once.
-pub fn start(state: web::Data<AppState>) {
+pub fn start(state: NotifierState) {
     let wake = Arc::new(Notify::new());
     let mut events = state.pipeline.subscribe();
     let waker = wake.clone();
-    actix_web::rt::spawn(async move {
+    tokio::task::spawn_local(async move {
         loop {
             match events.recv().await {
                 Ok(DeviceEvent::Alert { alert, event }) => {
@@ -63,7 +84,7 @@ pub fn start(state: web::Data<AppState>) {
             }
         }
     });
-    actix_web::rt::spawn(async move {
+    tokio::task::spawn_local(async move {
         let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(state.settings.webhooks.timeout_secs))
             .redirect(reqwest::redirect::Policy::none());
@@ -94,7 +115,10 @@ pub fn start(state: web::Data<AppState>) {
 }
 
 /// Attempts every delivery that is due, together, and records each outcome.
-async fn deliver_due(state: &AppState, client: &reqwest::Client) -> Result<(), sea_orm::DbErr> {
+async fn deliver_due(
+    state: &NotifierState,
+    client: &reqwest::Client,
+) -> Result<(), sea_orm::DbErr> {
     let now = Utc::now();
     let due = deliveries::Entity::find()
         .filter(deliveries::Column::Status.eq("pending"))
@@ -118,7 +142,7 @@ async fn deliver_due(state: &AppState, client: &reqwest::Client) -> Result<(), s
 }
 
 async fn attempt(
-    state: &AppState,
+    state: &NotifierState,
     client: &reqwest::Client,
     delivery: &deliveries::Model,
 ) -> Outcome {
@@ -282,7 +306,7 @@ pub fn email_body(payload: &Value, base_url: &str) -> String {
     )
 }
 
-async fn email(state: &AppState, payload: &Value) -> Outcome {
+async fn email(state: &NotifierState, payload: &Value) -> Outcome {
     use lettre::message::header::ContentType;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -431,8 +455,8 @@ async fn report_email(
         .map_err(cannot_build)
 }
 
-async fn mqtt_command(state: &AppState, delivery: &deliveries::Model) -> Outcome {
-    let Some(commands) = state.mqtt.get().and_then(|m| m.commands.clone()) else {
+async fn mqtt_command(state: &NotifierState, delivery: &deliveries::Model) -> Outcome {
+    let Some(commands) = state.commands.clone() else {
         return Outcome::Retry("MQTT is off".into());
     };
     let payload = &delivery.payload["action"]["payload"];
@@ -449,7 +473,7 @@ async fn mqtt_command(state: &AppState, delivery: &deliveries::Model) -> Outcome
 
 /// Records an attempt: delivered, retried later (exponential backoff with jitter) or failed.
 async fn record(
-    state: &AppState,
+    state: &NotifierState,
     delivery: deliveries::Model,
     outcome: Outcome,
 ) -> Result<(), sea_orm::DbErr> {

@@ -1,20 +1,78 @@
-//! Telemetry queries shared by the API and reports: aggregation intervals, how many buckets a
-//! request would produce, and the aggregate query itself (portable SQL).
+//! Telemetry queries shared by the API and reports: aggregation intervals and functions, how many
+//! buckets a request would produce, and the aggregate query itself (portable SQL) with its
+//! [`Bucket`]s.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, Statement, Value as SqlValue};
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::routes::telemetry::Bucket;
+/// One aggregate bucket of one key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Bucket {
+    /// Start of the bucket (aligned to the interval since 1970-01-01T00:00:00Z).
+    pub timestamp: DateTime<Utc>,
+    pub key: String,
+    /// The aggregate; `null` when the bucket holds only text values.
+    pub value: Option<f64>,
+    /// Numeric points in the bucket.
+    pub count: i64,
+}
 
-/// `function` (`AVG`, `MIN`, `MAX`, `SUM` or `COUNT`) of each key of a device per `interval`
-/// bucket over `[start, end)`, ordered by bucket then key. `keys` empty: every key.
+/// What a bucket holds of its points' values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Avg,
+    Min,
+    Max,
+    Sum,
+    Count,
+}
+
+impl Function {
+    /// `avg`, `min`, `max`, `sum` or `count`.
+    pub fn parse(name: &str) -> Option<Function> {
+        match name {
+            "avg" => Some(Function::Avg),
+            "min" => Some(Function::Min),
+            "max" => Some(Function::Max),
+            "sum" => Some(Function::Sum),
+            "count" => Some(Function::Count),
+            _ => None,
+        }
+    }
+
+    /// Its name in queries and answers.
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Avg => "avg",
+            Function::Min => "min",
+            Function::Max => "max",
+            Function::Sum => "sum",
+            Function::Count => "count",
+        }
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            Function::Avg => "AVG",
+            Function::Min => "MIN",
+            Function::Max => "MAX",
+            Function::Sum => "SUM",
+            Function::Count => "COUNT",
+        }
+    }
+}
+
+/// `function` of each key of a device per `interval` bucket over `[start, end)`, ordered by
+/// bucket then key. `keys` empty: every key.
 pub async fn aggregate(
     db: &impl ConnectionTrait,
     device_id: Uuid,
     keys: &[String],
     interval: Interval,
-    function: &str,
+    function: Function,
     (start, end): (DateTime<Utc>, DateTime<Utc>),
     ascending: bool,
 ) -> Result<Vec<Bucket>, DbErr> {
@@ -41,6 +99,7 @@ pub async fn aggregate(
         "SELECT key, {bucket} AS bucket, \
          CAST({function}(value) AS DOUBLE PRECISION) AS value, COUNT(value) AS n FROM telemetry \
          WHERE device_id = {d} AND timestamp >= {from} AND timestamp < {to}",
+        function = function.sql(),
         d = mark(2),
         from = mark(3),
         to = mark(4),

@@ -117,7 +117,7 @@ fn parse_net(entry: &str) -> Option<ipnet::IpNet> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    /// May hold a password: shown only through [`crate::db::redact_url`].
+    /// May hold a password: shown only through [`crate::redact::redact_url`].
     pub url: Secret,
     pub max_connections: u32,
     pub min_connections: u32,
@@ -407,7 +407,7 @@ impl Settings {
                 || url.starts_with("postgresql://"),
             format!(
                 "database.url: `{}` must start with sqlite:, postgres:// or postgresql://",
-                crate::db::redact_url(url)
+                crate::redact::redact_url(url)
             ),
         );
         check(

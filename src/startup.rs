@@ -68,7 +68,11 @@ impl Application {
             revocations: Default::default(),
             tickets: Default::default(),
             trusted_proxies: settings.server.trusted_proxy_nets(),
-            report_jobs: Default::default(),
+            report_jobs: crate::reports::jobs::JobQueue::new(
+                db.clone(),
+                &settings.data_dir,
+                &settings.reports,
+            ),
             started_at: Utc::now(),
             started: Instant::now(),
             db,
@@ -90,7 +94,12 @@ impl Application {
             }
         });
 
-        let mqtt = crate::mqtt::start(state.clone(), &settings).await?;
+        let platform = crate::mqtt::Platform {
+            db: state.db.clone(),
+            keys: state.keys.clone(),
+            pipeline: state.pipeline.clone(),
+        };
+        let mqtt = crate::mqtt::start(platform, &settings).await?;
         let _ = state.mqtt.set(crate::state::MqttInfo {
             mode: mqtt.as_ref().map_or("off", |m| m.broker.broker),
             broker: mqtt.as_ref().map(|m| m.broker.clone()),
@@ -100,8 +109,17 @@ impl Application {
             dynsec: mqtt.as_ref().and_then(|m| m.dynsec.clone()),
         });
         crate::metrics::install();
-        crate::notify::start(state.clone());
-        crate::reports::jobs::start(state.clone());
+        crate::notify::start(crate::notify::NotifierState {
+            db: state.db.clone(),
+            settings: crate::notify::NotifierSettings {
+                webhooks: settings.webhooks.clone(),
+                smtp: settings.smtp.clone(),
+                server: settings.server.clone(),
+            },
+            pipeline: state.pipeline.clone(),
+            commands: mqtt.as_ref().map(|m| m.commands.clone()),
+        });
+        crate::reports::runner::start(state.report_jobs.clone());
 
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener =

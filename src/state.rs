@@ -19,20 +19,20 @@ pub struct AppState {
     pub login_throttle: LoginThrottle,
     /// Device actors, batched writers: where readings go.
     pub pipeline: Pipeline,
-    /// Verified API keys and their rate limits.
-    pub keys: KeyCache,
+    /// Verified API keys and their rate limits (shared with the embedded broker).
+    pub keys: Arc<KeyCache>,
     /// The MQTT ingest, once connected (`None` inside when `mqtt.mode = off`).
     pub mqtt: std::sync::OnceLock<MqttInfo>,
     /// Open live-feed connections per user or key.
-    pub live: Arc<crate::routes::live::LiveConnections>,
+    pub live: Arc<crate::live::LiveConnections>,
     /// Ended sessions and keys, announced to open connections.
     pub revocations: crate::auth::revocation::Revocations,
     /// Outstanding single-use live-feed tickets.
     pub tickets: crate::auth::tickets::Tickets,
     /// `server.trusted_proxies`, parsed: peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Wakes the report-job runner (a job was queued).
-    pub report_jobs: Arc<tokio::sync::Notify>,
+    /// Report jobs: queued by the API, run by `reports::runner`.
+    pub report_jobs: crate::reports::jobs::JobQueue,
     pub started_at: DateTime<Utc>,
     pub started: Instant,
 }

@@ -186,7 +186,7 @@ mod tests {
         assert!(check("https://hooks.example.com/x"));
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn the_resolver_refuses_names_of_internal_addresses_without_naming_them() {
         for name in ["localhost", "no-such-host.invalid"] {
             let Ok(name) = name.parse::<Name>() else {

@@ -17,30 +17,18 @@ use insa_entities::{api_keys, refresh_tokens, users, Role};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use uuid::Uuid;
 
-use super::api_keys::hash_key;
-use super::key_cache::RateInfo;
+use super::device_key::{authenticate_key, DeviceKey};
 use super::rank;
 use super::tokens::TokenKind;
+use super::AuthUser;
+use crate::audit::Origin;
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
 
 /// The header devices send their key in.
 pub const API_KEY_HEADER: &str = "X-API-Key";
 
-/// `last_used_at` is written at most this often per key, so ingest does not write per request.
-const LAST_USED_GRANULARITY_SECS: u64 = 60;
-
 type Extracted<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
-
-/// A logged-in person.
-#[derive(Debug, Clone)]
-pub struct AuthUser {
-    pub id: Uuid,
-    pub email: String,
-    pub role: Role,
-    /// The login session, ended by logout.
-    pub session_id: Uuid,
-}
 
 impl AuthUser {
     /// Refuses with 403 unless the user's role is at least `min`.
@@ -58,36 +46,6 @@ impl AuthUser {
                 "role": self.role.as_str(),
             })))
         }
-    }
-}
-
-/// A device authenticated by its API key.
-#[derive(Debug, Clone)]
-pub struct DeviceKey {
-    pub key_id: Uuid,
-    pub name: String,
-    /// When set, the key may only act for this device.
-    pub device_id: Option<Uuid>,
-    pub read: bool,
-    pub write: bool,
-    /// When the key stops working, if it expires.
-    pub expires_at: Option<chrono::DateTime<Utc>>,
-    /// This request's place in the key's hourly allowance.
-    pub rate: RateInfo,
-}
-
-impl DeviceKey {
-    /// Whether the key may act for `device`.
-    pub fn covers(&self, device: Uuid) -> bool {
-        self.device_id.is_none_or(|own| own == device)
-    }
-
-    /// The `X-RateLimit-*` headers for the answer.
-    pub fn rate_headers(&self) -> [(&'static str, String); 2] {
-        [
-            ("X-RateLimit-Limit", self.rate.limit.to_string()),
-            ("X-RateLimit-Remaining", self.rate.remaining.to_string()),
-        ]
     }
 }
 
@@ -111,6 +69,13 @@ pub fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
         req.headers(),
         trusted,
     ))
+}
+
+/// Where a request came from, for the audit log.
+impl From<&HttpRequest> for Origin {
+    fn from(req: &HttpRequest) -> Origin {
+        Origin { ip: client_ip(req) }
+    }
 }
 
 /// The token of an `Authorization: Bearer` header; `Ok(None)` when there is no such header.
@@ -184,80 +149,6 @@ pub async fn session_user(state: &AppState, user: Uuid, sid: Uuid) -> Result<Aut
     })
 }
 
-/// Checks an API key (from the cache when fresh) and counts the request against its rate limit.
-pub async fn authenticate_key(state: &AppState, key: &str) -> Result<DeviceKey, ApiError> {
-    let invalid = || ApiError::new(Code::InvalidApiKey, "the API key is not valid");
-    if key.is_empty() || key.len() > 256 {
-        return Err(invalid());
-    }
-    let hash = hash_key(key);
-    let cached = match state.keys.get(&hash) {
-        Some(cached) => cached,
-        None => {
-            let row = api_keys::Entity::find()
-                .filter(api_keys::Column::KeyHash.eq(hash.as_str()))
-                .one(&state.db)
-                .await?
-                .ok_or_else(invalid)?;
-            state.keys.put(hash.clone(), row)
-        }
-    };
-    let row = &cached.row;
-    let now = Utc::now();
-    if row.revoked_at.is_some() {
-        return Err(ApiError::new(
-            Code::ApiKeyRevoked,
-            "the API key has been revoked",
-        ));
-    }
-    if row.expires_at.is_some_and(|at| at <= now) {
-        return Err(ApiError::new(
-            Code::ApiKeyExpired,
-            "the API key has expired",
-        ));
-    }
-    let rate_limit = u32::try_from(row.rate_limit).unwrap_or(1);
-    let rate = state.keys.check_rate(row.id, rate_limit).map_err(|over| {
-        ApiError::new(
-            Code::RateLimited,
-            format!(
-                "API key rate limit exceeded: {} requests per hour; retry in {} s",
-                over.limit, over.retry_after_secs
-            ),
-        )
-        .with_details(serde_json::json!({
-            "limit": "api_key",
-            "requests_per_hour": over.limit,
-            "retry_after_secs": over.retry_after_secs,
-        }))
-        .retry_after(over.retry_after_secs)
-        .header("X-RateLimit-Limit", over.limit)
-        .header("X-RateLimit-Remaining", 0)
-    })?;
-    let stale = cached
-        .touched
-        .is_none_or(|at| at.elapsed().as_secs() >= LAST_USED_GRANULARITY_SECS);
-    if stale {
-        state.keys.mark_touched(&hash);
-        touch_key(state.db.clone(), row.id);
-    }
-    let permission = |name: &str| {
-        row.permissions
-            .get(name)
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false)
-    };
-    Ok(DeviceKey {
-        key_id: row.id,
-        name: row.name.clone(),
-        device_id: row.device_id,
-        read: permission("read"),
-        write: permission("write"),
-        expires_at: row.expires_at,
-        rate,
-    })
-}
-
 /// Whether a key still works, read from the database (for connections that outlive a request).
 pub async fn key_still_valid(state: &AppState, key_id: Uuid) -> Result<bool, ApiError> {
     let now = Utc::now();
@@ -265,24 +156,6 @@ pub async fn key_still_valid(state: &AppState, key_id: Uuid) -> Result<bool, Api
         .one(&state.db)
         .await?
         .is_some_and(|row| row.revoked_at.is_none() && row.expires_at.is_none_or(|at| at > now)))
-}
-
-/// Records use of a key without holding up the request (on whichever runtime the caller runs:
-/// an HTTP worker or the embedded broker).
-fn touch_key(db: sea_orm::DatabaseConnection, key_id: Uuid) {
-    tokio::spawn(async move {
-        let result = api_keys::Entity::update_many()
-            .col_expr(
-                api_keys::Column::LastUsedAt,
-                sea_orm::sea_query::Expr::value(Utc::now()),
-            )
-            .filter(api_keys::Column::Id.eq(key_id))
-            .exec(&db)
-            .await;
-        if let Err(err) = result {
-            tracing::warn!(error = %err, %key_id, "cannot record API key use");
-        }
-    });
 }
 
 impl FromRequest for AuthUser {
@@ -320,7 +193,7 @@ impl FromRequest for DeviceKey {
                     format!("authentication required: send the `{API_KEY_HEADER}` header"),
                 )
             })?;
-            authenticate_key(&state, &key).await
+            Ok(authenticate_key(&state.db, &state.keys, &key).await?)
         })
     }
 }
@@ -336,7 +209,9 @@ impl FromRequest for Caller {
             let (state, token) = prepared?;
             match (token, key) {
                 (Some(token), _) => Ok(Caller::User(authenticate_user(&state, &token).await?)),
-                (None, Some(key)) => Ok(Caller::Device(authenticate_key(&state, &key).await?)),
+                (None, Some(key)) => Ok(Caller::Device(
+                    authenticate_key(&state.db, &state.keys, &key).await?,
+                )),
                 (None, None) => Err(missing_credentials()),
             }
         })

@@ -3,6 +3,7 @@
 //! - [`password`]: argon2id hashing and password rules
 //! - [`tokens`]: HS256 access and refresh tokens (a token of one kind is never accepted as the other)
 //! - [`extract`]: the [`AuthUser`], [`DeviceKey`] and [`Caller`] extractors handlers ask for
+//! - [`device_key`]: checking a device's API key (HTTP and MQTT alike)
 //! - [`throttle`]: login attempts per account and per client address
 //! - [`api_keys`]: generating and hashing device keys
 //! - [`revocation`]: announcing ended sessions and keys to open connections
@@ -11,6 +12,7 @@
 
 pub mod api_keys;
 pub mod client_address;
+pub mod device_key;
 pub mod extract;
 pub mod key_cache;
 pub mod password;
@@ -19,10 +21,23 @@ pub mod throttle;
 pub mod tickets;
 pub mod tokens;
 
-pub use extract::{AuthUser, Caller, DeviceKey};
+pub use device_key::DeviceKey;
+pub use extract::Caller;
 pub use password::{looks_like_email, password_problem};
 
 use insa_entities::Role;
+use uuid::Uuid;
+
+/// A logged-in person: whom a request acts for, once [`extract`] has checked the token and
+/// the session (`require` checks the role).
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+    /// The login session, ended by logout.
+    pub session_id: Uuid,
+}
 
 /// How much a role may do; each role may do everything the ones below it may.
 pub fn rank(role: Role) -> u8 {

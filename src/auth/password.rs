@@ -45,6 +45,9 @@ pub fn password_problem(password: &str) -> Option<&'static str> {
     }
 }
 
+/// The longest email address accepted anywhere (RFC 5321's path limit).
+pub const MAX_EMAIL_CHARS: usize = 254;
+
 /// A cheap sanity check for an email address; delivery is the real test.
 /// The length bound counts what was sent, surrounding spaces included.
 pub fn looks_like_email(email: &str) -> bool {
@@ -55,7 +58,7 @@ pub fn looks_like_email(email: &str) -> bool {
             !local.is_empty()
                 && !domain.is_empty()
                 && !domain.contains('@')
-                && sent <= crate::accounts::MAX_EMAIL_CHARS
+                && sent <= MAX_EMAIL_CHARS
                 && !email.chars().any(char::is_whitespace)
         }
         None => false,

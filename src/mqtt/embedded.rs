@@ -10,7 +10,6 @@ use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::web;
 use anyhow::Context;
 use chrono::Utc;
 use insa_entities::api_keys;
@@ -27,8 +26,8 @@ use insa_actors::mqtt::MqttStats;
 use super::access::Logins;
 use super::hooks::DeviceAuth;
 use super::limits::DeviceLimits;
+use super::Platform;
 use crate::settings::Settings;
-use crate::state::AppState;
 
 /// How often expired logins are disconnected and live connections' keys re-read.
 pub const SWEEP: Duration = Duration::from_secs(1);
@@ -101,7 +100,7 @@ async fn disconnect(scx: &ServerContext, id: &Id) -> bool {
 }
 
 /// Every [`SWEEP`]: disconnects logins that expired or whose key changed in the database.
-async fn sweep(state: web::Data<AppState>, control: BrokerControl, limits: Arc<DeviceLimits>) {
+async fn sweep(platform: Platform, control: BrokerControl, limits: Arc<DeviceLimits>) {
     let mut tick = tokio::time::interval(SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for round in 0u64.. {
@@ -116,7 +115,7 @@ async fn sweep(state: web::Data<AppState>, control: BrokerControl, limits: Arc<D
         for chunk in keys.chunks(SWEEP_CHUNK) {
             let rows = api_keys::Entity::find()
                 .filter(api_keys::Column::Id.is_in(chunk.iter().copied()))
-                .all(&state.db)
+                .all(&platform.db)
                 .await;
             let Ok(rows) = rows else { continue };
             for key_id in chunk {
@@ -126,7 +125,7 @@ async fn sweep(state: web::Data<AppState>, control: BrokerControl, limits: Arc<D
                         && row.permissions.get("write").and_then(|w| w.as_bool()) == Some(true)
                 });
                 if !usable {
-                    state.keys.evict(*key_id);
+                    platform.keys.evict(*key_id);
                     control.logins.revoke_where(|l| l.key_id == Some(*key_id));
                 }
             }
@@ -155,7 +154,7 @@ impl Drop for EmbeddedBroker {
 impl EmbeddedBroker {
     /// Binds `addr` (port 0: a free port, then kept in `addr`) and serves on a thread of its own.
     pub fn start(
-        state: web::Data<AppState>,
+        platform: Platform,
         addr: SocketAddr,
         settings: &Settings,
         stats: Arc<MqttStats>,
@@ -182,7 +181,7 @@ impl EmbeddedBroker {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<Ready>>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let auth = DeviceAuth {
-            state: state.clone(),
+            platform: platform.clone(),
             internal: internal.clone(),
             platform_client_id: mqtt.client_id.clone(),
             logins: logins.clone(),
@@ -271,7 +270,7 @@ impl EmbeddedBroker {
             scx,
             runtime: runtime.clone(),
         };
-        runtime.spawn(sweep(state, control.clone(), limits));
+        runtime.spawn(sweep(platform, control.clone(), limits));
         Ok(Self {
             internal,
             addr,

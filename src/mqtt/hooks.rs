@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 
-use actix_web::web;
 use chrono::Utc;
 use insa_entities::api_keys;
 use rmqtt::codec::v5::{PublishAckReason, SubscribeAckReason};
@@ -25,12 +24,12 @@ use insa_actors::payload::Limits;
 
 use super::access::{client_id_bound, platform_client_id, Grant, Login, Logins};
 use super::limits::{DeviceLimits, OverLimit};
-use crate::auth::extract::authenticate_key;
-use crate::state::AppState;
+use super::Platform;
+use crate::auth::device_key::authenticate_key;
 
 #[derive(Clone)]
 pub(super) struct DeviceAuth {
-    pub(super) state: web::Data<AppState>,
+    pub(super) platform: Platform,
     pub(super) internal: (String, String),
     /// The platform's client id (its connections use it and `{client_id}-...`).
     pub(super) platform_client_id: String,
@@ -59,7 +58,7 @@ impl DeviceAuth {
             self.logins.insert(connect.id().clone(), Login::platform());
             return AuthResult::Allow(true, None);
         }
-        let key = match authenticate_key(&self.state, &password).await {
+        let key = match authenticate_key(&self.platform.db, &self.platform.keys, &password).await {
             Ok(key) => key,
             Err(_) => return AuthResult::BadUsernameOrPassword,
         };
@@ -93,11 +92,15 @@ impl DeviceAuth {
 
     /// The key's expiry, from the row `authenticate_key` just cached (else the database).
     async fn key_expiry(&self, key: &str, key_id: Uuid) -> Option<chrono::DateTime<Utc>> {
-        if let Some(cached) = self.state.keys.get(&crate::auth::api_keys::hash_key(key)) {
+        if let Some(cached) = self
+            .platform
+            .keys
+            .get(&crate::auth::api_keys::hash_key(key))
+        {
             return cached.row.expires_at;
         }
         api_keys::Entity::find_by_id(key_id)
-            .one(&self.state.db)
+            .one(&self.platform.db)
             .await
             .ok()
             .flatten()
@@ -196,7 +199,7 @@ impl Handler for DeviceAuth {
                 // after it) means the reading is in the database.
                 if device_of_topic(topic).is_some() {
                     store_message(
-                        &self.state.pipeline,
+                        &self.platform.pipeline,
                         topic,
                         &publish.inner.payload,
                         &self.ingest_limits,

@@ -25,17 +25,32 @@ pub mod limits;
 pub mod probe;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use crate::auth::key_cache::KeyCache;
 use crate::settings::{MqttMode, Settings};
-use crate::state::AppState;
-use actix_web::web;
 use anyhow::Context;
 use insa_actors::mqtt::{MqttIngest, MqttIngestConfig, MqttStats};
+use insa_actors::Pipeline;
+use sea_orm::DatabaseConnection;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 /// Ports above `mqtt.url`'s tried for the embedded broker in `auto` mode when that one is taken.
 pub const FALLBACK_PORTS: u16 = 20;
+
+/// What the MQTT side uses of the platform: the database (API keys, dynsec clients), the cache
+/// of verified keys (devices log in with the same keys as over HTTP), and the pipeline readings
+/// go to. Cheap to clone.
+#[derive(Clone)]
+pub struct Platform {
+    /// API keys (the sweep re-reads them) and dynsec's clients.
+    pub db: DatabaseConnection,
+    /// Verified keys, shared with the HTTP API.
+    pub keys: Arc<KeyCache>,
+    /// Where readings go.
+    pub pipeline: Pipeline,
+}
 
 /// What MQTT the platform ended up with.
 pub struct Mqtt {
@@ -103,10 +118,7 @@ impl Mqtt {
 }
 
 /// Picks the broker, starts the embedded one if needed, and connects the platform's clients.
-pub async fn start(
-    state: web::Data<AppState>,
-    settings: &Settings,
-) -> anyhow::Result<Option<Mqtt>> {
+pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Option<Mqtt>> {
     let config = &settings.mqtt;
     if config.mode == MqttMode::Off {
         return Ok(None);
@@ -183,7 +195,7 @@ pub async fn start(
                     client_id: config.client_id.clone(),
                     credentials: credentials.clone(),
                 },
-                state.db.clone(),
+                platform.db.clone(),
             )
         });
         return Ok(Some(Mqtt {
@@ -201,7 +213,7 @@ pub async fn start(
                 credentials,
                 ack_timeout,
             ),
-            ingest: insa_actors::mqtt::start(state.pipeline.clone(), ingest),
+            ingest: insa_actors::mqtt::start(platform.pipeline.clone(), ingest),
             #[cfg(feature = "embedded-broker")]
             embedded: None,
         }));
@@ -216,7 +228,7 @@ pub async fn start(
         } else {
             embedded_port.saturating_add(FALLBACK_PORTS - 1)
         };
-        let broker = start_embedded(&state, settings, &host, embedded_port..=last, &stats)?;
+        let broker = start_embedded(&platform, settings, &host, embedded_port..=last, &stats)?;
         let addr = broker.addr;
         if addr.port() == port || port == 0 {
             tracing::info!(%addr, "MQTT: embedded broker listening; devices log in with API keys");
@@ -248,7 +260,7 @@ pub async fn start(
                 Some(internal),
                 ack_timeout,
             ),
-            ingest: insa_actors::mqtt::start_with(state.pipeline.clone(), ingest, stats),
+            ingest: insa_actors::mqtt::start_with(platform.pipeline.clone(), ingest, stats),
             embedded: Some(broker),
         }))
     }
@@ -265,7 +277,7 @@ pub async fn start(
 /// Starts the embedded broker on the first port of `ports` it can bind.
 #[cfg(feature = "embedded-broker")]
 fn start_embedded(
-    state: &web::Data<AppState>,
+    platform: &Platform,
     settings: &Settings,
     host: &str,
     ports: std::ops::RangeInclusive<u16>,
@@ -276,7 +288,7 @@ fn start_embedded(
         let addr: SocketAddr = format!("{host}:{port}").parse().with_context(|| {
             format!("mqtt.url: the embedded broker needs an IP address, not `{host}`")
         })?;
-        match embedded::EmbeddedBroker::start(state.clone(), addr, settings, stats.clone()) {
+        match embedded::EmbeddedBroker::start(platform.clone(), addr, settings, stats.clone()) {
             Ok(broker) => return Ok(broker),
             Err(err) => last_error = Some(err),
         }

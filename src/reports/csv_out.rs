@@ -1,7 +1,6 @@
 //! CSV (RFC 4180: comma-separated, CRLF line ends, quotes where needed), written as rows are read:
 //! to a file, or to an HTTP response through a bounded channel (constant memory either way).
 
-use actix_web::web::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::DatabaseConnection;
 use tokio::io::AsyncWriteExt;
@@ -15,7 +14,7 @@ const CHUNK_ROWS: u64 = 2_000;
 pub enum Out {
     File(tokio::io::BufWriter<tokio::fs::File>),
     /// An HTTP response body; a full channel holds the writer back (back-pressure).
-    Stream(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>),
+    Stream(tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>),
 }
 
 impl Out {
@@ -25,7 +24,7 @@ impl Out {
         }
         match self {
             Out::File(file) => file.write_all(&bytes).await,
-            Out::Stream(channel) => channel.send(Ok(Bytes::from(bytes))).await.map_err(|_| {
+            Out::Stream(channel) => channel.send(Ok(bytes)).await.map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
             }),
         }
@@ -145,7 +144,7 @@ async fn telemetry(
             "device_id",
             "device",
             "key",
-            aggregation.name,
+            aggregation.function.name(),
             "unit",
             "count",
         ],

@@ -136,7 +136,7 @@ fn summary(
             4,
             1,
             match report.aggregation {
-                Some(a) => format!("{} per {}", a.name, a.interval.label()),
+                Some(a) => format!("{} per {}", a.function.name(), a.interval.label()),
                 None => "every point".into(),
             },
         )?;
@@ -219,8 +219,8 @@ async fn device_sheets(
     let keys = contents.keys_of(device.id);
     let mut heads = vec!["Timestamp (UTC)".to_string()];
     heads.extend(keys.iter().map(|k| match (&k.unit, report.aggregation) {
-        (Some(unit), Some(a)) => format!("{} ({unit}, {})", k.key, a.name),
-        (None, Some(a)) => format!("{} ({})", k.key, a.name),
+        (Some(unit), Some(a)) => format!("{} ({unit}, {})", k.key, a.function.name()),
+        (None, Some(a)) => format!("{} ({})", k.key, a.function.name()),
         (Some(unit), None) => format!("{} ({unit})", k.key),
         (None, None) => k.key.clone(),
     }));

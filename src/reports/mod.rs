@@ -9,6 +9,7 @@ pub mod csv_out;
 pub mod excel;
 pub mod jobs;
 pub mod pdf;
+pub mod runner;
 pub mod schedules;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -22,11 +23,11 @@ use sea_orm::{
     QueryOrder, QuerySelect, Select, Statement, Value as SqlValue,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use uuid::Uuid;
 
-use crate::error::{ApiError, Code};
-use crate::query::Interval;
+use insa_domain::FieldProblem;
+
+use crate::query::{Function, Interval};
 use crate::settings::ReportSettings;
 
 /// Points per chart line in a PDF.
@@ -125,9 +126,7 @@ pub struct ReportQuery {
 #[derive(Debug, Clone, Copy)]
 pub struct Aggregation {
     pub interval: Interval,
-    /// `avg`, `min`, `max`, `sum` or `count`.
-    pub name: &'static str,
-    pub function: &'static str,
+    pub function: Function,
 }
 
 /// A report checked against the database: what it covers.
@@ -151,7 +150,7 @@ impl Report {
         kind: Kind,
         query: &ReportQuery,
         now: DateTime<Utc>,
-    ) -> Result<Report, ApiError> {
+    ) -> Result<Report, Refused> {
         let end = query.end.unwrap_or(now);
         let start = query.start.unwrap_or(end - Duration::hours(24));
         if start >= end {
@@ -167,19 +166,9 @@ impl Report {
                 let interval = Interval::parse(interval).ok_or_else(|| {
                     bad("interval must be <n>s, <n>m, <n>h or <n>d with n at least 1, e.g. 1h")
                 })?;
-                let (name, function) = match agg.as_deref().unwrap_or("avg") {
-                    "avg" => ("avg", "AVG"),
-                    "min" => ("min", "MIN"),
-                    "max" => ("max", "MAX"),
-                    "sum" => ("sum", "SUM"),
-                    "count" => ("count", "COUNT"),
-                    _ => return Err(bad("agg must be avg, min, max, sum or count")),
-                };
-                Some(Aggregation {
-                    interval,
-                    name,
-                    function,
-                })
+                let function = Function::parse(agg.as_deref().unwrap_or("avg"))
+                    .ok_or_else(|| bad("agg must be avg, min, max, sum or count"))?;
+                Some(Aggregation { interval, function })
             }
         };
         if kind == Kind::Alerts && (aggregation.is_some() || !query.key.is_empty()) {
@@ -202,10 +191,7 @@ impl Report {
                     .all(db)
                     .await?;
                 if found.is_empty() {
-                    return Err(ApiError::new(
-                        Code::DeviceNotFound,
-                        format!("no device in area {area}"),
-                    ));
+                    return Err(Refused::NoDevice(format!("no device in area {area}")));
                 }
                 found
             }
@@ -220,10 +206,7 @@ impl Report {
                     .iter()
                     .find(|id| !found.iter().any(|d| d.id == **id))
                 {
-                    return Err(ApiError::new(
-                        Code::DeviceNotFound,
-                        format!("no device with id {missing}"),
-                    ));
+                    return Err(Refused::NoDevice(format!("no device with id {missing}")));
                 }
                 found.dedup_by_key(|d| d.id);
                 found
@@ -292,8 +275,33 @@ pub fn file_name(kind: Kind, start: DateTime<Utc>, end: DateTime<Utc>, format: F
     )
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(Code::InvalidQuery, message)
+fn bad(message: impl Into<String>) -> Refused {
+    Refused::Query(message.into())
+}
+
+/// Splits the body of a report job (`kind` and the fields of a report's query string, `device_id`
+/// and `key` as arrays) into its kind and its query, checked field by field.
+pub fn job_request(body: serde_json::Value) -> Result<(Kind, ReportQuery), Refused> {
+    let serde_json::Value::Object(mut fields) = body else {
+        return Err(Refused::Field(FieldProblem::new(
+            "body",
+            "must be a JSON object",
+        )));
+    };
+    let Some(kind) = fields
+        .remove("kind")
+        .as_ref()
+        .and_then(|k| k.as_str())
+        .and_then(Kind::parse)
+    else {
+        return Err(Refused::Field(FieldProblem::new(
+            "kind",
+            "is required: telemetry or alerts",
+        )));
+    };
+    let query = serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|err| Refused::Field(FieldProblem::new("body", err.to_string())))?;
+    Ok((kind, query))
 }
 
 /// Per device and key over the period: points, numeric range and mean.
@@ -679,7 +687,7 @@ pub fn check_limits(
     format: Format,
     at_once: bool,
     limits: &ReportSettings,
-) -> Result<(), ApiError> {
+) -> Result<(), Refused> {
     let (limit, what) = match report.kind {
         Kind::Alerts => (limits.max_alerts, "alerts"),
         Kind::Telemetry => (limits.max_points, "points"),
@@ -689,31 +697,58 @@ pub fn check_limits(
             Kind::Telemetry => "aggregate it (interval=1h&agg=avg) or shorten the period",
             Kind::Alerts => "filter by severity or device, or shorten the period",
         };
-        return Err(ApiError::new(
-            Code::ReportTooLarge,
-            format!(
+        return Err(Refused::TooLarge {
+            message: format!(
                 "the report holds {} {what}, more than the {limit} allowed; {advice}",
                 contents.rows
             ),
-        )
-        .with_details(json!({"rows": contents.rows, "limit": limit})));
+            rows: contents.rows,
+            limit,
+            at_once: false,
+        });
     }
     if at_once
         && format != Format::Csv
         && report.kind == Kind::Telemetry
         && contents.rows > limits.max_sync_points
     {
-        return Err(ApiError::new(
-            Code::ReportTooLarge,
-            format!(
+        return Err(Refused::TooLarge {
+            message: format!(
                 "the report holds {} points, more than the {} an Excel, PDF or ZIP report answers at once; run it in the background with POST /api/v1/reports, or download it as CSV",
                 contents.rows, limits.max_sync_points
             ),
-        )
-        .with_details(json!({"rows": contents.rows, "limit": limits.max_sync_points,
-                             "job": "POST /api/v1/reports"})));
+            rows: contents.rows,
+            limit: limits.max_sync_points,
+            at_once: true,
+        });
     }
     Ok(())
+}
+
+/// Why a report cannot be made as asked. Shown (and recorded by a failed job) as the API's code
+/// for it and the message, e.g. `report_too_large: the report holds ...`.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The query does not hold together.
+    #[error("invalid_query: {0}")]
+    Query(String),
+    /// A field of a job's body is wrong.
+    #[error("validation_failed: {}: {}", .0.field, .0.message)]
+    Field(FieldProblem),
+    /// A device asked for (or any of an area) does not exist.
+    #[error("device_not_found: {0}")]
+    NoDevice(String),
+    /// More rows than `limit`; `at_once`: the limit of an Excel, PDF or ZIP report answered at
+    /// once, not of every report.
+    #[error("report_too_large: {message}")]
+    TooLarge {
+        message: String,
+        rows: u64,
+        limit: u64,
+        at_once: bool,
+    },
+    #[error("database: {0}")]
+    Database(#[from] DbErr),
 }
 
 /// Writes the report as `format` into `path`.

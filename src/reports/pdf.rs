@@ -8,7 +8,7 @@ use pdf_writer::{Content, Date, Finish, Name, Pdf, Rect, Ref, Str, TextStr};
 use sea_orm::DatabaseConnection;
 
 use super::{AlertRows, Contents, Kind, Report, ReportError, CHART_BUCKETS};
-use crate::query::Interval;
+use crate::query::{Function, Interval};
 
 /// Alerts listed in a PDF; the CSV and Excel reports list them all.
 const PDF_ALERTS: usize = 2_000;
@@ -490,7 +490,7 @@ pub async fn write(
                 stats.device_id,
                 std::slice::from_ref(&stats.key),
                 interval,
-                "AVG",
+                Function::Avg,
                 range,
                 true,
             )

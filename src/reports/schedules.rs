@@ -9,8 +9,8 @@ use insa_entities::{report_jobs as jobs, report_schedules as schedules};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use uuid::Uuid;
 
+use super::jobs::JobQueue;
 use super::{Format, Kind, ReportQuery};
-use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frequency {
@@ -82,7 +82,7 @@ impl Frequency {
 /// Queues a job for `schedule` covering the period that ends at `run`; the job's finish emails
 /// it to the recipients.
 pub async fn queue_run(
-    state: &AppState,
+    queue: &JobQueue,
     schedule: &schedules::Model,
     run: DateTime<Utc>,
 ) -> Result<jobs::Model, sea_orm::DbErr> {
@@ -92,24 +92,18 @@ pub async fn queue_run(
     query.end = Some(end);
     query.format = Some(Format::parse(&schedule.format).unwrap_or(Format::Xlsx));
     let kind = Kind::parse(&schedule.kind).unwrap_or(Kind::Telemetry);
-    super::jobs::queue(
-        state,
-        kind,
-        &query,
-        None,
-        schedule.created_by,
-        Some(schedule.id),
-    )
-    .await
+    queue
+        .add(kind, &query, None, schedule.created_by, Some(schedule.id))
+        .await
 }
 
 /// Runs every schedule that is due (once each), and moves it to its next run.
-pub async fn run_due(state: &AppState) -> Result<(), sea_orm::DbErr> {
+pub async fn run_due(queue: &JobQueue) -> Result<(), sea_orm::DbErr> {
     let now = Utc::now();
     let due = schedules::Entity::find()
         .filter(schedules::Column::Enabled.eq(true))
         .filter(schedules::Column::NextRunAt.lte(now))
-        .all(&state.db)
+        .all(&queue.db)
         .await?;
     for schedule in due {
         let frequency = Frequency::from_model(&schedule);
@@ -120,14 +114,14 @@ pub async fn run_due(state: &AppState) -> Result<(), sea_orm::DbErr> {
             .col_expr(schedules::Column::LastRunAt, now.into())
             .filter(schedules::Column::Id.eq(schedule.id))
             .filter(schedules::Column::NextRunAt.eq(schedule.next_run_at))
-            .exec(&state.db)
+            .exec(&queue.db)
             .await?;
         if claimed.rows_affected == 1 {
-            let job = queue_run(state, &schedule, schedule.next_run_at).await?;
+            let job = queue_run(queue, &schedule, schedule.next_run_at).await?;
             schedules::Entity::update_many()
                 .col_expr(schedules::Column::LastJobId, job.id.into())
                 .filter(schedules::Column::Id.eq(schedule.id))
-                .exec(&state.db)
+                .exec(&queue.db)
                 .await?;
             tracing::info!(schedule = %schedule.name, job = %job.id, "scheduled report queued");
         }
@@ -137,12 +131,12 @@ pub async fn run_due(state: &AppState) -> Result<(), sea_orm::DbErr> {
 
 /// The outbox row that emails a finished scheduled job's file to the schedule's recipients, or,
 /// when it failed, why there is no report this time.
-pub async fn email_finished(state: &AppState, job: &jobs::Model) -> Result<(), sea_orm::DbErr> {
+pub async fn email_finished(queue: &JobQueue, job: &jobs::Model) -> Result<(), sea_orm::DbErr> {
     let Some(schedule_id) = job.schedule_id else {
         return Ok(());
     };
     let Some(schedule) = schedules::Entity::find_by_id(schedule_id)
-        .one(&state.db)
+        .one(&queue.db)
         .await?
     else {
         return Ok(());
@@ -172,7 +166,7 @@ pub async fn email_finished(state: &AppState, job: &jobs::Model) -> Result<(), s
             "rows": job.rows,
         },
         "attachment": {
-            "path": super::jobs::file(state, job.id),
+            "path": queue.file(job.id),
             "name": job.file_name,
             "content_type": format.content_type(),
         },
@@ -193,7 +187,7 @@ pub async fn email_finished(state: &AppState, job: &jobs::Model) -> Result<(), s
         created_at: Set(now),
         updated_at: Set(now),
     }
-    .insert(&state.db)
+    .insert(&queue.db)
     .await?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! Every role reads alerts; operators, engineers and admins acknowledge and resolve them.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use insa_actors::{AlertEvent, DeviceEvent};
 use insa_entities::{alerts, devices, rules, Role};
 use sea_orm::{
@@ -12,7 +12,7 @@ use sea_orm::{
     QuerySelect, Set, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -21,6 +21,7 @@ use crate::auth::AuthUser;
 use crate::error::{ApiError, Code};
 use crate::routes::{one_of, page};
 use crate::state::AppState;
+use crate::web::answers::AlertResponse;
 use insa_actors::rules::SEVERITIES;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -31,56 +32,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 pub const STATUSES: [&str; 3] = ["active", "acknowledged", "resolved"];
-
-/// An alert as the API shows it (the product README's columns).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AlertResponse {
-    pub id: Uuid,
-    pub device_id: Uuid,
-    pub rule_id: Option<Uuid>,
-    #[schema(example = "critical")]
-    pub severity: String,
-    pub message: String,
-    pub value: Option<f64>,
-    pub threshold: Option<f64>,
-    /// `active`, `acknowledged` or `resolved`.
-    pub status: String,
-    /// The email of who acknowledged it.
-    pub acknowledged_by: Option<String>,
-    pub acknowledged_at: Option<DateTime<Utc>>,
-    pub resolved_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Value>,
-    /// Times the condition was raised while this alert stood for it (more than 1 once it
-    /// chatters: a flapping condition re-opens this alert instead of raising new ones).
-    pub raise_count: i32,
-    /// The condition changed more often than `alerts.max_notifications_per_window` per
-    /// `alerts.chatter_window_secs`: the changes beyond were recorded here, not notified.
-    pub chattering: bool,
-}
-
-impl From<alerts::Model> for AlertResponse {
-    fn from(a: alerts::Model) -> Self {
-        Self {
-            id: a.id,
-            device_id: a.device_id,
-            rule_id: a.rule_id,
-            severity: a.severity,
-            message: a.message,
-            value: a.value,
-            threshold: a.threshold,
-            status: a.status,
-            acknowledged_by: a.acknowledged_by,
-            acknowledged_at: a.acknowledged_at,
-            resolved_at: a.resolved_at,
-            created_at: a.created_at,
-            metadata: a.metadata,
-            raise_count: a.raise_count,
-            chattering: a.chattering,
-        }
-    }
-}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AlertList {

@@ -20,8 +20,8 @@ use crate::auth::throttle::{Tally, Throttled};
 use crate::auth::tokens::TokenKind;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
-use crate::routes::users::UserResponse;
 use crate::state::AppState;
+use crate::web::answers::UserResponse;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/auth/login", web::post().to(login))

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::auth::{AuthUser, Caller};
+use crate::devices::{find_device, with_live_state};
 use crate::error::{ApiError, Code, FieldProblem};
 use crate::routes::{page, present};
 use crate::state::AppState;
@@ -151,13 +152,6 @@ fn parse_status(problems: &mut Vec<FieldProblem>, value: Option<&str>) -> Option
     status
 }
 
-pub(crate) async fn find_device(state: &AppState, id: Uuid) -> Result<devices::Model, ApiError> {
-    devices::Entity::find_by_id(id)
-        .one(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::new(Code::DeviceNotFound, format!("no device with id {id}")))
-}
-
 /// `%` and `_` in a search term match themselves.
 fn like_contains(term: &str) -> LikeExpr {
     let mut escaped = String::with_capacity(term.len() + 2);
@@ -223,7 +217,7 @@ pub async fn list_devices(
     let devices = futures_util::future::join_all(
         devices
             .into_iter()
-            .map(|device| with_live_state(&state, device)),
+            .map(|device| with_live_state(&state.pipeline, device)),
     )
     .await;
     Ok(HttpResponse::Ok().json(DeviceList {
@@ -369,21 +363,8 @@ pub async fn get_device(
         }
         Caller::Device(_) => {}
     }
-    let device = with_live_state(&state, find_device(&state, id).await?).await;
+    let device = with_live_state(&state.pipeline, find_device(&state.db, id).await?).await;
     Ok(HttpResponse::Ok().json(DeviceResponse::from(device)))
-}
-
-/// The device with the status and last reading time its actor holds, when it is active: the
-/// table is written behind (at most `devices.state_flush_ms`), the actor is exact.
-pub(crate) async fn with_live_state(
-    state: &AppState,
-    mut device: devices::Model,
-) -> devices::Model {
-    if let Some(live) = state.pipeline.device_liveness(device.id).await {
-        device.status = live.status;
-        device.last_seen = live.last_seen;
-    }
-    device
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -486,7 +467,7 @@ pub async fn update_device(
         return Err(ApiError::validation(problems));
     }
 
-    let existing = find_device(&state, id.into_inner()).await?;
+    let existing = find_device(&state.db, id.into_inner()).await?;
     let previous_status = existing.status;
     let mut device: devices::ActiveModel = existing.clone().into();
     if let Some(Some(name)) = body.name {
@@ -551,7 +532,7 @@ pub async fn delete_device(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
-    let device = find_device(&state, id.into_inner()).await?;
+    let device = find_device(&state.db, id.into_inner()).await?;
     // The device's keys go with it (foreign key cascade): so do their broker clients.
     let keys: Vec<Uuid> = match state.dynsec() {
         Some(_) => {

@@ -21,12 +21,10 @@
 //! re-checking every `live.recheck_secs`.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message};
-use dashmap::DashMap;
 use insa_actors::DeviceEvent;
 use insa_entities::Role;
 use serde::{Deserialize, Serialize};
@@ -40,7 +38,9 @@ use crate::auth::revocation::Revoked;
 use crate::auth::tickets::TicketHolder;
 use crate::auth::{AuthUser, Caller};
 use crate::error::{ApiError, Code};
+use crate::live::Slot;
 use crate::state::AppState;
+use crate::web::answers::AlertResponse;
 
 const PING_EVERY: Duration = Duration::from_secs(20);
 const SILENCE_LIMIT: Duration = Duration::from_secs(60);
@@ -157,31 +157,6 @@ impl Watcher {
     }
 }
 
-/// Open connections per user or key.
-#[derive(Default)]
-pub struct LiveConnections(DashMap<Uuid, usize>);
-
-impl LiveConnections {
-    /// Open connections in all.
-    pub fn clients(&self) -> usize {
-        self.0.iter().map(|c| *c.value()).sum()
-    }
-}
-
-/// Releases a connection slot when the session ends.
-struct Slot {
-    connections: Arc<LiveConnections>,
-    owner: Uuid,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Some(mut count) = self.connections.0.get_mut(&self.owner) {
-            *count = count.saturating_sub(1);
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct Query {
     token: Option<String>,
@@ -248,19 +223,11 @@ pub async fn live(
     let watcher = who(&state, &req).await?;
     let owner = watcher.id();
     let limit = state.settings.live.max_connections_per_user;
-    {
-        let mut count = state.live.0.entry(owner).or_insert(0);
-        if *count >= limit {
-            return Err(ApiError::new(
-                Code::RateLimited,
-                format!("at most {limit} live connections per user"),
-            ));
-        }
-        *count += 1;
-    }
-    let slot = Slot {
-        connections: state.live.clone(),
-        owner,
+    let Some(slot) = state.live.open(owner, limit) else {
+        return Err(ApiError::new(
+            Code::RateLimited,
+            format!("at most {limit} live connections per user"),
+        ));
     };
     let (response, session, messages) = actix_ws::handle(&req, body).map_err(|err| {
         ApiError::new(Code::BadRequest, format!("not a WebSocket upgrade: {err}"))
@@ -358,7 +325,7 @@ async fn serve(
                     if alerts && watcher.may_watch(alert.device_id) =>
                 {
                     Some(json!({"type": "alert", "event": event.as_str(),
-                                "alert": crate::routes::alerts::AlertResponse::from(*alert)}).to_string())
+                                "alert": AlertResponse::from(*alert)}).to_string())
                 }
                 Ok(_) => None,
                 Err(RecvError::Lagged(_)) => break Some(too_slow()),

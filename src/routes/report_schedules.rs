@@ -16,10 +16,10 @@ use crate::auth::password::looks_like_email;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
 use crate::reports::schedules::{queue_run, Frequency};
-use crate::reports::{Format, Kind, Report, ReportQuery};
+use crate::reports::{job_request, Format, Kind, Report, ReportQuery};
 use crate::routes::page;
-use crate::routes::reports::{job_request, JobResponse};
 use crate::state::AppState;
+use crate::web::answers::JobResponse;
 
 const RECIPIENTS_MAX: usize = 50;
 
@@ -420,7 +420,7 @@ pub async fn run_schedule(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
     let schedule = find(&state, id.into_inner()).await?;
-    let job = queue_run(&state, &schedule, Utc::now()).await?;
+    let job = queue_run(&state.report_jobs, &schedule, Utc::now()).await?;
     Ok(HttpResponse::Accepted()
         .insert_header((LOCATION, format!("/api/v1/reports/{}", job.id)))
         .json(JobResponse::from(job)))

@@ -15,11 +15,12 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
-use crate::error::{ApiError, Code, FieldProblem};
-use crate::reports::{self, csv_out, Format, Kind, Progress, Report, ReportQuery};
+use crate::error::{ApiError, Code};
+use crate::reports::{self, csv_out, job_request, Format, Kind, Progress, Report, ReportQuery};
 use crate::routes::page;
-use crate::routes::telemetry::parse_query;
 use crate::state::AppState;
+use crate::web::answers::JobResponse;
+use crate::web::query::{parse_query, KeyName};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // The named reports first: `{id}` would take them otherwise.
@@ -50,7 +51,7 @@ struct TelemetryReportParams {
     #[param(format = DateTime)]
     end: Option<String>,
     /// Telemetry keys (repeatable); all when absent.
-    #[param(inline, value_type = Option<Vec<crate::routes::telemetry::KeyName>>)]
+    #[param(inline, value_type = Option<Vec<KeyName>>)]
     key: Option<Vec<String>>,
     /// Aggregate per interval (`15m`, `1h`, `1d`) instead of raw points.
     #[param(pattern = "^([1-9][0-9]{0,4}[smh]|[1-9][0-9]{0,3}d)$")]
@@ -156,7 +157,8 @@ async fn answer(state: &AppState, kind: Kind, req: &HttpRequest) -> Result<HttpR
             }
         });
         let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|chunk| (chunk, receiver))
+            let chunk = receiver.recv().await?;
+            Some((chunk.map(actix_web::web::Bytes::from), receiver))
         });
         return Ok(response.streaming(body));
     }
@@ -204,86 +206,6 @@ pub struct JobRequest {
     severity: Option<String>,
     /// `csv` (default), `xlsx`, `pdf` or `zip`.
     format: Option<String>,
-}
-
-/// Splits a job request into its kind and its query (checked field by field).
-pub fn job_request(body: serde_json::Value) -> Result<(Kind, ReportQuery), ApiError> {
-    let serde_json::Value::Object(mut fields) = body else {
-        return Err(ApiError::validation(vec![FieldProblem::new(
-            "body",
-            "must be a JSON object",
-        )]));
-    };
-    let Some(kind) = fields
-        .remove("kind")
-        .as_ref()
-        .and_then(|k| k.as_str())
-        .and_then(Kind::parse)
-    else {
-        return Err(ApiError::validation(vec![FieldProblem::new(
-            "kind",
-            "is required: telemetry or alerts",
-        )]));
-    };
-    let query = serde_json::from_value(serde_json::Value::Object(fields))
-        .map_err(|err| ApiError::validation(vec![FieldProblem::new("body", err.to_string())]))?;
-    Ok((kind, query))
-}
-
-/// A report job.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JobResponse {
-    pub id: Uuid,
-    pub kind: String,
-    pub format: String,
-    /// `queued`, `running`, `done` or `failed`.
-    pub status: String,
-    /// Percent written, 0 to 100.
-    pub progress: u8,
-    /// Rows the report holds (points, buckets or alerts).
-    pub rows: Option<i64>,
-    pub rows_done: i64,
-    pub file_name: Option<String>,
-    pub file_size: Option<i64>,
-    pub error: Option<String>,
-    /// Where to fetch the file, once `done`.
-    pub download: Option<String>,
-    #[schema(value_type = Object)]
-    pub query: serde_json::Value,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    /// When the file and this job are removed.
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-impl From<jobs::Model> for JobResponse {
-    fn from(job: jobs::Model) -> Self {
-        let progress = match (job.status.as_str(), job.rows) {
-            ("done", _) => 100,
-            (_, Some(rows)) if rows > 0 => (job.rows_done.max(0) * 100 / rows).min(99) as u8,
-            _ => 0,
-        };
-        Self {
-            download: (job.status == "done")
-                .then(|| format!("/api/v1/reports/{}/download", job.id)),
-            id: job.id,
-            kind: job.kind,
-            format: job.format,
-            status: job.status,
-            progress,
-            rows: job.rows,
-            rows_done: job.rows_done,
-            file_name: job.file_name,
-            file_size: job.file_size,
-            error: job.error,
-            query: job.query,
-            created_at: job.created_at,
-            started_at: job.started_at,
-            finished_at: job.finished_at,
-            expires_at: job.expires_at,
-        }
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -345,15 +267,10 @@ pub async fn create_job(
     let contents = reports::measure(&state.db, &report).await?;
     reports::check_limits(&report, &contents, format, false, &state.settings.reports)?;
     query.format = Some(format);
-    let job = reports::jobs::queue(
-        &state,
-        kind,
-        &query,
-        Some(contents.rows),
-        Some(user.id),
-        None,
-    )
-    .await?;
+    let job = state
+        .report_jobs
+        .add(kind, &query, Some(contents.rows), Some(user.id), None)
+        .await?;
     Ok(HttpResponse::Accepted()
         .insert_header((LOCATION, format!("/api/v1/reports/{}", job.id)))
         .json(JobResponse::from(job)))
@@ -437,7 +354,7 @@ pub async fn download_job(
         }
     }
     let format = Format::parse(&job.format).unwrap_or(Format::Csv);
-    let path = reports::jobs::file(&state, job.id);
+    let path = state.report_jobs.file(job.id);
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|_| ApiError::new(Code::ReportNotFound, "the report's file is gone (expired)"))?;

@@ -16,10 +16,11 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::devices::{find_device, with_live_state};
 use crate::error::{ApiError, Code, FieldProblem};
-use crate::query::{buckets, suggest, Interval, MAX_BUCKETS};
-use crate::routes::devices::{find_device, with_live_state};
+use crate::query::{buckets, suggest, Bucket, Function, Interval, MAX_BUCKETS};
 use crate::state::AppState;
+use crate::web::query::{bad_query, parse_query, KeyName};
 
 pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     cfg.service(
@@ -175,10 +176,6 @@ fn read_target(
     Ok(device_id)
 }
 
-pub(crate) fn bad_query(message: impl Into<String>) -> ApiError {
-    ApiError::new(Code::InvalidQuery, message)
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -208,20 +205,6 @@ pub struct TelemetryQuery {
     /// `avg` (default), `min`, `max`, `sum` or `count`.
     #[param(pattern = "^(avg|min|max|sum|count)$")]
     pub agg: Option<String>,
-}
-
-/// An empty parameter (`?start=`) is refused by name rather than read as "absent".
-pub(crate) fn parse_query<T: for<'de> Deserialize<'de>>(req: &HttpRequest) -> Result<T, ApiError> {
-    let query = req.query_string();
-    if let Some((name, _)) =
-        url::form_urlencoded::parse(query.as_bytes()).find(|(_, value)| value.is_empty())
-    {
-        return Err(bad_query(format!(
-            "{name} is empty: leave it out or give a value"
-        )));
-    }
-    serde_html_form::from_str(query)
-        .map_err(|err| bad_query(format!("invalid query string: {err}")))
 }
 
 fn parse_device(device_id: Option<&str>) -> Result<Uuid, ApiError> {
@@ -293,18 +276,6 @@ pub struct HistoryResponse {
     pub data: Vec<DataPoint>,
 }
 
-/// One aggregate bucket of one key.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Bucket {
-    /// Start of the bucket (aligned to the interval since 1970-01-01T00:00:00Z).
-    pub timestamp: DateTime<Utc>,
-    pub key: String,
-    /// The aggregate; `null` when the bucket holds only text values.
-    pub value: Option<f64>,
-    /// Numeric points in the bucket.
-    pub count: i64,
-}
-
 /// A history answer: rows, or buckets when `interval` is given.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
@@ -355,7 +326,7 @@ pub async fn get_telemetry(
         Some("desc") => Some(Order::Desc),
         Some(_) => return Err(bad_query("order must be asc or desc")),
     };
-    find_device(&state, device_id).await?;
+    find_device(&state.db, device_id).await?;
 
     if let Some(interval) = &query.interval {
         let response = aggregate(&state, device_id, &query, interval, start, end, order).await?;
@@ -421,14 +392,8 @@ async fn aggregate(
     let interval = Interval::parse(interval).ok_or_else(|| {
         bad_query("interval must be <n>s, <n>m, <n>h or <n>d with n at least 1, e.g. 1h")
     })?;
-    let (agg, function) = match query.agg.as_deref().unwrap_or("avg") {
-        "avg" => ("avg", "AVG"),
-        "min" => ("min", "MIN"),
-        "max" => ("max", "MAX"),
-        "sum" => ("sum", "SUM"),
-        "count" => ("count", "COUNT"),
-        _ => return Err(bad_query("agg must be avg, min, max, sum or count")),
-    };
+    let function = Function::parse(query.agg.as_deref().unwrap_or("avg"))
+        .ok_or_else(|| bad_query("agg must be avg, min, max, sum or count"))?;
     if query.limit.is_some() {
         return Err(bad_query(
             "limit applies to rows; aggregates are bounded by start, end and interval",
@@ -467,7 +432,7 @@ async fn aggregate(
         end,
         interval: interval.label(),
         interval_seconds: interval.seconds,
-        agg,
+        agg: function.name(),
         order: if order == Order::Asc { "asc" } else { "desc" },
         count: data.len(),
         data,
@@ -485,12 +450,6 @@ pub struct LatestQuery {
     #[param(inline, value_type = Vec<KeyName>)]
     pub key: Vec<String>,
 }
-
-/// A telemetry key in a query: 1 to 100 characters.
-#[derive(ToSchema)]
-#[schema(value_type = String, pattern = "^[^\\u0000]{1,100}$")]
-#[allow(dead_code)]
-pub struct KeyName(String);
 
 /// The newest stored value of one key.
 #[derive(Debug, Serialize, ToSchema)]
@@ -525,7 +484,7 @@ pub async fn get_latest(
 ) -> Result<HttpResponse, ApiError> {
     let query: LatestQuery = parse_query(&req)?;
     let device_id = read_target(&caller, query.device_id.as_deref(), &query.key)?;
-    let device = with_live_state(&state, find_device(&state, device_id).await?).await;
+    let device = with_live_state(&state.pipeline, find_device(&state.db, device_id).await?).await;
     let (status, last_seen) = (device.status, device.last_seen);
     let mut select =
         telemetry_latest::Entity::find().filter(telemetry_latest::Column::DeviceId.eq(device_id));

@@ -1,7 +1,7 @@
 //! `/users`: accounts, for administrators.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use insa_entities::{users, Role};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
@@ -20,6 +20,7 @@ use crate::auth::{looks_like_email, AuthUser};
 use crate::error::{ApiError, Code, FieldProblem};
 use crate::routes::{page, present};
 use crate::state::AppState;
+use crate::web::answers::UserResponse;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -33,35 +34,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::put().to(update_user))
             .route(web::delete().to(delete_user)),
     );
-}
-
-/// A user as the API shows it (never the password hash).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserResponse {
-    pub id: Uuid,
-    pub email: String,
-    #[schema(example = "engineer")]
-    pub role: &'static str,
-    pub name: Option<String>,
-    pub is_active: bool,
-    pub last_login_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<users::Model> for UserResponse {
-    fn from(user: users::Model) -> Self {
-        Self {
-            id: user.id,
-            email: user.email,
-            role: user.role.as_str(),
-            name: user.name,
-            is_active: user.is_active,
-            last_login_at: user.last_login_at,
-            created_at: user.created_at,
-            updated_at: user.updated_at,
-        }
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
