@@ -14,7 +14,7 @@ use crate::error::{ApiError, Code, FieldProblem};
 use crate::settings::AuthSettings;
 
 /// The longest email address accepted anywhere (RFC 5321's path limit).
-pub const MAX_EMAIL_CHARS: usize = 254;
+pub use insa_domain::text::MAX_EMAIL_CHARS;
 
 /// Emails are compared and stored lower-cased and trimmed.
 pub fn normalize_email(email: &str) -> String {
