@@ -26,7 +26,8 @@ use chrono::{DateTime, Utc};
 use insa_domain::{Action, AlertEvent, AlertStatus, Rule, Severity};
 use insa_entities::{alerts, devices, rules};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, ModelTrait, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, ModelTrait,
+    TransactionTrait,
 };
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -174,32 +175,9 @@ impl Alerts {
         at: DateTime<Utc>,
     ) -> Result<Handled, AlertError> {
         let txn = self.db.begin().await?;
-        let Some(alert) = store::acknowledge(&txn, id, by, at).await? else {
-            return match alerts::Entity::find_by_id(id).one(&txn).await? {
-                None => Err(AlertError::NotFound(id)),
-                Some(alert) if alert.status == AlertStatus::Resolved => Err(AlertError::Resolved),
-                Some(alert) => Ok(Handled::Unchanged(alert)),
-            };
-        };
-        if let Some(rule) = rule_of(&txn, &alert).await? {
-            let webhooks: Vec<Action> = rule
-                .actions
-                .iter()
-                .filter(|action| matches!(action, Action::Webhook { .. }))
-                .cloned()
-                .collect();
-            tell(
-                &txn,
-                AlertEvent::Acknowledged,
-                &alert,
-                (&rule, &webhooks),
-                at,
-            )
-            .await?;
-        }
-        txn.commit().await?;
-        self.announce(Some(alert.clone()), AlertEvent::Acknowledged);
-        Ok(Handled::Changed(alert))
+        let acknowledged = store::acknowledge(&txn, id, by, at).await?;
+        self.by_person(txn, id, acknowledged, AlertEvent::Acknowledged, at)
+            .await
     }
 
     /// A person resolves an alert: like its rule clearing, with every notification of its
@@ -210,24 +188,46 @@ impl Alerts {
         at: DateTime<Utc>,
     ) -> Result<Handled, AlertError> {
         let txn = self.db.begin().await?;
-        let Some(alert) = store::resolve_one(&txn, id, at).await? else {
+        let resolved = store::resolve_one(&txn, id, at).await?;
+        self.by_person(txn, id, resolved, AlertEvent::Resolved, at)
+            .await
+    }
+
+    /// Ends a person's change to alert `id` made in `txn`: `changed` is the alert as changed,
+    /// notified through the actions of its rule that hear of `event`, then committed and
+    /// announced; `None` when it already stood so (or does not exist, or is resolved and cannot
+    /// be acknowledged).
+    async fn by_person(
+        &self,
+        txn: DatabaseTransaction,
+        id: Uuid,
+        changed: Option<alerts::Model>,
+        event: AlertEvent,
+        at: DateTime<Utc>,
+    ) -> Result<Handled, AlertError> {
+        let Some(alert) = changed else {
             return match alerts::Entity::find_by_id(id).one(&txn).await? {
                 None => Err(AlertError::NotFound(id)),
+                Some(alert)
+                    if event == AlertEvent::Acknowledged
+                        && alert.status == AlertStatus::Resolved =>
+                {
+                    Err(AlertError::Resolved)
+                }
                 Some(alert) => Ok(Handled::Unchanged(alert)),
             };
         };
         if let Some(rule) = rule_of(&txn, &alert).await? {
-            tell(
-                &txn,
-                AlertEvent::Resolved,
-                &alert,
-                (&rule, &rule.actions),
-                at,
-            )
-            .await?;
+            let actions: Vec<Action> = rule
+                .actions
+                .iter()
+                .filter(|action| hears(event, action))
+                .cloned()
+                .collect();
+            tell(&txn, event, &alert, (&rule, &actions), at).await?;
         }
         txn.commit().await?;
-        self.announce(Some(alert.clone()), AlertEvent::Resolved);
+        self.announce(Some(alert.clone()), event);
         Ok(Handled::Changed(alert))
     }
 
@@ -289,6 +289,12 @@ impl Alerts {
         });
         Some(alert)
     }
+}
+
+/// Whether `action` is told of `event`: every action of raises and resolutions, only webhooks of
+/// acknowledgements.
+fn hears(event: AlertEvent, action: &Action) -> bool {
+    event != AlertEvent::Acknowledged || matches!(action, Action::Webhook { .. })
 }
 
 /// The rule of a stored alert, as its notifications need it (`None`: the built-in rule, or
