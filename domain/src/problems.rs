@@ -11,6 +11,7 @@ pub struct FieldProblem {
 }
 
 impl FieldProblem {
+    /// The problem `message` with `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),

@@ -109,6 +109,7 @@ pub struct Alerts {
 }
 
 impl Alerts {
+    /// The lifecycle over `db`, announcing on `events` (the pipeline's event stream).
     pub fn new(db: DatabaseConnection, events: broadcast::Sender<DeviceEvent>) -> Self {
         Self { db, events }
     }
