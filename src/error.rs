@@ -262,6 +262,13 @@ impl ApiError {
 /// One field's problem in a 422 answer (the domain's: checks outside the web layer report them too).
 pub use insa_domain::FieldProblem;
 
+/// Input the domain refused: 422 `validation_failed` naming each field.
+impl From<insa_domain::Problems> for ApiError {
+    fn from(problems: insa_domain::Problems) -> Self {
+        ApiError::validation(problems.0)
+    }
+}
+
 impl From<DbErr> for ApiError {
     fn from(err: DbErr) -> Self {
         match err {

@@ -15,11 +15,14 @@ use std::time::Duration;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
 use insa_actors::{DeviceEvent, Pipeline};
+use insa_domain::notification::{AlertNotification, ReportEvent, ReportNotification};
+use insa_domain::{Action, AlertEvent, Channel, DeliveryStatus, NotificationPayload};
 use insa_entities::notification_deliveries as deliveries;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set,
 };
+use serde::Serialize;
 use serde_json::Value;
 use sha2::Sha256;
 use tokio::sync::Notify;
@@ -74,7 +77,7 @@ pub fn start(state: NotifierState) {
             match events.recv().await {
                 Ok(DeviceEvent::Alert { alert, event }) => {
                     metrics::counter!("insa_alerts_total", "event" => event.as_str(),
-                        "severity" => alert.severity.clone())
+                        "severity" => alert.severity.as_str())
                     .increment(1);
                     waker.notify_one();
                 }
@@ -121,7 +124,7 @@ async fn deliver_due(
 ) -> Result<(), sea_orm::DbErr> {
     let now = Utc::now();
     let due = deliveries::Entity::find()
-        .filter(deliveries::Column::Status.eq("pending"))
+        .filter(deliveries::Column::Status.eq(DeliveryStatus::Pending))
         .filter(
             Condition::any()
                 .add(deliveries::Column::NextAttemptAt.is_null())
@@ -146,21 +149,11 @@ async fn attempt(
     client: &reqwest::Client,
     delivery: &deliveries::Model,
 ) -> Outcome {
-    match delivery.channel.as_str() {
-        "webhook" => webhook(client, &state.settings.webhooks, &delivery.payload).await,
-        "mqtt" => mqtt_command(state, delivery).await,
-        "email" => email(state, &delivery.payload).await,
-        other => Outcome::Final(format!("unknown channel {other}")),
+    match delivery.channel {
+        Channel::Webhook => webhook(client, &state.settings.webhooks, &delivery.payload).await,
+        Channel::Mqtt => mqtt_command(state, delivery).await,
+        Channel::Email => email(state, &delivery.payload).await,
     }
-}
-
-/// The webhook body: the payload without its action (which holds the secret).
-pub fn webhook_body(payload: &Value) -> Value {
-    let mut body = payload.clone();
-    if let Some(fields) = body.as_object_mut() {
-        fields.remove("action");
-    }
-    body
 }
 
 /// `sha256=<hex HMAC-SHA256 of body with secret>`.
@@ -173,9 +166,23 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-async fn webhook(client: &reqwest::Client, settings: &WebhookSettings, payload: &Value) -> Outcome {
-    let action = &payload["action"];
-    let Some(url) = action["url"].as_str().and_then(|u| url::Url::parse(u).ok()) else {
+async fn webhook(
+    client: &reqwest::Client,
+    settings: &WebhookSettings,
+    payload: &NotificationPayload,
+) -> Outcome {
+    let NotificationPayload::Alert(notification) = payload else {
+        return Outcome::Final("a webhook carries alert changes only".into());
+    };
+    let Action::Webhook {
+        url,
+        secret,
+        headers,
+    } = &notification.action
+    else {
+        return Outcome::Final("the action is not a webhook".into());
+    };
+    let Ok(url) = url::Url::parse(url) else {
         return Outcome::Final("the action has no valid url".into());
     };
     if !settings.allow_private {
@@ -184,7 +191,7 @@ async fn webhook(client: &reqwest::Client, settings: &WebhookSettings, payload: 
             return Outcome::Final(refused.to_string());
         }
     }
-    let body = match serde_json::to_vec(&webhook_body(payload)) {
+    let body = match notification.webhook_body() {
         Ok(body) => body,
         Err(err) => return Outcome::Final(format!("cannot encode the body: {err}")),
     };
@@ -195,18 +202,12 @@ async fn webhook(client: &reqwest::Client, settings: &WebhookSettings, payload: 
             "User-Agent",
             concat!("insa-iiot/", env!("CARGO_PKG_VERSION")),
         );
-    if let Some(event) = payload["event"].as_str() {
-        request = request.header("X-INSA-Event", event);
-    }
-    if let Some(secret) = action["secret"].as_str() {
+    request = request.header("X-INSA-Event", notification.event.as_str());
+    if let Some(secret) = secret {
         request = request.header("X-INSA-Signature", signature(secret, &body));
     }
-    if let Some(headers) = action["headers"].as_object() {
-        for (name, value) in headers {
-            if let Some(value) = value.as_str() {
-                request = request.header(name.as_str(), value);
-            }
-        }
+    for (name, value) in headers.iter().flatten() {
+        request = request.header(name.as_str(), value.as_str());
     }
     match request.body(body).send().await {
         Ok(response) => {
@@ -246,31 +247,33 @@ fn smtp_connection_url(url: &str) -> String {
 }
 
 /// `[CRITICAL] High pressure on Wellhead 9`, or `[RESOLVED] ...`.
-pub fn email_subject(payload: &Value) -> String {
-    let tag = match payload["event"].as_str() {
-        Some("resolved") => "RESOLVED".to_string(),
-        _ => payload["alert"]["severity"]
-            .as_str()
-            .unwrap_or("alert")
-            .to_uppercase(),
+pub fn email_subject(notification: &AlertNotification) -> String {
+    let tag = match notification.event {
+        AlertEvent::Resolved => "RESOLVED".to_string(),
+        _ => notification.alert.severity.as_str().to_uppercase(),
     };
-    let rule = payload["rule"]["name"].as_str().unwrap_or("Alert");
-    match payload["device"]["name"].as_str() {
-        Some(device) => format!("[{tag}] {rule} on {device}"),
+    let rule = &notification.rule.name;
+    match &notification.device {
+        Some(device) => format!("[{tag}] {rule} on {}", device.name),
         None => format!("[{tag}] {rule}"),
     }
 }
 
+/// A value as the email shows it: `-` when absent, text as it is, anything else as JSON writes
+/// it (`80.0`, `2026-11-27T10:00:01Z`).
+fn shown(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::Null) | Err(_) => "-".to_string(),
+        Ok(Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+    }
+}
+
 /// The plain-text body: what happened, where, the value and threshold, when, and a link.
-pub fn email_body(payload: &Value, base_url: &str) -> String {
-    let text = |v: &Value| match v {
-        Value::Null => "-".to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let alert = &payload["alert"];
-    let device = &payload["device"];
-    let resolved = payload["event"] == "resolved";
+pub fn email_body(notification: &AlertNotification, base_url: &str) -> String {
+    let alert = &notification.alert;
+    let device = notification.device.as_ref();
+    let resolved = notification.event == AlertEvent::Resolved;
     format!(
         "{headline}\n\n\
          Message:   {message}\n\
@@ -288,25 +291,25 @@ pub fn email_body(payload: &Value, base_url: &str) -> String {
         } else {
             "An alert has been raised."
         },
-        message = text(&alert["message"]),
-        severity = text(&alert["severity"]),
-        device = text(&device["name"]),
-        area = text(&device["area"]),
-        location = text(&device["location"]),
-        value = text(&alert["value"]),
-        threshold = text(&alert["threshold"]),
-        raised = text(&alert["created_at"]),
+        message = alert.message,
+        severity = alert.severity.as_str(),
+        device = shown(&device.map(|d| &d.name)),
+        area = shown(&device.and_then(|d| d.area.as_ref())),
+        location = shown(&device.and_then(|d| d.location.as_ref())),
+        value = shown(&alert.value),
+        threshold = shown(&alert.threshold),
+        raised = shown(&alert.created_at),
         resolved_line = if resolved {
-            format!("Resolved:  {}\n", text(&alert["resolved_at"]))
+            format!("Resolved:  {}\n", shown(&alert.resolved_at))
         } else {
             String::new()
         },
         base = base_url.trim_end_matches('/'),
-        id = text(&alert["id"]),
+        id = alert.id,
     )
 }
 
-async fn email(state: &NotifierState, payload: &Value) -> Outcome {
+async fn email(state: &NotifierState, payload: &NotificationPayload) -> Outcome {
     use lettre::message::header::ContentType;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -327,11 +330,10 @@ async fn email(state: &NotifierState, payload: &Value) -> Outcome {
         Err(err) => return Outcome::Final(format!("smtp.from: {err}")),
     };
     let mut message = Message::builder().from(from);
-    let recipients = payload["action"]["to"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for to in recipients.iter().filter_map(Value::as_str) {
+    let Action::Email { to: recipients } = payload.action() else {
+        return Outcome::Final("the action is not an email".into());
+    };
+    for to in recipients {
         match to.parse() {
             Ok(to) => message = message.to(to),
             Err(err) => return Outcome::Final(format!("recipient {to}: {err}")),
@@ -342,14 +344,13 @@ async fn email(state: &NotifierState, payload: &Value) -> Outcome {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{}:{}", server.host, server.port));
-    let built = if payload["event"] == "report" || payload["event"] == "report_failed" {
-        report_email(message, payload, &base).await
-    } else {
-        message
-            .subject(email_subject(payload))
+    let built = match payload {
+        NotificationPayload::Report(report) => report_email(message, report, &base).await,
+        NotificationPayload::Alert(notification) => message
+            .subject(email_subject(notification))
             .header(ContentType::TEXT_PLAIN)
-            .body(email_body(payload, &base))
-            .map_err(cannot_build)
+            .body(email_body(notification, &base))
+            .map_err(cannot_build),
     };
     let message = match built {
         Ok(message) => message,
@@ -372,40 +373,40 @@ const MAX_ATTACHMENT_BYTES: u64 = 20 * 1024 * 1024;
 /// A scheduled report's email: what it covers and the file attached (or linked, when large).
 async fn report_email(
     message: lettre::message::MessageBuilder,
-    payload: &Value,
+    payload: &ReportNotification,
     base_url: &str,
 ) -> Result<lettre::Message, Outcome> {
     use lettre::message::header::ContentType;
     use lettre::message::{Attachment, MultiPart, SinglePart};
 
-    let report = &payload["report"];
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
-    let name = text(&payload["attachment"]["name"]);
+    let report = &payload.report;
+    let text = |v: Option<&String>| v.map_or_else(|| "-".to_string(), String::clone);
+    let name = text(payload.attachment.name.as_ref());
     let link = format!(
         "{}/api/v1/reports/{}/download",
         base_url.trim_end_matches('/'),
-        text(&report["job_id"])
+        report.job_id
     );
-    if payload["event"] == "report_failed" {
+    if payload.event == ReportEvent::ReportFailed {
         let body = format!(
             "{schedule}\n\n\
              This run produced no report.\n\
              Report:  {kind}\n\
              Period:  {period}\n\
              Reason:  {reason}\n",
-            schedule = text(&report["schedule"]),
-            kind = text(&report["kind"]),
-            period = text(&report["period"]),
-            reason = text(&payload["error"]),
+            schedule = report.schedule,
+            kind = report.kind,
+            period = report.period,
+            reason = text(payload.error.as_ref()),
         );
-        let subject = format!("[REPORT FAILED] {}", text(&report["schedule"]));
+        let subject = format!("[REPORT FAILED] {}", report.schedule);
         return message
             .subject(subject)
             .header(ContentType::TEXT_PLAIN)
             .body(body)
             .map_err(cannot_build);
     }
-    let path = std::path::PathBuf::from(text(&payload["attachment"]["path"]));
+    let path = std::path::PathBuf::from(&payload.attachment.path);
     let size = tokio::fs::metadata(&path)
         .await
         .map_err(|err| Outcome::Final(format!("the report file is gone: {err}")))?
@@ -418,21 +419,24 @@ async fn report_email(
          Rows:    {rows}\n\
          File:    {name} ({size} bytes){attached}\n\
          Download (while kept): {link}\n",
-        schedule = text(&report["schedule"]),
-        kind = text(&report["kind"]),
-        period = text(&report["period"]),
-        rows = report["rows"],
+        schedule = report.schedule,
+        kind = report.kind,
+        period = report.period,
+        rows = Value::from(report.rows),
         attached = if attach {
             ", attached"
         } else {
             ", too large to attach"
         },
     );
+    let day = |at: Option<chrono::DateTime<Utc>>| {
+        at.map_or_else(|| "-".to_string(), |at| at.format("%Y-%m-%d").to_string())
+    };
     let subject = format!(
         "[REPORT] {}: {} to {}",
-        text(&report["schedule"]),
-        text(&report["start"]).get(..10).unwrap_or("-"),
-        text(&report["end"]).get(..10).unwrap_or("-"),
+        report.schedule,
+        day(report.start),
+        day(report.end),
     );
     let message = message.subject(subject);
     if !attach {
@@ -444,7 +448,7 @@ async fn report_email(
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|err| Outcome::Retry(format!("cannot read the report file: {err}")))?;
-    let content_type = ContentType::parse(&text(&payload["attachment"]["content_type"]))
+    let content_type = ContentType::parse(&payload.attachment.content_type)
         .map_err(|err| Outcome::Final(format!("content type: {err}")))?;
     message
         .multipart(
@@ -459,7 +463,9 @@ async fn mqtt_command(state: &NotifierState, delivery: &deliveries::Model) -> Ou
     let Some(commands) = state.commands.clone() else {
         return Outcome::Retry("MQTT is off".into());
     };
-    let payload = &delivery.payload["action"]["payload"];
+    let Action::Mqtt { payload, .. } = delivery.payload.action() else {
+        return Outcome::Final("the action is not an MQTT command".into());
+    };
     let body = match payload {
         Value::String(text) => text.clone().into_bytes(),
         other => other.to_string().into_bytes(),
@@ -485,7 +491,7 @@ async fn record(
         Outcome::Retry(_) => "retry",
         Outcome::Final(_) => "failed",
     };
-    metrics::counter!("insa_notifications_total", "channel" => delivery.channel.clone(),
+    metrics::counter!("insa_notifications_total", "channel" => delivery.channel.as_str(),
         "outcome" => outcome_label)
     .increment(1);
     let mut row: deliveries::ActiveModel = delivery.into();
@@ -493,7 +499,7 @@ async fn record(
     row.updated_at = Set(now);
     match outcome {
         Outcome::Delivered => {
-            row.status = Set("sent".into());
+            row.status = Set(DeliveryStatus::Sent);
             row.sent_at = Set(Some(now));
             row.next_attempt_at = Set(None);
             row.last_error = Set(None);
@@ -507,7 +513,7 @@ async fn record(
         }
         Outcome::Retry(why) | Outcome::Final(why) => {
             tracing::warn!(error = %why, attempts, "notification failed");
-            row.status = Set("failed".into());
+            row.status = Set(DeliveryStatus::Failed);
             row.next_attempt_at = Set(None);
             row.last_error = Set(Some(why));
         }

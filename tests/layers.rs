@@ -40,11 +40,7 @@ const HTTP_ALLOWED: [(&str, &str); 8] = [
 ];
 
 /// Route modules that may name another route module, and why.
-const ROUTE_IMPORTS_ALLOWED: [(&str, &str, &str); 1] = [(
-    "routes::rules",
-    "routes::rule_actions",
-    "rule_actions is the rules' action parser, not a resource of its own",
-)];
+const ROUTE_IMPORTS_ALLOWED: [(&str, &str, &str); 0] = [];
 
 /// Route modules that may name every route module, and why.
 const ROUTE_INDEXES: [(&str, &str); 1] = [(

@@ -1,7 +1,7 @@
 //! Alert chatter: a (device, rule) whose condition keeps crossing its threshold would notify on
 //! every crossing. [`Chatter`] lets each (device, rule) notify at most `max` alert changes per
 //! sliding `window`; the changes beyond are stored without notifying (see
-//! [`crate::alerts::keep_alerts`]). Pure logic, no I/O.
+//! [`crate::alerts::keeper`]). Pure logic, no I/O.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};

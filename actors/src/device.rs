@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
+use insa_domain::Rule;
 use insa_entities::DeviceStatus;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
-use crate::alerts::NewAlert;
+use crate::alerts::{AlertCommand, NewAlert, RuleRef};
 use crate::events::DeviceEvent;
 use crate::point::Point;
-use crate::rules::Rule;
 use crate::state::{DeviceSeen, DeviceStatusChanged, StateWriter};
 use crate::watch::{Effect, Watch};
 use crate::writer::{Admission, StorePoints, TelemetryWriter, WriteAck, WriteError};
@@ -46,7 +46,7 @@ pub(crate) struct Shared {
     pub shutting_down: AtomicBool,
     /// The enabled rules of every device ([`crate::Pipeline::reload_rules`]).
     pub rules: std::sync::RwLock<Arc<Vec<Rule>>>,
-    /// Where alerts are raised and resolved, in order ([`crate::alerts::keep_alerts`]); bounded
+    /// Where alerts are raised and resolved, in order ([`crate::alerts::keeper`]); bounded
     /// (`alerts.queue_capacity`): when full, the rule forgets where it stood and its next value
     /// decides again (raise and resolve are idempotent).
     pub alerts: mpsc::Sender<AlertCommand>,
@@ -66,103 +66,6 @@ pub struct Profile {
     pub device_type: String,
     pub area: Option<String>,
     pub config: Option<Value>,
-}
-
-/// The rule behind an alert change, for its notifications.
-#[derive(Debug, Clone)]
-pub struct RuleRef {
-    pub id: Option<Uuid>,
-    pub name: String,
-    pub actions: Vec<Value>,
-}
-
-impl From<&insa_entities::rules::Model> for RuleRef {
-    fn from(rule: &insa_entities::rules::Model) -> Self {
-        Self {
-            id: Some(rule.id),
-            name: rule.name.clone(),
-            actions: rule.actions.as_array().cloned().unwrap_or_default(),
-        }
-    }
-}
-
-/// Raise or resolve an alert.
-#[derive(Debug)]
-pub enum AlertCommand {
-    Raise(NewAlert, RuleRef),
-    Resolve {
-        device_id: Uuid,
-        rule: RuleRef,
-        at: DateTime<Utc>,
-    },
-}
-
-/// The notifications of an alert change: one per action of its rule, each carrying what its
-/// sender needs (the webhook body is the payload without `action`).
-pub fn notifications(
-    event: &str,
-    alert: &insa_entities::alerts::Model,
-    device: Option<&insa_entities::devices::Model>,
-    rule: &RuleRef,
-) -> Vec<crate::alerts::Outgoing> {
-    let body = serde_json::json!({
-        "event": event,
-        "alert": {
-            "id": alert.id, "device_id": alert.device_id, "rule_id": alert.rule_id,
-            "severity": alert.severity, "message": alert.message, "value": alert.value,
-            "threshold": alert.threshold, "status": alert.status,
-            "created_at": alert.created_at, "resolved_at": alert.resolved_at,
-        },
-        "device": device.map(|d| serde_json::json!({
-            "id": d.id, "name": d.name, "type": d.device_type, "area": d.area,
-            "location": d.location,
-        })),
-        "rule": {"id": rule.id, "name": rule.name},
-    });
-    rule.actions
-        .iter()
-        .filter_map(|action| {
-            let channel = action.get("type")?.as_str()?.to_string();
-            let target = match channel.as_str() {
-                "webhook" => action.get("url")?.as_str()?.to_string(),
-                "email" => action
-                    .get("to")?
-                    .as_array()?
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                // A topic stored before topics were checked is not trusted either.
-                "mqtt" => match crate::rules::command_topic(
-                    action.get("topic").and_then(Value::as_str),
-                    alert.device_id,
-                ) {
-                    Some(topic) => topic,
-                    None => {
-                        tracing::warn!(device_id = %alert.device_id, rule = %rule.name,
-                            "mqtt action skipped: its topic is not the device's command topic");
-                        return None;
-                    }
-                },
-                _ => return None,
-            };
-            let mut payload = body.clone();
-            payload["action"] = action.clone();
-            Some(crate::alerts::Outgoing {
-                channel,
-                target,
-                payload,
-            })
-        })
-        .collect()
-}
-
-fn rule_ref(rule: &Rule) -> RuleRef {
-    RuleRef {
-        id: rule.id,
-        name: rule.name.clone(),
-        actions: rule.actions.clone(),
-    }
 }
 
 /// A rule that applies to this device, where it stands (on the clock the actor's timers run
@@ -364,20 +267,8 @@ impl DeviceActor {
     /// Asks for an alert to be raised; false when the queue was full.
     #[must_use]
     fn raise(&self, rule: &Rule, value: Option<f64>) -> bool {
-        let alert = NewAlert {
-            device_id: self.id,
-            rule_id: rule.id,
-            severity: rule.severity.clone(),
-            message: rule.message(value),
-            value,
-            threshold: rule.threshold(),
-            metadata: Some(serde_json::json!({
-                "rule": rule.name, "key": rule.key, "condition": rule.condition.symbol(),
-                "high": Some(rule.high).filter(|h| h.is_finite()),
-            })),
-            at: Utc::now(),
-        };
-        self.queue_alert(AlertCommand::Raise(alert, rule_ref(rule)))
+        let alert = NewAlert::by_rule(self.id, rule, value, Utc::now());
+        self.queue_alert(AlertCommand::Raise(alert, RuleRef::from(rule)))
     }
 
     /// Asks for the rule's open alert to be resolved; false when the queue was full.
@@ -385,7 +276,7 @@ impl DeviceActor {
     fn resolve(&self, rule: &Rule) -> bool {
         self.queue_alert(AlertCommand::Resolve {
             device_id: self.id,
-            rule: rule_ref(rule),
+            rule: RuleRef::from(rule),
             at: Utc::now(),
         })
     }

@@ -22,22 +22,8 @@ pub enum DeviceEvent {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertEvent {
-    Raised,
-    Acknowledged,
-    Resolved,
-}
-
-impl AlertEvent {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Raised => "raised",
-            Self::Acknowledged => "acknowledged",
-            Self::Resolved => "resolved",
-        }
-    }
-}
+/// What happened to an alert (the domain's: notifications carry it too).
+pub use insa_domain::AlertEvent;
 
 /// Readings a device sent, for live views (only built while someone listens).
 #[derive(Debug, Clone, PartialEq)]

@@ -119,7 +119,7 @@ impl Pipeline {
         let (events, _) = broadcast::channel(4096);
         let (recreate, mut recreate_rx) = mpsc::unbounded_channel();
         let (alerts, alerts_rx) = mpsc::channel(config.alerts.queue_capacity.max(1));
-        actix::spawn(crate::alerts::keep_alerts(
+        actix::spawn(crate::alerts::keeper::keep_alerts(
             db.clone(),
             alerts_rx,
             events.clone(),
@@ -183,10 +183,10 @@ impl Pipeline {
         self.inner.gate.pending()
     }
 
-    /// Tells the event stream's listeners (live feed, notifier) about something done outside the
-    /// device actors, such as a person acknowledging an alert.
-    pub fn announce(&self, event: DeviceEvent) {
-        let _ = self.inner.shared.events.send(event);
+    /// The alert lifecycle (acknowledging, resolving by hand, closing a rule's alerts), its
+    /// changes announced on this pipeline's event stream.
+    pub fn alerts(&self) -> crate::alerts::Alerts {
+        crate::alerts::Alerts::new(self.inner.db.clone(), self.inner.shared.events.clone())
     }
 
     /// Readings as devices send them, from now on (for live views). A receiver that falls more
@@ -344,12 +344,12 @@ impl Pipeline {
     /// Loads the enabled rules and hands them to every active device actor; call after any rule
     /// change. Device actors started later pick them up as they start.
     pub async fn reload_rules(&self) -> Result<usize, DbErr> {
-        let rules: Vec<crate::rules::Rule> = insa_entities::rules::Entity::find()
+        let rules: Vec<insa_domain::Rule> = insa_entities::rules::Entity::find()
             .filter(insa_entities::rules::Column::Enabled.eq(true))
             .all(&self.inner.db)
             .await?
             .iter()
-            .filter_map(crate::rules::Rule::from_model)
+            .filter_map(insa_entities::rules::Model::rule)
             .collect();
         let count = rules.len();
         let rules = Arc::new(rules);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use insa_entities::DeviceStatus;
 
-use crate::rules::Rule;
+use insa_domain::Rule;
 
 /// Where a rule stands for a device. `T` is the caller's clock (the device actor's timer clock;
 /// plain `Duration`s in tests).
@@ -139,7 +139,7 @@ impl<T: Copy + Ord + Add<Duration, Output = T>> Watch<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::Condition;
+    use insa_domain::{Condition, Severity, Target};
     use uuid::Uuid;
     use DeviceStatus::{Error, Maintenance, Offline, Online};
     use Effect::{Nothing, Raise, Resolve, StartHold};
@@ -152,19 +152,17 @@ mod tests {
 
     /// A rule on `pressure` (`high` only matters for bands), raising at once, auto-resolving.
     fn rule(condition: &str, threshold: f64, high: f64, hysteresis: f64) -> Rule {
+        let number = |n: f64| Some(n).filter(|n| n.is_finite());
         Rule {
             id: Some(Uuid::nil()),
             name: "r".into(),
-            device_id: Some(Uuid::nil()),
-            device_type: None,
-            area: None,
+            target: Target::Device(Uuid::nil()),
             key: "pressure".into(),
-            condition: Condition::parse(condition).expect("condition"),
-            threshold,
-            high,
+            condition: Condition::from_columns(condition, number(threshold), number(high))
+                .expect("condition"),
             hold: Duration::ZERO,
             hysteresis,
-            severity: "warning".into(),
+            severity: Severity::Warning,
             auto_resolve: true,
             actions: Vec::new(),
         }

@@ -11,6 +11,7 @@ pub struct FieldProblem {
 }
 
 impl FieldProblem {
+    /// The problem `message` with `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
@@ -24,3 +25,22 @@ impl std::fmt::Display for FieldProblem {
         write!(f, "{}: {}", self.field, self.message)
     }
 }
+
+/// Why an input was refused: every field problem found, in the order found (never empty). The
+/// value a parse returns instead of what it would have built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<FieldProblem>);
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}

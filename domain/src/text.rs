@@ -8,7 +8,8 @@
 //! Every edge that stores text a client or a device sends goes through this module: the payload
 //! decoder (HTTP and MQTT telemetry) and the web layer's JSON bodies. Named fields (names,
 //! descriptions, locations) are also held to a length in characters here ([`check_len`],
-//! [`optional_text`], [`required_text`]), one rule for the API and the settings alike.
+//! [`optional_text`], [`required_text`]), one rule for the API and the settings alike, and email
+//! addresses get one sanity check ([`looks_like_email`]).
 
 use serde_json::Value;
 
@@ -16,6 +17,9 @@ use crate::FieldProblem;
 
 /// The most characters of a name people give (devices, rules, users, keys, schedules).
 pub const NAME_MAX_CHARS: usize = 255;
+
+/// The longest email address accepted anywhere (RFC 5321's path limit).
+pub const MAX_EMAIL_CHARS: usize = 254;
 
 /// What a refused string is told.
 pub const REFUSED_MESSAGE: &str = "must not contain U+0000 (NUL): the database cannot store it";
@@ -113,6 +117,23 @@ pub fn required_text(
         ));
     }
     value
+}
+
+/// A cheap sanity check for an email address; delivery is the real test.
+/// The length bound counts what was sent, surrounding spaces included.
+pub fn looks_like_email(email: &str) -> bool {
+    let sent = email.chars().count();
+    let email = email.trim();
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && sent <= MAX_EMAIL_CHARS
+                && !email.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 //! Alerts raised by rules; at most one `active` alert per (device, rule).
+use insa_domain::{AlertStatus, Severity};
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -8,13 +9,11 @@ pub struct Model {
     pub id: Uuid,
     pub device_id: Uuid,
     pub rule_id: Option<Uuid>,
-    /// `info`, `warning` or `critical`.
-    pub severity: String,
+    pub severity: Severity,
     pub message: String,
     pub value: Option<f64>,
     pub threshold: Option<f64>,
-    /// `active`, `acknowledged` or `resolved`.
-    pub status: String,
+    pub status: AlertStatus,
     pub acknowledged_by: Option<String>,
     pub acknowledged_at: Option<DateTimeUtc>,
     pub resolved_at: Option<DateTimeUtc>,

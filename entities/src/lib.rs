@@ -7,8 +7,10 @@
 //! - [`report_jobs`], [`report_schedules`]: reports made in the background, reports emailed on a schedule
 //! - [`audit_log`]: who did what, including failed logins
 //!
-//! The string enums ([`Role`], [`DeviceStatus`]) are stored as text so both PostgreSQL and SQLite
-//! hold the same values.
+//! Columns hold the domain's types (`insa_domain`): string enums ([`Role`], [`DeviceStatus`],
+//! severities, alert and delivery statuses, channels) are stored as text so both PostgreSQL and
+//! SQLite hold the same values; rule actions and notification payloads as JSON. [`rules::Model`]
+//! turns into the domain's rule.
 
 pub mod alerts;
 pub mod api_keys;
@@ -23,5 +25,4 @@ pub mod telemetry;
 pub mod telemetry_latest;
 pub mod users;
 
-mod enums;
-pub use enums::{DeviceStatus, Role};
+pub use insa_domain::{DeviceStatus, Role};

@@ -1,4 +1,5 @@
 //! The notification outbox: written before sending, updated on every attempt.
+use insa_domain::{Channel, DeliveryStatus, NotificationPayload};
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -7,13 +8,12 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub alert_id: Option<Uuid>,
-    /// `email` or `webhook`.
-    pub channel: String,
-    /// An address or a URL.
+    pub channel: Channel,
+    /// Addresses, a URL or a topic.
     pub target: String,
-    pub payload: Json,
-    /// `pending`, `sent` or `failed`.
-    pub status: String,
+    /// What the notifier sends (and, for webhooks, the body receivers get).
+    pub payload: NotificationPayload,
+    pub status: DeliveryStatus,
     pub attempts: i32,
     pub next_attempt_at: Option<DateTimeUtc>,
     pub last_error: Option<String>,

@@ -45,25 +45,8 @@ pub fn password_problem(password: &str) -> Option<&'static str> {
     }
 }
 
-/// The longest email address accepted anywhere (RFC 5321's path limit).
-pub const MAX_EMAIL_CHARS: usize = 254;
-
-/// A cheap sanity check for an email address; delivery is the real test.
-/// The length bound counts what was sent, surrounding spaces included.
-pub fn looks_like_email(email: &str) -> bool {
-    let sent = email.chars().count();
-    let email = email.trim();
-    match email.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !domain.contains('@')
-                && sent <= MAX_EMAIL_CHARS
-                && !email.chars().any(char::is_whitespace)
-        }
-        None => false,
-    }
-}
+/// The email check of the whole platform (user accounts, rule and schedule recipients).
+pub use insa_domain::text::{looks_like_email, MAX_EMAIL_CHARS};
 
 /// A random 24-character password (144 bits), for the first admin and `user set-password`.
 pub fn generate_password() -> String {

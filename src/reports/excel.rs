@@ -313,8 +313,8 @@ async fn alert_sheet(
         line += 1;
         sheet.write_datetime_with_format(line, 0, excel_time(alert.created_at)?, &styles.date)?;
         sheet.write_string(line, 1, report.device_name(alert.device_id))?;
-        sheet.write_string(line, 2, &alert.severity)?;
-        sheet.write_string(line, 3, &alert.status)?;
+        sheet.write_string(line, 2, alert.severity.as_str())?;
+        sheet.write_string(line, 3, alert.status.as_str())?;
         sheet.write_string(line, 4, &alert.message)?;
         if let Some(value) = alert.value {
             sheet.write_number(line, 5, value)?;

@@ -178,7 +178,7 @@ impl Report {
             return Err(bad("severity applies to alert reports"));
         }
         if let Some(severity) = &query.severity {
-            if !insa_actors::rules::SEVERITIES.contains(&severity.as_str()) {
+            if insa_domain::Severity::parse(severity).is_none() {
                 return Err(bad("severity must be info, warning or critical"));
             }
         }

@@ -452,8 +452,8 @@ pub async fn write(
         listed.push(vec![
             when(alert.created_at),
             report.device_name(alert.device_id),
-            alert.severity,
-            alert.status,
+            alert.severity.as_str().into(),
+            alert.status.as_str().into(),
             alert.message,
         ]);
     }

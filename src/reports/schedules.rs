@@ -5,6 +5,8 @@
 //! calendar.
 
 use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, TimeZone, Utc};
+use insa_domain::notification::{Attachment, ReportEvent, ReportNotification, ReportSummary};
+use insa_domain::{Action, Channel, DeliveryStatus, NotificationPayload};
 use insa_entities::{report_jobs as jobs, report_schedules as schedules};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use uuid::Uuid;
@@ -145,17 +147,21 @@ pub async fn email_finished(queue: &JobQueue, job: &jobs::Model) -> Result<(), s
     let query: ReportQuery = serde_json::from_value(job.query.clone()).unwrap_or_default();
     let format = Format::parse(&job.format).unwrap_or(Format::Xlsx);
     let failed = job.status == "failed";
-    let payload = serde_json::json!({
-        "event": if failed { "report_failed" } else { "report" },
-        "error": job.error,
-        "report": {
-            "schedule_id": schedule.id,
-            "schedule": schedule.name,
-            "job_id": job.id,
-            "kind": job.kind,
-            "start": query.start,
-            "end": query.end,
-            "period": match (query.start, query.end) {
+    let payload = ReportNotification {
+        event: if failed {
+            ReportEvent::ReportFailed
+        } else {
+            ReportEvent::Report
+        },
+        error: job.error.clone(),
+        report: ReportSummary {
+            schedule_id: schedule.id,
+            schedule: schedule.name.clone(),
+            job_id: job.id,
+            kind: job.kind.clone(),
+            start: query.start,
+            end: query.end,
+            period: match (query.start, query.end) {
                 (Some(start), Some(end)) => format!(
                     "{} to {}",
                     start.format("%Y-%m-%d %H:%M UTC"),
@@ -163,23 +169,23 @@ pub async fn email_finished(queue: &JobQueue, job: &jobs::Model) -> Result<(), s
                 ),
                 _ => String::new(),
             },
-            "rows": job.rows,
+            rows: job.rows,
         },
-        "attachment": {
-            "path": queue.file(job.id),
-            "name": job.file_name,
-            "content_type": format.content_type(),
+        attachment: Attachment {
+            path: queue.file(job.id).to_string_lossy().into_owned(),
+            name: job.file_name.clone(),
+            content_type: format.content_type().to_string(),
         },
-        "action": {"type": "email", "to": to},
-    });
+        action: Action::Email { to: to.clone() },
+    };
     let now = Utc::now();
     insa_entities::notification_deliveries::ActiveModel {
         id: Set(Uuid::new_v4()),
         alert_id: Set(None),
-        channel: Set("email".into()),
+        channel: Set(Channel::Email),
         target: Set(to.join(", ")),
-        payload: Set(payload),
-        status: Set("pending".into()),
+        payload: Set(NotificationPayload::Report(payload)),
+        status: Set(DeliveryStatus::Pending),
         attempts: Set(0),
         next_attempt_at: Set(None),
         last_error: Set(None),

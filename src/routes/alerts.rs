@@ -5,12 +5,10 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
-use insa_actors::{AlertEvent, DeviceEvent};
-use insa_entities::{alerts, devices, rules, Role};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
-};
+use insa_actors::alerts::{AlertError, Handled};
+use insa_domain::{AlertStatus, Severity};
+use insa_entities::{alerts, Role};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
@@ -22,7 +20,6 @@ use crate::error::{ApiError, Code};
 use crate::routes::{one_of, page};
 use crate::state::AppState;
 use crate::web::answers::AlertResponse;
-use insa_actors::rules::SEVERITIES;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/alerts").route(web::get().to(list_alerts)))
@@ -30,8 +27,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/alerts/{id}/acknowledge").route(web::post().to(acknowledge_alert)))
         .service(web::resource("/alerts/{id}/resolve").route(web::post().to(resolve_alert)));
 }
-
-pub const STATUSES: [&str; 3] = ["active", "acknowledged", "resolved"];
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AlertList {
@@ -73,11 +68,11 @@ pub async fn list_alerts(
     let (limit, offset) = page(query.limit, query.offset)?;
     let mut select = alerts::Entity::find();
     if let Some(status) = query.status {
-        one_of("status", &status, &STATUSES)?;
+        one_of("status", &status, &AlertStatus::NAMES)?;
         select = select.filter(alerts::Column::Status.eq(status));
     }
     if let Some(severity) = query.severity {
-        one_of("severity", &severity, &SEVERITIES)?;
+        one_of("severity", &severity, &Severity::NAMES)?;
         select = select.filter(alerts::Column::Severity.eq(severity));
     }
     if let Some(device_id) = query.device_id {
@@ -136,35 +131,19 @@ pub async fn acknowledge_alert(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Operator)?;
-    let alert = find_alert(&state, *id).await?;
-    let alert = match alert.status.as_str() {
-        "active" => {
-            let txn = state.db.begin().await?;
-            let mut active: alerts::ActiveModel = alert.into();
-            active.status = Set("acknowledged".into());
-            active.acknowledged_by = Set(Some(user.email.clone()));
-            active.acknowledged_at = Set(Some(Utc::now()));
-            let alert = active.update(&txn).await?;
-            // Webhooks of the rule hear about it (`event: acknowledged`), with the alert.
-            let outgoing = acknowledged_webhooks(&txn, &alert).await?;
-            insa_actors::alerts::enqueue(&txn, alert.id, outgoing, Utc::now()).await?;
-            txn.commit().await?;
-            record(&state, &req, &user, "alert.acknowledge", &alert).await;
-            announce(&state, &alert, AlertEvent::Acknowledged);
-            alert
-        }
-        "resolved" => {
-            return Err(ApiError::new(
-                Code::AlertResolved,
-                "this alert is resolved; it can no longer be acknowledged",
-            ))
-        }
-        _ => alert,
-    };
-    Ok(HttpResponse::Ok().json(AlertResponse::from(alert)))
+    let handled = state
+        .pipeline
+        .alerts()
+        .acknowledge(*id, &user.email, Utc::now())
+        .await?;
+    if let Handled::Changed(alert) = &handled {
+        record(&state, &req, &user, "alert.acknowledge", alert).await;
+    }
+    Ok(HttpResponse::Ok().json(AlertResponse::from(handled.into_alert())))
 }
 
-/// Resolve an alert by hand (operator+). Resolving again changes nothing.
+/// Resolve an alert by hand (operator+): its rule's actions are notified (`event: resolved`),
+/// as when its condition clears. Resolving again changes nothing.
 #[utoipa::path(post, path = "/api/v1/alerts/{id}/resolve", tag = "alerts",
     params(("id" = Uuid, Path, description = "Alert id")),
     responses((status = 200, body = AlertResponse), (status = 404, description = "`alert_not_found`")),
@@ -176,51 +155,25 @@ pub async fn resolve_alert(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Operator)?;
-    let alert = find_alert(&state, *id).await?;
-    let alert = if alert.status == "resolved" {
-        alert
-    } else {
-        let mut active: alerts::ActiveModel = alert.into();
-        active.status = Set("resolved".into());
-        active.resolved_at = Set(Some(Utc::now()));
-        let alert = active.update(&state.db).await?;
-        record(&state, &req, &user, "alert.resolve", &alert).await;
-        announce(&state, &alert, AlertEvent::Resolved);
-        alert
-    };
-    Ok(HttpResponse::Ok().json(AlertResponse::from(alert)))
-}
-
-fn announce(state: &AppState, alert: &alerts::Model, event: AlertEvent) {
-    state.pipeline.announce(DeviceEvent::Alert {
-        alert: Box::new(alert.clone()),
-        event,
-    });
-}
-
-async fn acknowledged_webhooks(
-    db: &impl sea_orm::ConnectionTrait,
-    alert: &alerts::Model,
-) -> Result<Vec<insa_actors::alerts::Outgoing>, ApiError> {
-    let Some(rule_id) = alert.rule_id else {
-        return Ok(Vec::new());
-    };
-    let Some(rule) = rules::Entity::find_by_id(rule_id).one(db).await? else {
-        return Ok(Vec::new());
-    };
-    // Only webhooks hear of acknowledgements.
-    let mut rule = insa_actors::device::RuleRef::from(&rule);
-    rule.actions.retain(|action| action["type"] == "webhook");
-    if rule.actions.is_empty() {
-        return Ok(Vec::new());
+    let handled = state
+        .pipeline
+        .alerts()
+        .resolve_by_hand(*id, Utc::now())
+        .await?;
+    if let Handled::Changed(alert) = &handled {
+        record(&state, &req, &user, "alert.resolve", alert).await;
     }
-    let device = devices::Entity::find_by_id(alert.device_id).one(db).await?;
-    Ok(insa_actors::device::notifications(
-        "acknowledged",
-        alert,
-        device.as_ref(),
-        &rule,
-    ))
+    Ok(HttpResponse::Ok().json(AlertResponse::from(handled.into_alert())))
+}
+
+impl From<AlertError> for ApiError {
+    fn from(err: AlertError) -> Self {
+        match err {
+            AlertError::NotFound(_) => ApiError::new(Code::AlertNotFound, err.to_string()),
+            AlertError::Resolved => ApiError::new(Code::AlertResolved, err.to_string()),
+            AlertError::Db(err) => err.into(),
+        }
+    }
 }
 
 async fn record(

@@ -11,7 +11,6 @@ pub mod notifications;
 pub mod openapi;
 pub mod report_schedules;
 pub mod reports;
-pub mod rule_actions;
 pub mod rules;
 pub mod telemetry;
 pub mod users;

@@ -3,6 +3,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
+use insa_domain::{Channel, DeliveryStatus};
 use insa_entities::{notification_deliveries as deliveries, Role};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
@@ -26,21 +27,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
-const STATUSES: [&str; 3] = ["pending", "sent", "failed"];
-
 /// One delivery (its payload, which may hold a webhook secret, is not shown).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryResponse {
     pub id: Uuid,
     pub alert_id: Option<Uuid>,
     /// `email`, `webhook` or `mqtt`.
-    pub channel: String,
+    #[schema(value_type = String)]
+    pub channel: Channel,
     /// Addresses, URL or topic.
     pub target: String,
     /// The alert event: `raised` or `resolved`.
     pub event: Option<String>,
     /// `pending`, `sent` or `failed`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: DeliveryStatus,
     pub attempts: i32,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
@@ -52,7 +53,7 @@ pub struct DeliveryResponse {
 impl From<deliveries::Model> for DeliveryResponse {
     fn from(d: deliveries::Model) -> Self {
         Self {
-            event: d.payload["event"].as_str().map(str::to_string),
+            event: Some(d.payload.event().to_string()),
             id: d.id,
             alert_id: d.alert_id,
             channel: d.channel,
@@ -104,7 +105,7 @@ pub async fn list_notifications(
     let (limit, offset) = page(query.limit, query.offset)?;
     let mut select = deliveries::Entity::find();
     if let Some(status) = query.status {
-        one_of("status", &status, &STATUSES)?;
+        one_of("status", &status, &DeliveryStatus::NAMES)?;
         select = select.filter(deliveries::Column::Status.eq(status));
     }
     if let Some(alert_id) = query.alert_id {
@@ -142,11 +143,11 @@ pub async fn retry_notification(
         .one(&state.db)
         .await?
         .ok_or_else(|| ApiError::new(Code::NotFound, format!("no notification with id {id}")))?;
-    let delivery = if delivery.status == "sent" {
+    let delivery = if delivery.status == DeliveryStatus::Sent {
         delivery
     } else {
         let mut row: deliveries::ActiveModel = delivery.into();
-        row.status = Set("pending".into());
+        row.status = Set(DeliveryStatus::Pending);
         row.attempts = Set(0);
         row.next_attempt_at = Set(Some(Utc::now()));
         row.updated_at = Set(Utc::now());

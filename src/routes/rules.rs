@@ -6,11 +6,11 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use insa_actors::rules::{Condition, SEVERITIES};
-use insa_entities::{alerts, devices, rules, Role};
+use insa_domain::{Action, Problems, RuleDefinition, RuleParts, Severity, Thresholds};
+use insa_entities::{devices, rules, Role};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -19,8 +19,7 @@ use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::auth::AuthUser;
-use crate::error::{ApiError, Code, FieldProblem};
-use crate::routes::rule_actions::{self, check_action, Target};
+use crate::error::{ApiError, Code};
 use crate::routes::{one_of, page};
 use crate::state::AppState;
 
@@ -38,14 +37,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-const NAME_MAX: usize = 255;
-const DESCRIPTION_MAX: usize = 2000;
-const KEY_MAX: usize = 100;
-/// A week: longer holds are better expressed as reports.
-const FOR_MAX_SECONDS: u32 = 7 * 24 * 3600;
-const ACTIONS_MAX: usize = 20;
-
-/// A rule as written by a client (POST body; PUT bodies are merged onto the stored rule first).
+/// A rule as written by a client (POST body; PUT bodies are merged onto the stored rule first),
+/// parsed into the domain's rule by [`RuleBody::parse`].
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleBody {
@@ -104,24 +97,28 @@ pub struct RuleResponse {
     #[schema(rename = "for")]
     pub for_seconds: i32,
     pub hysteresis: f64,
-    pub severity: String,
+    #[schema(value_type = String)]
+    pub severity: Severity,
     pub auto_resolve: bool,
     pub enabled: bool,
     /// Webhook `secret`s and header values are shown as `***` (write-only).
     #[schema(value_type = Vec<Object>)]
-    pub actions: Value,
+    pub actions: Vec<Action>,
     pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-fn is_band(condition: &str) -> bool {
-    Condition::parse(condition).is_some_and(Condition::is_band)
-}
-
 impl From<rules::Model> for RuleResponse {
     fn from(r: rules::Model) -> Self {
-        let range = is_band(&r.condition);
+        // A stored condition that does not parse is shown as it is.
+        let shown = r.condition().map_or(
+            Thresholds {
+                threshold: r.threshold,
+                ..Thresholds::default()
+            },
+            |condition| condition.thresholds(),
+        );
         Self {
             id: r.id,
             name: r.name,
@@ -130,16 +127,16 @@ impl From<rules::Model> for RuleResponse {
             device_type: r.device_type,
             area: r.area,
             key: r.key,
-            threshold: (!range).then_some(r.threshold).flatten(),
-            low: range.then_some(r.threshold).flatten(),
-            high: range.then_some(r.threshold_high).flatten(),
+            threshold: shown.threshold,
+            low: shown.low,
+            high: shown.high,
             condition: r.condition,
             for_seconds: r.for_seconds,
             hysteresis: r.hysteresis,
             severity: r.severity,
             auto_resolve: r.auto_resolve,
             enabled: r.enabled,
-            actions: rule_actions::masked(&r.actions),
+            actions: r.actions.iter().map(Action::masked).collect(),
             created_by: r.created_by,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -163,222 +160,48 @@ impl From<&rules::Model> for RuleBody {
             high: response.high,
             for_seconds: u32::try_from(response.for_seconds).ok(),
             hysteresis: Some(response.hysteresis),
-            severity: Some(response.severity),
+            severity: Some(response.severity.as_str().into()),
             auto_resolve: Some(response.auto_resolve),
             enabled: Some(response.enabled),
             // The stored actions, secrets included: a change that leaves them out keeps them.
-            actions: r.actions.as_array().cloned(),
+            actions: Some(
+                r.actions
+                    .iter()
+                    .filter_map(|action| serde_json::to_value(action).ok())
+                    .collect(),
+            ),
         }
     }
 }
 
-fn text(
-    problems: &mut Vec<FieldProblem>,
-    field: &str,
-    value: Option<String>,
-    max: usize,
-) -> Option<String> {
-    let value = value
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())?;
-    if value.chars().count() > max {
-        problems.push(FieldProblem::new(
-            field,
-            format!("must be at most {max} characters"),
-        ));
-    }
-    Some(value)
-}
-
-fn finite(problems: &mut Vec<FieldProblem>, field: &str, value: Option<f64>) -> Option<f64> {
-    let value = value?;
-    if !value.is_finite() {
-        problems.push(FieldProblem::new(field, "must be a finite number"));
-    }
-    Some(value)
-}
-
-/// Checks everything that needs no database (`device_exists` is answered by the caller) and
-/// returns the rule's stored columns; id and creation fields are left to the caller.
-fn check(body: RuleBody, device_exists: Option<bool>) -> Result<rules::ActiveModel, ApiError> {
-    let mut problems = Vec::new();
-    let name = text(&mut problems, "name", body.name, NAME_MAX);
-    if name.is_none() {
-        problems.push(FieldProblem::new(
-            "name",
-            "is required and must not be empty",
-        ));
-    }
-    let description = text(
-        &mut problems,
-        "description",
-        body.description,
-        DESCRIPTION_MAX,
-    );
-    let device_type = text(&mut problems, "device_type", body.device_type, 50);
-    let area = text(&mut problems, "area", body.area, 100);
-    match (body.device_id, device_type.is_some() || area.is_some()) {
-        (None, false) => problems.push(FieldProblem::new(
-            "device_id",
-            "a rule targets one device (device_id) or the devices of a device_type and/or area",
-        )),
-        (Some(_), true) => problems.push(FieldProblem::new(
-            "device_id",
-            "give either device_id or device_type/area, not both",
-        )),
-        _ => {}
-    }
-    if let (Some(id), Some(false)) = (body.device_id, device_exists) {
-        problems.push(FieldProblem::new(
-            "device_id",
-            format!("no device with id {id}"),
-        ));
-    }
-
-    let condition = body.condition.unwrap_or_default();
-    let known = Condition::parse(&condition).is_some();
-    if !known {
-        problems.push(FieldProblem::new(
-            "condition",
-            format!("must be one of {}", Condition::NAMES.join(", ")),
-        ));
-    }
-    let offline = condition == "offline";
-    let key = text(&mut problems, "key", body.key, KEY_MAX);
-    if key.is_none() && !offline {
-        problems.push(FieldProblem::new(
-            "key",
-            "is required: the telemetry key to watch",
-        ));
-    }
-    let threshold = finite(&mut problems, "threshold", body.threshold);
-    let low = finite(&mut problems, "low", body.low);
-    let high = finite(&mut problems, "high", body.high);
-    let (threshold, threshold_high) = if is_band(&condition) {
-        match (low, high) {
-            (Some(low), Some(high)) if low < high => {}
-            (Some(_), Some(_)) => problems.push(FieldProblem::new("high", "must be above low")),
-            _ => problems.push(FieldProblem::new(
-                "low",
-                format!("`{condition}` needs both low and high"),
-            )),
-        }
-        if threshold.is_some() {
-            problems.push(FieldProblem::new(
-                "threshold",
-                format!("`{condition}` uses low and high"),
-            ));
-        }
-        (low, high)
-    } else if offline {
-        (None, None)
-    } else {
-        if threshold.is_none() && known {
-            problems.push(FieldProblem::new(
-                "threshold",
-                format!("is required for `{condition}`"),
-            ));
-        }
-        if low.is_some() || high.is_some() {
-            problems.push(FieldProblem::new(
-                "low",
-                "low and high are for between/outside",
-            ));
-        }
-        (threshold, None)
-    };
-    let for_seconds = body.for_seconds.unwrap_or(0);
-    if for_seconds > FOR_MAX_SECONDS {
-        problems.push(FieldProblem::new(
-            "for",
-            format!("at most {FOR_MAX_SECONDS} seconds"),
-        ));
-    }
-    let hysteresis = finite(&mut problems, "hysteresis", body.hysteresis).unwrap_or(0.0);
-    if hysteresis < 0.0 {
-        problems.push(FieldProblem::new("hysteresis", "must not be negative"));
-    }
-    let severity = body.severity.unwrap_or_else(|| "warning".into());
-    if !SEVERITIES.contains(&severity.as_str()) {
-        problems.push(FieldProblem::new(
-            "severity",
-            format!("must be one of {}", SEVERITIES.join(", ")),
-        ));
-    }
-    let actions = body.actions.unwrap_or_default();
-    if actions.len() > ACTIONS_MAX {
-        problems.push(FieldProblem::new(
-            "actions",
-            format!("at most {ACTIONS_MAX}"),
-        ));
-    }
-    let target = match body.device_id {
-        Some(id) => Target::Device(id),
-        None => Target::Several,
-    };
-    let actions: Vec<Value> = actions
-        .into_iter()
-        .enumerate()
-        .map(|(i, action)| check_action(&mut problems, i, action, target))
-        .collect();
-    if !problems.is_empty() {
-        return Err(ApiError::validation(problems));
-    }
-    Ok(rules::ActiveModel {
-        name: Set(name.unwrap_or_default()),
-        description: Set(description),
-        device_id: Set(body.device_id),
-        device_type: Set(device_type),
-        area: Set(area),
-        key: Set(key.unwrap_or_default()),
-        condition: Set(condition),
-        threshold: Set(threshold),
-        threshold_high: Set(threshold_high),
-        for_seconds: Set(i32::try_from(for_seconds).unwrap_or(i32::MAX)),
-        hysteresis: Set(hysteresis),
-        severity: Set(severity),
-        actions: Set(Value::Array(actions)),
-        auto_resolve: Set(body.auto_resolve.unwrap_or(true)),
-        enabled: Set(body.enabled.unwrap_or(true)),
-        updated_at: Set(Utc::now()),
-        ..Default::default()
-    })
-}
-
-/// Resolves the rule's open alerts (it is being deleted or disabled), each with its
-/// notifications and event, as if its condition had cleared.
-async fn close_alerts(state: &AppState, rule: &rules::Model) -> Result<(), ApiError> {
-    let open: Vec<Uuid> = alerts::Entity::find()
-        .select_only()
-        .column(alerts::Column::DeviceId)
-        .filter(alerts::Column::RuleId.eq(rule.id))
-        .filter(alerts::Column::Status.ne("resolved"))
-        .into_tuple()
-        .all(&state.db)
-        .await?;
-    let rule_ref = insa_actors::device::RuleRef::from(rule);
-    for device_id in open {
-        let device = devices::Entity::find_by_id(device_id)
-            .one(&state.db)
-            .await?;
-        let resolved = insa_actors::alerts::resolve_and_notify(
-            &state.db,
-            device_id,
-            Some(rule.id),
-            Utc::now(),
-            |alert| {
-                insa_actors::device::notifications("resolved", alert, device.as_ref(), &rule_ref)
+impl RuleBody {
+    /// The rule this body defines, or every problem with it at once (`device_exists`: whether
+    /// its device exists, when the caller asked).
+    fn parse(self, device_exists: Option<bool>) -> Result<RuleDefinition, Problems> {
+        RuleDefinition::parse(
+            RuleParts {
+                name: self.name,
+                description: self.description,
+                device_id: self.device_id,
+                device_type: self.device_type,
+                area: self.area,
+                key: self.key,
+                condition: self.condition,
+                thresholds: Thresholds {
+                    threshold: self.threshold,
+                    low: self.low,
+                    high: self.high,
+                },
+                for_seconds: self.for_seconds,
+                hysteresis: self.hysteresis,
+                severity: self.severity,
+                auto_resolve: self.auto_resolve,
+                enabled: self.enabled,
+                actions: self.actions,
             },
+            device_exists,
         )
-        .await?;
-        if let Some(alert) = resolved {
-            state.pipeline.announce(insa_actors::DeviceEvent::Alert {
-                alert: Box::new(alert),
-                event: insa_actors::AlertEvent::Resolved,
-            });
-        }
     }
-    Ok(())
 }
 
 /// Device actors evaluate the rules as they now are.
@@ -450,7 +273,7 @@ pub async fn list_rules(
         select = select.filter(rules::Column::Enabled.eq(enabled));
     }
     if let Some(severity) = query.severity {
-        one_of("severity", &severity, &SEVERITIES)?;
+        one_of("severity", &severity, &Severity::NAMES)?;
         select = select.filter(rules::Column::Severity.eq(severity));
     }
     let total = select.clone().count(&state.db).await?;
@@ -482,11 +305,13 @@ pub async fn create_rule(
     user.require(Role::Engineer)?;
     let body = body.into_inner();
     let exists = device_exists(&state, body.device_id).await?;
+    let now = Utc::now();
     let created = rules::ActiveModel {
         id: Set(Uuid::new_v4()),
         created_by: Set(Some(user.id)),
-        created_at: Set(Utc::now()),
-        ..check(body, exists)?
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..body.parse(exists)?.into()
     }
     .insert(&state.db)
     .await?;
@@ -555,15 +380,24 @@ pub async fn update_rule(
     }
     let mut body: RuleBody = serde_json::from_value(merged)
         .map_err(|err| ApiError::new(Code::ValidationFailed, format!("invalid body: {err}")))?;
-    if let (Some(actions), Some(stored)) = (body.actions.as_mut(), existing.actions.as_array()) {
-        rule_actions::keep_secrets(actions, stored);
+    if let Some(actions) = body.actions.as_mut() {
+        insa_domain::action::keep_secrets(actions, &existing.actions);
     }
     let exists = device_exists(&state, body.device_id).await?;
-    let mut rule = check(body, exists)?;
-    rule.id = Set(existing.id);
-    let updated = rule.update(&state.db).await?;
+    let updated = rules::ActiveModel {
+        id: Set(existing.id),
+        updated_at: Set(Utc::now()),
+        ..body.parse(exists)?.into()
+    }
+    .update(&state.db)
+    .await?;
     if !updated.enabled {
-        close_alerts(&state, &updated).await?;
+        // Its open alerts resolve, with their notifications, as if its condition had cleared.
+        state
+            .pipeline
+            .alerts()
+            .resolve_rule(&updated, Utc::now())
+            .await?;
     }
     reload(&state).await;
     Audit::by("rule.update", &user, &req)
@@ -587,13 +421,8 @@ pub async fn delete_rule(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
     let rule = find_rule(&state, *id).await?;
-    // Its open alerts are resolved first: they would otherwise lose their rule (set null) and
-    // read as alerts of the built-in rule.
-    close_alerts(&state, &rule).await?;
-    let txn = state.db.begin().await?;
-    insa_actors::alerts::resolve_rule(&txn, rule.id, Utc::now()).await?;
-    rules::Entity::delete_by_id(rule.id).exec(&txn).await?;
-    txn.commit().await?;
+    // Its open alerts resolve, with their notifications.
+    state.pipeline.alerts().delete_rule(&rule).await?;
     reload(&state).await;
     Audit::by("rule.delete", &user, &req)
         .target("rule", rule.id)
@@ -606,7 +435,7 @@ pub async fn delete_rule(
 #[cfg(test)]
 mod properties {
     //! Rule validation over arbitrary bodies: what `POST /rules` does with one (the edge check,
-    //! the typed body, `check`) gives a storable rule or a 4xx, never a panic.
+    //! the typed body, its parse) gives a storable rule or a 4xx, never a panic.
 
     use super::*;
     use insa_actors::arbitrary::{holds_nul, json};
@@ -725,13 +554,15 @@ mod properties {
                     ApiError::new(Code::ValidationFailed, format!("invalid body: {err}"))
                 })
             });
-            match checked.and_then(|body| check(body, device_exists)) {
+            let parsed = checked
+                .and_then(|body| body.parse(device_exists).map_err(ApiError::from))
+                .map(rules::ActiveModel::from);
+            match parsed {
                 Err(err) => prop_assert!(err.code.status().is_client_error(), "{:?}", err),
                 Ok(rule) => {
                     prop_assert!(storable_text(&rule.name));
                     prop_assert!(storable_text(&rule.key));
                     prop_assert!(storable_text(&rule.condition));
-                    prop_assert!(storable_text(&rule.severity));
                     for text in [&rule.description, &rule.device_type, &rule.area] {
                         if let ActiveValue::Set(Some(text)) = text {
                             prop_assert!(!text.contains('\0'));
@@ -746,7 +577,8 @@ mod properties {
                         prop_assert!(hysteresis.is_finite());
                     }
                     if let ActiveValue::Set(actions) = &rule.actions {
-                        prop_assert!(!holds_nul(actions));
+                        let actions = serde_json::to_value(actions).expect("actions as JSON");
+                        prop_assert!(!holds_nul(&actions));
                         // An MQTT action never leaves the device's own command topics.
                         for action in actions.as_array().into_iter().flatten() {
                             if action["type"] == "mqtt" {

@@ -3,6 +3,7 @@
 //! `/reports` and `/report-schedules/{id}/run`). Answers of one resource stay with it in `routes/`.
 
 use chrono::{DateTime, Utc};
+use insa_domain::{AlertStatus, Severity};
 use insa_entities::{alerts, report_jobs as jobs, users};
 use serde::Serialize;
 use serde_json::Value;
@@ -44,13 +45,14 @@ pub struct AlertResponse {
     pub id: Uuid,
     pub device_id: Uuid,
     pub rule_id: Option<Uuid>,
-    #[schema(example = "critical")]
-    pub severity: String,
+    #[schema(value_type = String, example = "critical")]
+    pub severity: Severity,
     pub message: String,
     pub value: Option<f64>,
     pub threshold: Option<f64>,
     /// `active`, `acknowledged` or `resolved`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: AlertStatus,
     /// The email of who acknowledged it.
     pub acknowledged_by: Option<String>,
     pub acknowledged_at: Option<DateTime<Utc>>,

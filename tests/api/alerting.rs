@@ -282,7 +282,7 @@ async fn alert_changes_and_status_changes_come_through_one_event_stream() {
             .expect("an event within 5 s")
             .expect("stream open");
         match event {
-            DeviceEvent::Alert { alert, event } => return (event, alert.status.clone(), alert.id),
+            DeviceEvent::Alert { alert, event } => return (event, alert.status, alert.id),
             DeviceEvent::StatusChanged { to, .. } => assert_eq!(to.as_str(), "online"),
         }
     };

@@ -27,7 +27,7 @@ fn new_alert(device: &str, rule: Option<Uuid>, severity: &str, minutes_ago: i64)
     NewAlert {
         device_id: Uuid::parse_str(device).expect("device id"),
         rule_id: rule,
-        severity: severity.into(),
+        severity: insa_domain::Severity::parse(severity).expect("a severity"),
         message: format!("{severity} alert"),
         value: Some(91.5),
         threshold: Some(80.0),

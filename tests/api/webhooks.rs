@@ -332,6 +332,70 @@ async fn deleting_a_rule_resolves_its_alert_and_says_so() {
 }
 
 #[actix_web::test]
+async fn resolving_an_alert_by_hand_tells_the_rules_receivers() {
+    let receiver = Receiver::start(0, 200);
+    let app = app(true).await;
+    let (token, _, _) = raised(&app, &receiver).await;
+    let alert_id = receiver.body(0)["alert"]["id"]
+        .as_str()
+        .expect("alert id")
+        .to_string();
+    let (_, _, operator) = app.user_with_role(&token, "operator").await;
+    let resolved = app
+        .post(
+            &format!("/api/v1/alerts/{alert_id}/resolve"),
+            As::Bearer(&operator),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(resolved.status, StatusCode::OK, "{resolved:?}");
+    assert_eq!(resolved.body["status"], "resolved");
+
+    receiver.wait_for(2, "the resolved webhook").await;
+    let body = receiver.body(1);
+    assert_eq!(body["event"], "resolved");
+    assert_eq!(body["alert"]["id"], alert_id.as_str());
+    assert_eq!(body["alert"]["status"], "resolved");
+    assert!(body["alert"]["resolved_at"].is_string());
+    assert_eq!(body["rule"]["name"], "High pressure");
+    assert_eq!(
+        receiver.header(1, "x-insa-event").as_deref(),
+        Some("resolved")
+    );
+    let log = app
+        .get(
+            &format!("/api/v1/notifications?alert_id={alert_id}"),
+            As::Bearer(&token),
+        )
+        .await;
+    let events: Vec<&str> = log.body["notifications"]
+        .as_array()
+        .expect("notifications")
+        .iter()
+        .filter_map(|d| d["event"].as_str())
+        .collect();
+    assert_eq!(events, ["resolved", "raised"], "newest first");
+
+    // Resolving again changes nothing and tells no one.
+    let again = app
+        .post(
+            &format!("/api/v1/alerts/{alert_id}/resolve"),
+            As::Bearer(&operator),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.body["resolved_at"], resolved.body["resolved_at"]);
+    let log = app
+        .get(
+            &format!("/api/v1/notifications?alert_id={alert_id}"),
+            As::Bearer(&token),
+        )
+        .await;
+    assert_eq!(log.body["total"], 2);
+}
+
+#[actix_web::test]
 async fn editing_a_raised_rule_keeps_its_alert() {
     let receiver = Receiver::start(0, 200);
     let app = app(true).await;
