@@ -3,8 +3,9 @@
 //! - [`startup`]: [`startup::Application`], the platform built from [`settings::Settings`]
 //! - [`settings`]: layered settings, validated at start-up
 //! - [`db`]: PostgreSQL / SQLite connection and migrations; [`private_files`]: owner-only files
-//! - [`routes`]: the REST API, one module per resource; [`error`]: how errors are answered;
-//!   [`body`]: JSON bodies checked storable (no NUL) before any handler sees them
+//! - [`routes`]: the REST API, one module per resource; [`web`]: what they share (list queries,
+//!   pages and answers; PUT bodies); [`error`]: how errors are answered; [`body`]: JSON bodies
+//!   checked storable (no NUL) before any handler sees them
 //! - [`query`]: aggregation intervals of telemetry queries (pure)
 //! - [`auth`]: passwords, tokens, API keys, the extractors handlers use for access control
 //! - [`accounts`]: users, shared by the API, the CLI and first start
@@ -35,6 +36,7 @@ pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod telemetry_log;
+pub mod web;
 pub mod webhook_guard;
 
 /// Makes rustls on ring the process-wide TLS provider (the one TLS stack of the platform).

@@ -5,19 +5,19 @@ use chrono::{DateTime, Utc};
 use insa_entities::{api_keys, devices, DeviceStatus, Role};
 use sea_orm::sea_query::{Expr, Func, LikeExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::auth::{AuthUser, Caller};
 use crate::error::{ApiError, Code, FieldProblem};
-use crate::routes::{page, present};
 use crate::state::AppState;
+use crate::web::list::{list_query, one_of, Items, Listed, Listing};
+use crate::web::patch::present;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -76,32 +76,27 @@ impl From<devices::Model> for DeviceResponse {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeviceList {
-    pub devices: Vec<DeviceResponse>,
-    pub total: u64,
-    pub limit: u64,
-    pub offset: u64,
+impl Items for DeviceResponse {
+    const FIELD: &'static str = "devices";
+    const LIST: &'static str = "DeviceList";
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceQuery {
-    /// online, offline, maintenance or error
-    #[param(pattern = "^(online|offline|maintenance|error)$")]
-    pub status: Option<String>,
-    pub area: Option<String>,
-    #[serde(rename = "type")]
-    #[param(rename = "type")]
-    pub device_type: Option<String>,
-    pub protocol: Option<String>,
-    /// Case-insensitive search in the name.
-    pub q: Option<String>,
-    /// 1..=1000, default 100
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u64>,
-    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
-    pub offset: Option<u64>,
+/// `{devices, total, limit, offset}`.
+pub type DeviceList = Listed<DeviceResponse>;
+
+list_query! {
+    pub struct DeviceQuery {
+        /// online, offline, maintenance or error
+        #[param(pattern = "^(online|offline|maintenance|error)$")]
+        pub status: Option<String>,
+        pub area: Option<String>,
+        #[serde(rename = "type")]
+        #[param(rename = "type")]
+        pub device_type: Option<String>,
+        pub protocol: Option<String>,
+        /// Case-insensitive search in the name.
+        pub q: Option<String>,
+    }
 }
 
 /// Limits of the text fields: (field, longest).
@@ -179,19 +174,13 @@ fn like_contains(term: &str) -> LikeExpr {
 pub async fn list_devices(
     state: web::Data<AppState>,
     user: AuthUser,
-    query: web::Query<DeviceQuery>,
+    listing: Listing<DeviceQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
-    let query = query.into_inner();
-    let (limit, offset) = page(query.limit, query.offset)?;
+    let Listing { query, page } = listing;
     let mut select = devices::Entity::find();
     if let Some(status) = &query.status {
-        let status = DeviceStatus::parse(status).ok_or_else(|| {
-            ApiError::new(
-                Code::InvalidQuery,
-                "status must be one of online, offline, maintenance, error",
-            )
-        })?;
+        let status = one_of("status", status, DeviceStatus::ALL)?;
         select = select.filter(devices::Column::Status.eq(status));
     }
     if let Some(area) = query.area {
@@ -212,26 +201,18 @@ pub async fn list_devices(
             .like(like_contains(&q)),
         );
     }
-    let total = select.clone().count(&state.db).await?;
-    let devices = select
+    let select = select
         .order_by_asc(devices::Column::Name)
-        .order_by_asc(devices::Column::Id)
-        .limit(limit)
-        .offset(offset)
-        .all(&state.db)
-        .await?;
+        .order_by_asc(devices::Column::Id);
+    let mut listed = page.fetch(&state.db, select).await?;
     let devices = futures_util::future::join_all(
-        devices
+        std::mem::take(&mut listed.items)
             .into_iter()
             .map(|device| with_live_state(&state, device)),
     )
     .await;
-    Ok(HttpResponse::Ok().json(DeviceList {
-        devices: devices.into_iter().map(DeviceResponse::from).collect(),
-        total,
-        limit,
-        offset,
-    }))
+    let devices = devices.into_iter().map(DeviceResponse::from).collect();
+    Ok(HttpResponse::Ok().json(listed.with(devices)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

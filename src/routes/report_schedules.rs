@@ -5,9 +5,7 @@ use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use insa_entities::{report_schedules as schedules, Role};
-use sea_orm::{
-    ActiveModelTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryOrder, QuerySelect, Set,
-};
+use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, QueryOrder, Set};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -17,9 +15,9 @@ use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
 use crate::reports::schedules::{queue_run, Frequency};
 use crate::reports::{Format, Kind, Report, ReportQuery};
-use crate::routes::page;
 use crate::routes::reports::{job_request, JobResponse};
 use crate::state::AppState;
+use crate::web::list::{list_query, Items, Listed, Listing};
 
 const RECIPIENTS_MAX: usize = 50;
 
@@ -287,34 +285,37 @@ pub async fn create_schedule(
         .json(present(&schedule)))
 }
 
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u64>,
-    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
-    pub offset: Option<u64>,
+list_query! {
+    pub struct ListQuery {}
 }
+
+/// A report schedule as the API shows it: its own fields and its report's, side by side.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct Schedule(Value);
+
+impl Items for Schedule {
+    const FIELD: &'static str = "schedules";
+    const LIST: &'static str = "ScheduleList";
+}
+
+/// `{schedules, total, limit, offset}`.
+pub type ScheduleList = Listed<Schedule>;
 
 /// Schedules by name.
 #[utoipa::path(get, path = "/api/v1/report-schedules", tag = "reports", params(ListQuery),
-    responses((status = 200, description = "`{schedules, total, limit, offset}`")),
+    responses((status = 200, body = ScheduleList)),
     security(("bearer" = [])))]
 pub async fn list_schedules(
     state: web::Data<AppState>,
     user: AuthUser,
-    query: web::Query<ListQuery>,
+    listing: Listing<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
-    let (limit, offset) = page(query.limit, query.offset)?;
     let select = schedules::Entity::find().order_by_asc(schedules::Column::Name);
-    let total = select.clone().count(&state.db).await?;
-    let rows = select.limit(limit).offset(offset).all(&state.db).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "schedules": rows.iter().map(present).collect::<Vec<_>>(),
-        "total": total, "limit": limit, "offset": offset,
-    })))
+    let listed = listing.page.fetch(&state.db, select).await?;
+    Ok(HttpResponse::Ok().json(listed.map(|row| Schedule(present(&row)))))
 }
 
 /// One schedule.

@@ -3,13 +3,10 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use insa_entities::{users, Role};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, Iterable, QueryFilter, QueryOrder, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::accounts::{self, check_password, MAX_EMAIL_CHARS};
@@ -18,8 +15,9 @@ use crate::auth::extract::client_ip;
 use crate::auth::revocation::Revoked;
 use crate::auth::{looks_like_email, AuthUser};
 use crate::error::{ApiError, Code, FieldProblem};
-use crate::routes::{page, present};
 use crate::state::AppState;
+use crate::web::list::{list_query, one_of, Items, Listed, Listing};
+use crate::web::patch::present;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -64,24 +62,20 @@ impl From<users::Model> for UserResponse {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserList {
-    pub users: Vec<UserResponse>,
-    pub total: u64,
-    pub limit: u64,
-    pub offset: u64,
+impl Items for UserResponse {
+    const FIELD: &'static str = "users";
+    const LIST: &'static str = "UserList";
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct UserQuery {
-    /// admin, engineer, operator or viewer
-    #[param(pattern = "^(admin|engineer|operator|viewer)$")]
-    pub role: Option<String>,
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u64>,
-    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
-    pub offset: Option<u64>,
+/// `{users, total, limit, offset}`.
+pub type UserList = Listed<UserResponse>;
+
+list_query! {
+    pub struct UserQuery {
+        /// admin, engineer, operator or viewer
+        #[param(pattern = "^(admin|engineer|operator|viewer)$")]
+        pub role: Option<String>,
+    }
 }
 
 fn parse_role(field: &str, role: &str) -> Result<Role, ApiError> {
@@ -121,33 +115,19 @@ async fn find_user(state: &AppState, id: Uuid) -> Result<users::Model, ApiError>
 pub async fn list_users(
     state: web::Data<AppState>,
     user: AuthUser,
-    query: web::Query<UserQuery>,
+    listing: Listing<UserQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Admin)?;
-    let (limit, offset) = page(query.limit, query.offset)?;
+    let Listing { query, page } = listing;
     let mut select = users::Entity::find();
     if let Some(role) = &query.role {
-        let role = Role::parse(role).ok_or_else(|| {
-            ApiError::new(
-                Code::InvalidQuery,
-                "role must be one of admin, engineer, operator, viewer",
-            )
-        })?;
+        let role = one_of("role", role, Role::iter())?;
         select = select.filter(users::Column::Role.eq(role));
     }
-    let total = select.clone().count(&state.db).await?;
-    let users = select
-        .order_by_asc(users::Column::Email)
-        .limit(limit)
-        .offset(offset)
-        .all(&state.db)
+    let listed = page
+        .fetch(&state.db, select.order_by_asc(users::Column::Email))
         .await?;
-    Ok(HttpResponse::Ok().json(UserList {
-        users: users.into_iter().map(UserResponse::from).collect(),
-        total,
-        limit,
-        offset,
-    }))
+    Ok(HttpResponse::Ok().json(listed.map(UserResponse::from)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
