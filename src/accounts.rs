@@ -13,9 +13,6 @@ use crate::auth::password::{generate_password, hash_password};
 use crate::error::{ApiError, Code, FieldProblem};
 use crate::settings::AuthSettings;
 
-/// The longest email address accepted anywhere (RFC 5321's path limit).
-pub const MAX_EMAIL_CHARS: usize = 254;
-
 /// Emails are compared and stored lower-cased and trimmed.
 pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()

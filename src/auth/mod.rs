@@ -20,7 +20,7 @@ pub mod tickets;
 pub mod tokens;
 
 pub use extract::{AuthUser, Caller, DeviceKey};
-pub use password::{looks_like_email, password_problem};
+pub use password::password_problem;
 
 use insa_entities::Role;
 

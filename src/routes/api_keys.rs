@@ -2,6 +2,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
+use insa_domain::text::{required_text, NAME_MAX_CHARS};
 use insa_entities::{api_keys, devices, Role};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde::{Deserialize, Serialize};
@@ -144,13 +145,7 @@ pub async fn create_api_key(
     user.require(Role::Engineer)?;
     let body = body.into_inner();
     let mut problems = Vec::new();
-    let name = body.name.unwrap_or_default().trim().to_string();
-    if name.is_empty() || name.chars().count() > 255 {
-        problems.push(FieldProblem::new(
-            "name",
-            "is required, at most 255 characters",
-        ));
-    }
+    let name = required_text(&mut problems, "name", body.name, NAME_MAX_CHARS);
     let rate_limit = body
         .rate_limit
         .unwrap_or(state.settings.api_keys.default_rate_limit);
@@ -191,7 +186,7 @@ pub async fn create_api_key(
     let key = generate_key();
     let created = api_keys::ActiveModel {
         id: Set(Uuid::new_v4()),
-        name: Set(name),
+        name: Set(name.unwrap_or_default()),
         key_hash: Set(hash_key(&key)),
         prefix: Set(prefix(&key)),
         device_id: Set(body.device_id),

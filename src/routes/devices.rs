@@ -2,6 +2,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
+use insa_domain::text::{check_optional, check_required, NAME_MAX_CHARS};
 use insa_entities::{api_keys, devices, DeviceStatus, Role};
 use sea_orm::sea_query::{Expr, Func, LikeExpr};
 use sea_orm::{
@@ -99,34 +100,12 @@ list_query! {
     }
 }
 
-/// Limits of the text fields: (field, longest).
-const NAME_MAX: usize = 255;
+/// The longest text fields, in characters (the name's is every name's: [`NAME_MAX_CHARS`]).
 const TYPE_MAX: usize = 50;
 const LOCATION_MAX: usize = 255;
 const AREA_MAX: usize = 100;
 const PROTOCOL_MAX: usize = 50;
 const CONNECTION_MAX: usize = 2048;
-
-fn check_text(problems: &mut Vec<FieldProblem>, field: &str, value: Option<&str>, max: usize) {
-    if let Some(value) = value {
-        if value.chars().count() > max {
-            problems.push(FieldProblem::new(
-                field,
-                format!("must be at most {max} characters"),
-            ));
-        }
-    }
-}
-
-fn check_required(problems: &mut Vec<FieldProblem>, field: &str, value: Option<&str>, max: usize) {
-    match value {
-        Some(v) if !v.trim().is_empty() => check_text(problems, field, Some(v), max),
-        _ => problems.push(FieldProblem::new(
-            field,
-            "is required and must not be empty",
-        )),
-    }
-}
 
 fn check_object(problems: &mut Vec<FieldProblem>, field: &str, value: Option<&Value>) {
     if value.is_some_and(|v| !v.is_object()) {
@@ -265,27 +244,16 @@ pub async fn create_device(
     user.require(Role::Engineer)?;
     let body = body.into_inner();
     let mut problems = Vec::new();
-    check_required(&mut problems, "name", body.name.as_deref(), NAME_MAX);
+    check_required(&mut problems, "name", body.name.as_deref(), NAME_MAX_CHARS);
     check_required(&mut problems, "type", body.device_type.as_deref(), TYPE_MAX);
-    check_text(
-        &mut problems,
-        "location",
-        body.location.as_deref(),
-        LOCATION_MAX,
-    );
-    check_text(&mut problems, "area", body.area.as_deref(), AREA_MAX);
-    check_text(
-        &mut problems,
-        "protocol",
-        body.protocol.as_deref(),
-        PROTOCOL_MAX,
-    );
-    check_text(
-        &mut problems,
-        "connection_string",
-        body.connection_string.as_deref(),
-        CONNECTION_MAX,
-    );
+    for (field, value, max) in [
+        ("location", &body.location, LOCATION_MAX),
+        ("area", &body.area, AREA_MAX),
+        ("protocol", &body.protocol, PROTOCOL_MAX),
+        ("connection_string", &body.connection_string, CONNECTION_MAX),
+    ] {
+        check_optional(&mut problems, field, value.as_deref(), max);
+    }
     check_object(&mut problems, "config", body.config.as_ref());
     check_object(&mut problems, "metadata", body.metadata.as_ref());
     let status =
@@ -427,7 +395,7 @@ pub async fn update_device(
     let body = body.into_inner();
     let mut problems = Vec::new();
     if let Some(name) = &body.name {
-        check_required(&mut problems, "name", name.as_deref(), NAME_MAX);
+        check_required(&mut problems, "name", name.as_deref(), NAME_MAX_CHARS);
     }
     if let Some(device_type) = &body.device_type {
         check_required(&mut problems, "type", device_type.as_deref(), TYPE_MAX);
@@ -438,7 +406,7 @@ pub async fn update_device(
         ("protocol", &body.protocol, PROTOCOL_MAX),
         ("connection_string", &body.connection_string, CONNECTION_MAX),
     ] {
-        check_text(
+        check_optional(
             &mut problems,
             field,
             value.as_ref().and_then(Option::as_deref),
@@ -583,6 +551,24 @@ mod tests {
             Some(json!({"x": 1}))
         );
         assert_eq!(merge_patch(Some(json!({"x": 1})), None), None);
+    }
+
+    #[test]
+    fn the_documented_lengths_are_the_checked_ones() {
+        use utoipa::PartialSchema;
+        for schema in [CreateDevice::schema(), UpdateDevice::schema()] {
+            let schema = serde_json::to_value(schema).expect("schema");
+            for (field, max) in [
+                ("name", NAME_MAX_CHARS),
+                ("type", TYPE_MAX),
+                ("location", LOCATION_MAX),
+                ("area", AREA_MAX),
+                ("protocol", PROTOCOL_MAX),
+                ("connection_string", CONNECTION_MAX),
+            ] {
+                assert_eq!(schema["properties"][field]["maxLength"], max, "{field}");
+            }
+        }
     }
 
     #[test]

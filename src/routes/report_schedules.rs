@@ -4,13 +4,13 @@
 use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
+use insa_domain::text::{looks_like_email, required_text, NAME_MAX_CHARS};
 use insa_entities::{report_schedules as schedules, Role};
 use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, QueryOrder, Set};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use crate::audit::Audit;
-use crate::auth::password::looks_like_email;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
 use crate::reports::schedules::{queue_run, Frequency};
@@ -111,18 +111,12 @@ async fn check(state: &AppState, body: Value) -> Result<Checked, ApiError> {
     }
     let (kind, query) = job_request(Value::Object(fields))?;
     let mut problems = Vec::new();
-    let name = own
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    if name.is_empty() || name.chars().count() > 255 {
-        problems.push(FieldProblem::new(
-            "name",
-            "is required, 1 to 255 characters",
-        ));
-    }
+    let name = required_text(
+        &mut problems,
+        "name",
+        own.get("name").and_then(Value::as_str).map(str::to_string),
+        NAME_MAX_CHARS,
+    );
     let format = match own.get("format") {
         None | Some(Value::Null) => Format::Xlsx,
         Some(value) => value.as_str().and_then(Format::parse).unwrap_or_else(|| {
@@ -204,7 +198,7 @@ async fn check(state: &AppState, body: Value) -> Result<Checked, ApiError> {
     // The devices, keys and filters must make a report today.
     Report::resolve(&state.db, kind, &query, Utc::now()).await?;
     Ok(Checked {
-        name,
+        name: name.unwrap_or_default(),
         kind,
         format,
         query,

@@ -2,6 +2,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
+use insa_domain::text::{self, NAME_MAX_CHARS};
 use insa_entities::{users, Role};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, Iterable, QueryFilter, QueryOrder, Set};
 use serde::{Deserialize, Serialize};
@@ -9,11 +10,11 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::accounts::{self, check_password, MAX_EMAIL_CHARS};
+use crate::accounts::{self, check_password};
 use crate::audit::Audit;
 use crate::auth::extract::client_ip;
 use crate::auth::revocation::Revoked;
-use crate::auth::{looks_like_email, AuthUser};
+use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
 use crate::state::AppState;
 use crate::web::list::{list_query, one_of, Items, Listed, Listing};
@@ -87,20 +88,6 @@ fn parse_role(field: &str, role: &str) -> Result<Role, ApiError> {
     })
 }
 
-/// Why `email` is refused, if it is.
-fn email_problem(email: &str) -> Result<(), FieldProblem> {
-    if email.trim().chars().count() > MAX_EMAIL_CHARS {
-        Err(FieldProblem::new(
-            "email",
-            format!("must be at most {MAX_EMAIL_CHARS} characters"),
-        ))
-    } else if !looks_like_email(email) {
-        Err(FieldProblem::new("email", "must be an email address"))
-    } else {
-        Ok(())
-    }
-}
-
 async fn find_user(state: &AppState, id: Uuid) -> Result<users::Model, ApiError> {
     users::Entity::find_by_id(id)
         .one(&state.db)
@@ -145,6 +132,7 @@ pub struct CreateUser {
     /// admin, engineer, operator or viewer (default viewer)
     #[schema(pattern = "^(admin|engineer|operator|viewer)$")]
     pub role: Option<String>,
+    #[schema(max_length = 255)]
     pub name: Option<String>,
 }
 
@@ -163,7 +151,7 @@ pub async fn create_user(
     let body = body.into_inner();
     let mut problems = Vec::new();
     let email = body.email.unwrap_or_default();
-    if let Err(problem) = email_problem(&email) {
+    if let Err(problem) = text::check_email("email", &email) {
         problems.push(problem);
     }
     let password = body.password.unwrap_or_default();
@@ -180,9 +168,7 @@ pub async fn create_user(
             "must be one of admin, engineer, operator, viewer",
         ));
     }
-    if body.name.as_ref().is_some_and(|n| n.chars().count() > 255) {
-        problems.push(FieldProblem::new("name", "must be at most 255 characters"));
-    }
+    text::check_optional(&mut problems, "name", body.name.as_deref(), NAME_MAX_CHARS);
     let (Some(role), true) = (role, problems.is_empty()) else {
         return Err(ApiError::validation(problems));
     };
@@ -224,7 +210,7 @@ pub struct UpdateUser {
     #[schema(pattern = "^(admin|engineer|operator|viewer)$")]
     pub role: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 255)]
     pub name: Option<Option<String>>,
     pub is_active: Option<bool>,
     /// Sets a new password and logs the user out everywhere.
@@ -267,7 +253,7 @@ pub async fn update_user(
     }
     let mut active: users::ActiveModel = existing.clone().into();
     if let Some(email) = &body.email {
-        email_problem(email).map_err(|problem| ApiError::validation(vec![problem]))?;
+        text::check_email("email", email).map_err(|problem| ApiError::validation(vec![problem]))?;
         let email = accounts::normalize_email(email);
         if email != existing.email {
             if accounts::find_by_email(&state.db, &email).await?.is_some() {
@@ -283,11 +269,9 @@ pub async fn update_user(
         active.role = Set(role);
     }
     if let Some(name) = body.name {
-        if name.as_ref().is_some_and(|n| n.chars().count() > 255) {
-            return Err(ApiError::validation(vec![FieldProblem::new(
-                "name",
-                "must be at most 255 characters",
-            )]));
+        if let Some(name) = &name {
+            text::check_len("name", name, NAME_MAX_CHARS)
+                .map_err(|problem| ApiError::validation(vec![problem]))?;
         }
         active.name = Set(name);
     }
