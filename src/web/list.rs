@@ -331,6 +331,7 @@ mod tests {
         assert_eq!(bounds("limit"), (json!(1), json!(MAX_LIMIT)));
         assert_eq!(bounds("offset"), (json!(0), json!(MAX_OFFSET)));
         let parsed = web::Query::<Query>::from_query("status=a&limit=5").expect("parses");
+        assert_eq!(parsed.status.as_deref(), Some("a"));
         assert_eq!(parsed.requested(), (Some(5), None));
         assert!(web::Query::<Query>::from_query("colour=red").is_err());
     }
