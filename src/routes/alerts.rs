@@ -19,7 +19,7 @@ use crate::audit::Audit;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
-use crate::web::list::{list_query, one_of, Items, Listed, Listing};
+use crate::web::list::{list_query, one_of, Items, Listed, Paged};
 use insa_actors::rules::SEVERITIES;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -109,10 +109,11 @@ list_query! {
 pub async fn list_alerts(
     state: web::Data<AppState>,
     user: AuthUser,
-    listing: Listing<AlertQuery>,
+    query: web::Query<AlertQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
-    let Listing { query, page } = listing;
+    let query = query.into_inner();
+    let page = query.page()?;
     let mut select = alerts::Entity::find();
     if let Some(status) = query.status {
         let status = one_of("status", &status, STATUSES)?;

@@ -15,7 +15,7 @@ use crate::auth::api_keys::{generate_key, hash_key, prefix};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
 use crate::state::AppState;
-use crate::web::list::{list_query, Items, Listed, Listing};
+use crate::web::list::{list_query, Items, Listed, Paged};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -228,10 +228,10 @@ pub async fn create_api_key(
 pub async fn list_api_keys(
     state: web::Data<AppState>,
     user: AuthUser,
-    listing: Listing<ApiKeyQuery>,
+    query: web::Query<ApiKeyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
-    let Listing { query, page } = listing;
+    let page = query.page()?;
     let mut select = api_keys::Entity::find();
     if let Some(device_id) = query.device_id {
         select = select.filter(api_keys::Column::DeviceId.eq(device_id));

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::web::list::{list_query, Items, Listed, Listing};
+use crate::web::list::{list_query, Items, Listed, Paged};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/audit-log", web::get().to(list_audit_log));
@@ -74,10 +74,11 @@ list_query! {
 pub async fn list_audit_log(
     state: web::Data<AppState>,
     user: AuthUser,
-    listing: Listing<AuditQuery>,
+    query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Admin)?;
-    let Listing { query, page } = listing;
+    let query = query.into_inner();
+    let page = query.page()?;
     let mut select = audit_log::Entity::find();
     if let Some(action) = query.action {
         select = select.filter(audit_log::Column::Action.eq(action));

@@ -17,7 +17,7 @@ use crate::audit::Audit;
 use crate::auth::{AuthUser, Caller};
 use crate::error::{ApiError, Code, FieldProblem};
 use crate::state::AppState;
-use crate::web::list::{list_query, one_of, Items, Listed, Listing};
+use crate::web::list::{list_query, one_of, Items, Listed, Paged};
 use crate::web::patch::present;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -153,10 +153,11 @@ fn like_contains(term: &str) -> LikeExpr {
 pub async fn list_devices(
     state: web::Data<AppState>,
     user: AuthUser,
-    listing: Listing<DeviceQuery>,
+    query: web::Query<DeviceQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
-    let Listing { query, page } = listing;
+    let query = query.into_inner();
+    let page = query.page()?;
     let mut select = devices::Entity::find();
     if let Some(status) = &query.status {
         let status = one_of("status", status, DeviceStatus::ALL)?;

@@ -14,7 +14,7 @@ use crate::audit::Audit;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code};
 use crate::state::AppState;
-use crate::web::list::{list_query, one_of, Items, Listed, Listing};
+use crate::web::list::{list_query, one_of, Items, Listed, Paged};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/notifications").route(web::get().to(list_notifications)))
@@ -89,10 +89,11 @@ list_query! {
 pub async fn list_notifications(
     state: web::Data<AppState>,
     user: AuthUser,
-    listing: Listing<DeliveryQuery>,
+    query: web::Query<DeliveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
-    let Listing { query, page } = listing;
+    let query = query.into_inner();
+    let page = query.page()?;
     let mut select = deliveries::Entity::find();
     if let Some(status) = query.status {
         let status = one_of("status", &status, STATUSES)?;

@@ -17,7 +17,7 @@ use crate::reports::schedules::{queue_run, Frequency};
 use crate::reports::{Format, Kind, Report, ReportQuery};
 use crate::routes::reports::{job_request, JobResponse};
 use crate::state::AppState;
-use crate::web::list::{list_query, Items, Listed, Listing};
+use crate::web::list::{list_query, Items, Listed, Paged};
 
 const RECIPIENTS_MAX: usize = 50;
 
@@ -304,11 +304,12 @@ pub type ScheduleList = Listed<Schedule>;
 pub async fn list_schedules(
     state: web::Data<AppState>,
     user: AuthUser,
-    listing: Listing<ListQuery>,
+    query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
+    let page = query.page()?;
     let select = schedules::Entity::find().order_by_asc(schedules::Column::Name);
-    let listed = listing.page.fetch(&state.db, select).await?;
+    let listed = page.fetch(&state.db, select).await?;
     Ok(HttpResponse::Ok().json(listed.map(|row| Schedule(present(&row)))))
 }
 

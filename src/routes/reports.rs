@@ -19,7 +19,7 @@ use crate::error::{ApiError, Code, FieldProblem};
 use crate::reports::{self, csv_out, Format, Kind, Progress, Report, ReportQuery};
 use crate::routes::telemetry::parse_query;
 use crate::state::AppState;
-use crate::web::list::{list_query, Items, Listed, Listing};
+use crate::web::list::{list_query, Items, Listed, Paged};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // The named reports first: `{id}` would take them otherwise.
@@ -359,11 +359,12 @@ pub async fn create_job(
 pub async fn list_jobs(
     state: web::Data<AppState>,
     user: AuthUser,
-    listing: Listing<JobQuery>,
+    query: web::Query<JobQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
+    let page = query.page()?;
     let select = jobs::Entity::find().order_by_desc(jobs::Column::CreatedAt);
-    let listed = listing.page.fetch(&state.db, select).await?;
+    let listed = page.fetch(&state.db, select).await?;
     Ok(HttpResponse::Ok().json(listed.map(JobResponse::from)))
 }
 

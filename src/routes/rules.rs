@@ -22,7 +22,7 @@ use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
 use crate::routes::rule_actions::{self, check_action, Target};
 use crate::state::AppState;
-use crate::web::list::{list_query, one_of, Items, Listed, Listing};
+use crate::web::list::{list_query, one_of, Items, Listed, Paged};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -432,10 +432,11 @@ list_query! {
 pub async fn list_rules(
     state: web::Data<AppState>,
     user: AuthUser,
-    listing: Listing<RuleQuery>,
+    query: web::Query<RuleQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
-    let Listing { query, page } = listing;
+    let query = query.into_inner();
+    let page = query.page()?;
     let mut select = rules::Entity::find();
     if let Some(device_id) = query.device_id {
         select = select.filter(rules::Column::DeviceId.eq(device_id));

@@ -17,7 +17,7 @@ use crate::auth::revocation::Revoked;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
 use crate::state::AppState;
-use crate::web::list::{list_query, one_of, Items, Listed, Listing};
+use crate::web::list::{list_query, one_of, Items, Listed, Paged};
 use crate::web::patch::present;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -102,10 +102,10 @@ async fn find_user(state: &AppState, id: Uuid) -> Result<users::Model, ApiError>
 pub async fn list_users(
     state: web::Data<AppState>,
     user: AuthUser,
-    listing: Listing<UserQuery>,
+    query: web::Query<UserQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Admin)?;
-    let Listing { query, page } = listing;
+    let page = query.page()?;
     let mut select = users::Entity::find();
     if let Some(role) = &query.role {
         let role = one_of("role", role, Role::iter())?;

@@ -2,8 +2,8 @@
 //! `/notifications`, `/audit-log`, `/reports`, `/report-schedules`):
 //!
 //! - the query string, declared with [`list_query!`]: the endpoint's filters, then `limit` and
-//!   `offset`, the same two everywhere; unknown parameters are refused;
-//! - the [`Listing`] extractor, which reads it into the filters and a checked [`Page`];
+//!   `offset`, the same two everywhere; unknown parameters are refused; handlers take it as
+//!   `web::Query<...>` and get the checked [`Page`] from it once ([`Paged::page`]);
 //! - [`one_of`], the one check of enumerated filters (`status`, `severity`, `role`);
 //! - [`Page::fetch`], a sea-orm select run as a counted page;
 //! - the answer [`Listed`], `{<items>, total, limit, offset}`, whose items field is named by the
@@ -13,13 +13,10 @@
 
 use std::borrow::Cow;
 
-use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
 use insa_entities::{DeviceStatus, Role};
 use sea_orm::{
     ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QuerySelect, QueryTrait, Select,
 };
-use serde::de::DeserializeOwned;
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema};
 use utoipa::openapi::{Ref, RefOr};
@@ -37,7 +34,8 @@ pub const MAX_OFFSET: u64 = i64::MAX as u64;
 
 /// Declares the query string of a list endpoint: the filters written inside, then `limit` and
 /// `offset` with their bounds (the OpenAPI document states them; [`Page::new`] checks them).
-/// Unknown parameters are refused. Handlers take it as a [`Listing`].
+/// Unknown parameters are refused. Handlers take it as `web::Query<...>` and call
+/// [`Paged::page`].
 ///
 /// ```text
 /// list_query! {
@@ -82,6 +80,13 @@ pub(crate) use list_query;
 pub trait Paged {
     /// `limit` and `offset` as sent, unchecked.
     fn requested(&self) -> (Option<u64>, Option<u64>);
+
+    /// The page asked for, checked ([`Page::new`]). Handlers ask for it after the caller's role
+    /// is checked: a caller who may not list is told so before anything about the query.
+    fn page(&self) -> Result<Page, ApiError> {
+        let (limit, offset) = self.requested();
+        Page::new(limit, offset)
+    }
 }
 
 /// The rows a client asked for: `limit` rows from `offset`, both within bounds.
@@ -132,33 +137,6 @@ impl Page {
             limit: self.limit,
             offset: self.offset,
         })
-    }
-}
-
-/// A list request: the endpoint's filters (a [`list_query!`] struct) and its checked page.
-/// A query string that does not parse is answered like any other (400 `invalid_query` with the
-/// parser's message); a page out of bounds as [`Page::new`] says.
-#[derive(Debug)]
-pub struct Listing<Q> {
-    /// The filters (and `limit`/`offset` as sent: use [`Listing::page`]).
-    pub query: Q,
-    pub page: Page,
-}
-
-impl<Q: Paged + DeserializeOwned + 'static> FromRequest for Listing<Q> {
-    type Error = actix_web::Error;
-    type Future = std::future::Ready<Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let listing = web::Query::<Q>::from_request(req, payload)
-            .into_inner()
-            .and_then(|query| {
-                let query = query.into_inner();
-                let (limit, offset) = query.requested();
-                let page = Page::new(limit, offset)?;
-                Ok(Listing { query, page })
-            });
-        std::future::ready(listing)
     }
 }
 
@@ -290,6 +268,7 @@ impl<T: ToSchema + Items> ToSchema for Listed<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::web;
     use serde_json::json;
 
     #[test]
@@ -314,15 +293,17 @@ mod tests {
     }
 
     list_query! {
-        struct Query {
+        struct Filters {
             status: Option<String>,
         }
     }
 
+    type Query = web::Query<Filters>;
+
     #[test]
     fn the_documented_bounds_are_the_checked_ones() {
         use utoipa::IntoParams;
-        let params = Query::into_params(|| None);
+        let params = Filters::into_params(|| None);
         let bounds = |name: &str| {
             let param = params.iter().find(|p| p.name == name).expect("documented");
             let schema = serde_json::to_value(&param.schema).expect("schema");
@@ -330,10 +311,14 @@ mod tests {
         };
         assert_eq!(bounds("limit"), (json!(1), json!(MAX_LIMIT)));
         assert_eq!(bounds("offset"), (json!(0), json!(MAX_OFFSET)));
-        let parsed = web::Query::<Query>::from_query("status=a&limit=5").expect("parses");
+        let parsed = Query::from_query("status=a&limit=5").expect("parses");
         assert_eq!(parsed.status.as_deref(), Some("a"));
-        assert_eq!(parsed.requested(), (Some(5), None));
-        assert!(web::Query::<Query>::from_query("colour=red").is_err());
+        assert_eq!(parsed.page().expect("in bounds").limit, 5);
+        assert!(Query::from_query("limit=0")
+            .expect("parses")
+            .page()
+            .is_err());
+        assert!(Query::from_query("colour=red").is_err());
     }
 
     #[test]
