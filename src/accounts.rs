@@ -14,9 +14,6 @@ use uuid::Uuid;
 use crate::auth::password::{generate_password, hash_password};
 use crate::settings::AuthSettings;
 
-/// The longest email address accepted anywhere (RFC 5321's path limit).
-pub use insa_domain::text::MAX_EMAIL_CHARS;
-
 /// Why an account could not be created or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {

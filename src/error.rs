@@ -1,7 +1,10 @@
 //! The single place where errors become HTTP answers: `{"error":{"code","message","details"}}`.
 //!
-//! Every code is listed in [`Code`] with its HTTP status, and documented in `docs/API.md`; clients
-//! may rely on them. Unexpected failures are logged with their cause and answered with an opaque 500.
+//! Every code is declared once, in the table that makes [`Code`] (code, HTTP status, when it is
+//! answered); the errors table of `docs/API.md` is kept equal to it by a test, and clients may rely
+//! on both. Services outside the web layer return their own errors and say their code through
+//! [`ErrorCode`]; this file turns them into answers. Unexpected failures are logged with their
+//! cause and answered with an opaque 500.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::ServiceResponse;
@@ -13,186 +16,138 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use sea_orm::DbErr;
 use serde_json::{json, Value};
 
-/// Stable error codes. Adding one is fine; renaming one breaks clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    BadRequest,
-    InvalidJson,
-    InvalidId,
-    InvalidQuery,
-    ValidationFailed,
-    TooManyKeys,
-    UnsupportedMediaType,
-    PayloadTooLarge,
-    MissingCredentials,
-    InvalidCredentials,
-    InvalidToken,
-    TokenExpired,
-    SessionEnded,
-    InvalidApiKey,
-    ApiKeyExpired,
-    ApiKeyRevoked,
-    AccountDisabled,
-    Forbidden,
-    WrongPassword,
-    NotFound,
-    DeviceNotFound,
-    UserNotFound,
-    ApiKeyNotFound,
-    RuleNotFound,
-    AlertNotFound,
-    AlertResolved,
-    MethodNotAllowed,
-    EmailTaken,
-    LastAdmin,
-    CannotDeleteSelf,
-    LoginRateLimited,
-    RateLimited,
-    TooManyReportJobs,
-    Internal,
-    DatabaseUnavailable,
-    IngestSaturated,
-    NotStored,
-    ReportTooLarge,
-    ReportNotFound,
-    ReportNotReady,
-    ScheduleNotFound,
+/// Declares [`Code`] from one table, one row per code: its one-line doc, variant, stable string
+/// and HTTP status. The enum, [`Code::ALL`], [`Code::as_str`], [`Code::status`] and [`Code::doc`]
+/// all come from the row, so they cannot drift apart; the errors table of `docs/API.md` is checked
+/// against it (`every_error_code_is_documented_as_declared` below).
+macro_rules! error_codes {
+    ($( $(#[doc = $doc:literal])+ $variant:ident = $code:literal, $status:ident; )+) => {
+        /// Stable error codes. Adding one is fine; renaming one breaks clients.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $( $(#[doc = $doc])+ $variant, )+
+        }
+
+        impl Code {
+            /// Every code, in the order of the table (and of `docs/API.md`).
+            pub const ALL: [Code; [$(Code::$variant),+].len()] = [$(Code::$variant),+];
+
+            /// The stable snake_case string clients see in `error.code`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( Code::$variant => $code, )+
+                }
+            }
+
+            /// The HTTP status every answer with this code has.
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $( Code::$variant => StatusCode::$status, )+
+                }
+            }
+
+            /// When this code is answered, in one line (the `when` column of `docs/API.md`).
+            pub fn doc(self) -> &'static str {
+                match self {
+                    $( Code::$variant => concat!($($doc),+).trim_start(), )+
+                }
+            }
+        }
+    };
 }
 
-impl Code {
-    /// Every code, for documentation checks.
-    pub const ALL: [Code; 41] = [
-        Code::BadRequest,
-        Code::InvalidJson,
-        Code::InvalidId,
-        Code::InvalidQuery,
-        Code::ValidationFailed,
-        Code::TooManyKeys,
-        Code::UnsupportedMediaType,
-        Code::PayloadTooLarge,
-        Code::MissingCredentials,
-        Code::InvalidCredentials,
-        Code::InvalidToken,
-        Code::TokenExpired,
-        Code::SessionEnded,
-        Code::InvalidApiKey,
-        Code::ApiKeyExpired,
-        Code::ApiKeyRevoked,
-        Code::AccountDisabled,
-        Code::Forbidden,
-        Code::WrongPassword,
-        Code::NotFound,
-        Code::DeviceNotFound,
-        Code::UserNotFound,
-        Code::ApiKeyNotFound,
-        Code::RuleNotFound,
-        Code::AlertNotFound,
-        Code::AlertResolved,
-        Code::MethodNotAllowed,
-        Code::EmailTaken,
-        Code::LastAdmin,
-        Code::CannotDeleteSelf,
-        Code::LoginRateLimited,
-        Code::RateLimited,
-        Code::TooManyReportJobs,
-        Code::Internal,
-        Code::DatabaseUnavailable,
-        Code::IngestSaturated,
-        Code::NotStored,
-        Code::ReportTooLarge,
-        Code::ReportNotFound,
-        Code::ReportNotReady,
-        Code::ScheduleNotFound,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::BadRequest => "bad_request",
-            Code::InvalidJson => "invalid_json",
-            Code::InvalidId => "invalid_id",
-            Code::InvalidQuery => "invalid_query",
-            Code::ValidationFailed => "validation_failed",
-            Code::TooManyKeys => "too_many_keys",
-            Code::UnsupportedMediaType => "unsupported_media_type",
-            Code::PayloadTooLarge => "payload_too_large",
-            Code::MissingCredentials => "missing_credentials",
-            Code::InvalidCredentials => "invalid_credentials",
-            Code::InvalidToken => "invalid_token",
-            Code::TokenExpired => "token_expired",
-            Code::SessionEnded => "session_ended",
-            Code::InvalidApiKey => "invalid_api_key",
-            Code::ApiKeyExpired => "api_key_expired",
-            Code::ApiKeyRevoked => "api_key_revoked",
-            Code::AccountDisabled => "account_disabled",
-            Code::Forbidden => "forbidden",
-            Code::WrongPassword => "wrong_password",
-            Code::NotFound => "not_found",
-            Code::DeviceNotFound => "device_not_found",
-            Code::UserNotFound => "user_not_found",
-            Code::ApiKeyNotFound => "api_key_not_found",
-            Code::RuleNotFound => "rule_not_found",
-            Code::AlertNotFound => "alert_not_found",
-            Code::AlertResolved => "alert_resolved",
-            Code::MethodNotAllowed => "method_not_allowed",
-            Code::EmailTaken => "email_taken",
-            Code::LastAdmin => "last_admin",
-            Code::CannotDeleteSelf => "cannot_delete_self",
-            Code::LoginRateLimited => "login_rate_limited",
-            Code::RateLimited => "rate_limited",
-            Code::TooManyReportJobs => "too_many_report_jobs",
-            Code::Internal => "internal_error",
-            Code::DatabaseUnavailable => "database_unavailable",
-            Code::IngestSaturated => "ingest_saturated",
-            Code::NotStored => "not_stored",
-            Code::ReportTooLarge => "report_too_large",
-            Code::ReportNotFound => "report_not_found",
-            Code::ReportNotReady => "report_not_ready",
-            Code::ScheduleNotFound => "schedule_not_found",
-        }
-    }
-
-    pub fn status(self) -> StatusCode {
-        match self {
-            Code::BadRequest | Code::InvalidJson | Code::InvalidId | Code::InvalidQuery => {
-                StatusCode::BAD_REQUEST
-            }
-            Code::ValidationFailed | Code::TooManyKeys | Code::ReportTooLarge => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Code::MissingCredentials
-            | Code::InvalidCredentials
-            | Code::InvalidToken
-            | Code::TokenExpired
-            | Code::SessionEnded
-            | Code::InvalidApiKey
-            | Code::ApiKeyExpired
-            | Code::ApiKeyRevoked => StatusCode::UNAUTHORIZED,
-            Code::AccountDisabled | Code::Forbidden | Code::WrongPassword => StatusCode::FORBIDDEN,
-            Code::NotFound
-            | Code::DeviceNotFound
-            | Code::UserNotFound
-            | Code::ApiKeyNotFound
-            | Code::RuleNotFound
-            | Code::AlertNotFound
-            | Code::ReportNotFound
-            | Code::ScheduleNotFound => StatusCode::NOT_FOUND,
-            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Code::EmailTaken
-            | Code::LastAdmin
-            | Code::CannotDeleteSelf
-            | Code::AlertResolved
-            | Code::ReportNotReady => StatusCode::CONFLICT,
-            Code::LoginRateLimited | Code::RateLimited | Code::TooManyReportJobs => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
-            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Code::DatabaseUnavailable | Code::IngestSaturated | Code::NotStored => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-        }
-    }
+error_codes! {
+    /// the body is not well-formed JSON
+    InvalidJson = "invalid_json", BAD_REQUEST;
+    /// a path id is not a UUID
+    InvalidId = "invalid_id", BAD_REQUEST;
+    /// a query parameter is unknown, empty (`?start=`: leave it out instead) or out of range
+    /// (`limit` 1..=1000, `offset` 0..=2^63-1, `status` ...), or the query string holds `%00`
+    /// (U+0000)
+    InvalidQuery = "invalid_query", BAD_REQUEST;
+    /// any other malformed request
+    BadRequest = "bad_request", BAD_REQUEST;
+    /// the JSON is well-formed but a field is missing, unknown, of the wrong type or out of
+    /// range, or a string (or object key) holds U+0000 (NUL), which the databases cannot store
+    ValidationFailed = "validation_failed", UNPROCESSABLE_ENTITY;
+    /// the reading would give its device more distinct telemetry keys than `devices.max_keys`
+    /// (1000); `details` has `limit` and `new_keys`; the device's known keys are still accepted
+    TooManyKeys = "too_many_keys", UNPROCESSABLE_ENTITY;
+    /// the body is not sent as `application/json`
+    UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE;
+    /// the body exceeds `server.max_body_bytes` (256 KiB by default)
+    PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;
+    /// no `Authorization` / `X-API-Key`
+    MissingCredentials = "missing_credentials", UNAUTHORIZED;
+    /// wrong email or password (the same answer for unknown emails)
+    InvalidCredentials = "invalid_credentials", UNAUTHORIZED;
+    /// bad signature, wrong kind (access vs refresh), unknown or already-used refresh token
+    InvalidToken = "invalid_token", UNAUTHORIZED;
+    /// the token has expired: refresh, or log in again
+    TokenExpired = "token_expired", UNAUTHORIZED;
+    /// the session was logged out, its password changed, or its refresh token replayed
+    SessionEnded = "session_ended", UNAUTHORIZED;
+    /// unknown API key
+    InvalidApiKey = "invalid_api_key", UNAUTHORIZED;
+    /// the key passed its `expires_at`
+    ApiKeyExpired = "api_key_expired", UNAUTHORIZED;
+    /// the key was revoked
+    ApiKeyRevoked = "api_key_revoked", UNAUTHORIZED;
+    /// the user is disabled
+    AccountDisabled = "account_disabled", FORBIDDEN;
+    /// the role (or key) may not do this; `details.required_role` says which is needed
+    Forbidden = "forbidden", FORBIDDEN;
+    /// the current password given to change it is wrong
+    WrongPassword = "wrong_password", FORBIDDEN;
+    /// no such route
+    NotFound = "not_found", NOT_FOUND;
+    /// no device with that id
+    DeviceNotFound = "device_not_found", NOT_FOUND;
+    /// no user with that id
+    UserNotFound = "user_not_found", NOT_FOUND;
+    /// no API key with that id
+    ApiKeyNotFound = "api_key_not_found", NOT_FOUND;
+    /// no rule with that id
+    RuleNotFound = "rule_not_found", NOT_FOUND;
+    /// no alert with that id
+    AlertNotFound = "alert_not_found", NOT_FOUND;
+    /// the alert is resolved: it can no longer be acknowledged
+    AlertResolved = "alert_resolved", CONFLICT;
+    /// the report holds more points than `reports.max_points`, or more than
+    /// `reports.max_sync_points` for an Excel/PDF/ZIP answered at once; `details` says how many
+    /// and what to do
+    ReportTooLarge = "report_too_large", UNPROCESSABLE_ENTITY;
+    /// no report job with that id (or it expired)
+    ReportNotFound = "report_not_found", NOT_FOUND;
+    /// no report schedule with that id
+    ScheduleNotFound = "schedule_not_found", NOT_FOUND;
+    /// the report job has not finished; `GET /api/v1/reports/{id}` shows its progress
+    ReportNotReady = "report_not_ready", CONFLICT;
+    /// the route exists, but not with this method; `Allow` lists the methods it takes
+    MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
+    /// another user has this email
+    EmailTaken = "email_taken", CONFLICT;
+    /// this would leave no active admin
+    LastAdmin = "last_admin", CONFLICT;
+    /// an admin tried to delete their own account
+    CannotDeleteSelf = "cannot_delete_self", CONFLICT;
+    /// too many login attempts for the account or from the address
+    LoginRateLimited = "login_rate_limited", TOO_MANY_REQUESTS;
+    /// an API key exceeded its `rate_limit`, too many password-change attempts, or too many live
+    /// connections
+    RateLimited = "rate_limited", TOO_MANY_REQUESTS;
+    /// the caller already has `reports.max_queued_jobs_per_user` report jobs queued or running;
+    /// `details` has `limit`; retry when one ends
+    TooManyReportJobs = "too_many_report_jobs", TOO_MANY_REQUESTS;
+    /// unexpected; the cause is in the server log
+    Internal = "internal_error", INTERNAL_SERVER_ERROR;
+    /// the database cannot be reached; retry later
+    DatabaseUnavailable = "database_unavailable", SERVICE_UNAVAILABLE;
+    /// readings arrive faster than they can be stored; nothing was stored, retry after
+    /// `Retry-After`
+    IngestSaturated = "ingest_saturated", SERVICE_UNAVAILABLE;
+    /// the batch holding these readings failed to commit; nothing was stored, retry
+    NotStored = "not_stored", SERVICE_UNAVAILABLE;
 }
 
 /// An error answered to an HTTP client.
@@ -209,6 +164,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An answer with `code` (and its status) and a message for people.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
             code,
@@ -219,16 +175,19 @@ impl ApiError {
         }
     }
 
+    /// Adds a header to the answer.
     pub fn header(mut self, name: &'static str, value: impl ToString) -> Self {
         self.headers.push((name, value.to_string()));
         self
     }
 
+    /// Sets `details`: limits, counts or other context a client can act on.
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = details;
         self
     }
 
+    /// Sets `Retry-After` (at least one second).
     pub fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs.max(1));
         self
@@ -245,6 +204,7 @@ impl ApiError {
             .with_details(json!({ "fields": problems.iter().map(|p| json!({"field": p.field, "message": p.message})).collect::<Vec<_>>() }))
     }
 
+    /// 403 `forbidden`: the role or key may not do this.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(Code::Forbidden, message)
     }
@@ -256,6 +216,12 @@ impl ApiError {
             Code::Internal,
             "an internal error occurred; see the server log",
         )
+    }
+
+    /// The database cannot be reached: logged, answered 503 with a retry hint.
+    pub fn database_unavailable(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "database unavailable");
+        Self::new(Code::DatabaseUnavailable, "the database is unavailable").retry_after(5)
     }
 }
 
@@ -269,15 +235,54 @@ impl From<insa_domain::Problems> for ApiError {
     }
 }
 
+/// A domain error that knows its [`Code`]: services outside the web layer return their own error
+/// enums and implement this; `?` in a handler then turns them into the answer here, so this file
+/// stays the one place where errors become HTTP. The error's `Display` is the message clients
+/// see, except for 5xx codes: those are logged with it and answered opaquely.
+///
+/// For example, an enum with `#[error("no report schedule with id {0}")] NotFound(Uuid)` answers
+/// `code()` with [`Code::ScheduleNotFound`]: the client gets a 404 with that message (the unit tests
+/// below show one of each kind).
+pub trait ErrorCode: std::fmt::Display {
+    /// The stable code the client sees (its HTTP status comes with it).
+    fn code(&self) -> Code;
+
+    /// The fields at fault, for [`Code::ValidationFailed`] (answered in `details.fields`).
+    fn problems(&self) -> Vec<FieldProblem> {
+        Vec::new()
+    }
+}
+
+impl<E: ErrorCode> From<E> for ApiError {
+    fn from(err: E) -> Self {
+        match err.code() {
+            Code::ValidationFailed => match err.problems() {
+                problems if problems.is_empty() => {
+                    ApiError::new(Code::ValidationFailed, err.to_string())
+                }
+                problems => ApiError::validation(problems),
+            },
+            Code::DatabaseUnavailable => ApiError::database_unavailable(err),
+            Code::Internal => ApiError::internal(err),
+            code => ApiError::new(code, err.to_string()),
+        }
+    }
+}
+
+/// The code a database failure is answered with: 503 `database_unavailable` when the database
+/// cannot be reached (worth a retry), else 500 `internal_error`.
+pub fn database_code(err: &DbErr) -> Code {
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Code::DatabaseUnavailable,
+        _ => Code::Internal,
+    }
+}
+
 impl From<DbErr> for ApiError {
     fn from(err: DbErr) -> Self {
-        match err {
-            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
-                tracing::error!(error = %err, "database unavailable");
-                ApiError::new(Code::DatabaseUnavailable, "the database is unavailable")
-                    .retry_after(5)
-            }
-            other => ApiError::internal(format_args!("database: {other}")),
+        match database_code(&err) {
+            Code::DatabaseUnavailable => ApiError::database_unavailable(err),
+            _ => ApiError::internal(format_args!("database: {err}")),
         }
     }
 }
@@ -368,7 +373,7 @@ pub fn ensure_json_error<B: MessageBody + 'static>(
         ),
         s if s.is_server_error() => (Code::Internal.as_str(), "an internal error occurred".into()),
         s => (
-            "bad_request",
+            Code::BadRequest.as_str(),
             s.canonical_reason().unwrap_or("bad request").to_string(),
         ),
     };
@@ -386,15 +391,94 @@ pub fn ensure_json_error<B: MessageBody + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use super::Code;
+    use super::*;
 
     #[test]
-    fn every_error_code_is_documented_with_its_status() {
+    fn every_error_code_is_documented_as_declared() {
         let doc = include_str!("../docs/API.md");
+        let documented: Vec<&str> = doc
+            .lines()
+            .skip_while(|line| *line != "| code | HTTP | when |")
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .collect();
+        let declared: Vec<String> = Code::ALL
+            .iter()
+            .map(|code| {
+                format!(
+                    "| `{}` | {} | {} |",
+                    code.as_str(),
+                    code.status().as_u16(),
+                    code.doc()
+                )
+            })
+            .collect();
+        assert_eq!(
+            documented,
+            declared,
+            "the errors table of docs/API.md must be the table of src/error.rs:\n{}",
+            declared.join("\n")
+        );
+    }
+
+    #[test]
+    fn codes_are_distinct_snake_case_and_answered_with_their_status() {
+        let mut seen = std::collections::HashSet::new();
         for code in Code::ALL {
-            let row = format!("| `{}` | {} |", code.as_str(), code.status().as_u16());
-            assert!(doc.contains(&row), "docs/API.md lacks the row {row}");
+            let name = code.as_str();
+            assert!(seen.insert(name), "{name} declared twice");
+            assert!(
+                name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{name}"
+            );
+            let answer = ApiError::new(code, "x").error_response();
+            assert_eq!(answer.status(), code.status(), "{name}");
         }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum Refused {
+        #[error("no such thing")]
+        Missing,
+        #[error("invalid input")]
+        Invalid,
+        #[error("disk on fire")]
+        Broken,
+    }
+
+    impl ErrorCode for Refused {
+        fn code(&self) -> Code {
+            match self {
+                Refused::Missing => Code::NotFound,
+                Refused::Invalid => Code::ValidationFailed,
+                Refused::Broken => Code::Internal,
+            }
+        }
+
+        fn problems(&self) -> Vec<FieldProblem> {
+            match self {
+                Refused::Invalid => vec![FieldProblem::new("name", "is required")],
+                _ => Vec::new(),
+            }
+        }
+    }
+
+    #[test]
+    fn domain_errors_are_answered_with_their_code() {
+        let missing = ApiError::from(Refused::Missing);
+        assert_eq!(
+            (missing.code, missing.message.as_str()),
+            (Code::NotFound, "no such thing")
+        );
+        let invalid = ApiError::from(Refused::Invalid);
+        assert_eq!(invalid.code, Code::ValidationFailed);
+        assert_eq!(invalid.details["fields"][0]["field"], "name");
+        let broken = ApiError::from(Refused::Broken);
+        assert_eq!(broken.code, Code::Internal);
+        assert!(
+            !broken.message.contains("fire"),
+            "5xx causes stay in the log"
+        );
     }
 }
 

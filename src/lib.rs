@@ -9,9 +9,11 @@
 //! [`telemetry_log`] and [`dashboard`]):
 //! - [`routes`]: the REST API, one module per resource, registering its routes and translating
 //!   HTTP; no route module imports another
-//! - [`web`]: what several route modules share (answers, strict query strings)
-//! - [`error`]: how errors are answered, services' errors included; [`body`]: JSON bodies checked
-//!   storable (no NUL) before any handler sees them; [`auth::extract`]: who calls a handler
+//! - [`web`]: what several route modules share (list queries, pages and answers; PUT bodies;
+//!   answers; strict query strings)
+//! - [`error`]: how errors are answered (one table of codes), services' errors included;
+//!   [`body`]: JSON bodies checked storable (no NUL) before any handler sees them;
+//!   [`auth::extract`]: who calls a handler
 //!
 //! Services (no HTTP; they return their own errors):
 //! - [`auth`]: passwords, tokens, API keys (checked for HTTP and MQTT alike), revocation

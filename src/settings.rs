@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use config::{Config, Environment, File, FileFormat};
+use insa_domain::text;
 use serde::Deserialize;
 
 const EMBEDDED_DEFAULTS: &str = include_str!("../settings/default.toml");
@@ -437,7 +438,7 @@ impl Settings {
             "auth.refresh_token_ttl_secs: must be longer than auth.access_token_ttl_secs".into(),
         );
         check(
-            crate::auth::looks_like_email(&self.auth.admin_email),
+            text::looks_like_email(&self.auth.admin_email),
             format!(
                 "auth.admin_email: `{}` is not an email address",
                 self.auth.admin_email

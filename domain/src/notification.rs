@@ -31,6 +31,8 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
+    /// Every delivery status.
+    pub const ALL: [DeliveryStatus; 3] = [Self::Pending, Self::Sent, Self::Failed];
     /// Their names, as the API and the database write them.
     pub const NAMES: [&str; 3] = ["pending", "sent", "failed"];
 

@@ -7,9 +7,11 @@
 //!
 //! Every edge that stores text a client or a device sends goes through this module: the payload
 //! decoder (HTTP and MQTT telemetry) and the web layer's JSON bodies. Named fields (names,
-//! descriptions, locations) are also held to a length in characters here ([`check_len`],
-//! [`optional_text`], [`required_text`]), one rule for the API and the settings alike, and email
-//! addresses get one sanity check ([`looks_like_email`]).
+//! descriptions, locations) are also held to a length in characters here, one rule for the API
+//! and the settings alike: [`check_len`] is the rule; [`optional_text`] and [`required_text`]
+//! take a field the platform stores trimmed, [`check_optional`] and [`check_required`] check one
+//! it stores as sent (or trims itself), counting what was sent. Email addresses have
+//! [`looks_like_email`] and [`check_email`].
 
 use serde_json::Value;
 
@@ -19,10 +21,13 @@ use crate::FieldProblem;
 pub const NAME_MAX_CHARS: usize = 255;
 
 /// The longest email address accepted anywhere (RFC 5321's path limit).
-pub const MAX_EMAIL_CHARS: usize = 254;
+pub const EMAIL_MAX_CHARS: usize = 254;
 
 /// What a refused string is told.
 pub const REFUSED_MESSAGE: &str = "must not contain U+0000 (NUL): the database cannot store it";
+
+/// What a required field that is absent or blank is told.
+pub const REQUIRED_MESSAGE: &str = "is required and must not be empty";
 
 /// Whether the databases can store `text`.
 pub fn storable(text: &str) -> bool {
@@ -111,16 +116,43 @@ pub fn required_text(
 ) -> Option<String> {
     let value = optional_text(problems, field, value, max_chars);
     if value.is_none() {
-        problems.push(FieldProblem::new(
-            field,
-            "is required and must not be empty",
-        ));
+        problems.push(FieldProblem::new(field, REQUIRED_MESSAGE));
     }
     value
 }
 
-/// A cheap sanity check for an email address; delivery is the real test.
-/// The length bound counts what was sent, surrounding spaces included.
+/// An optional text field kept as it was sent: when given, held to [`check_len`] as it is
+/// (surrounding spaces count; an empty string is a value).
+pub fn check_optional(
+    problems: &mut Vec<FieldProblem>,
+    field: &str,
+    value: Option<&str>,
+    max_chars: usize,
+) {
+    if let Some(Err(problem)) = value.map(|value| check_len(field, value, max_chars)) {
+        problems.push(problem);
+    }
+}
+
+/// A required text field checked as it was sent: absent or blank is a problem, else it is held
+/// to [`check_len`] as it is (the caller may store it trimmed).
+pub fn check_required(
+    problems: &mut Vec<FieldProblem>,
+    field: &str,
+    value: Option<&str>,
+    max_chars: usize,
+) {
+    match value {
+        Some(value) if !value.trim().is_empty() => {
+            check_optional(problems, field, Some(value), max_chars)
+        }
+        _ => problems.push(FieldProblem::new(field, REQUIRED_MESSAGE)),
+    }
+}
+
+/// A cheap sanity check for an email address (`local@domain`, no spaces inside, surrounding
+/// spaces allowed); delivery is the real test. The length bound, [`EMAIL_MAX_CHARS`], counts what
+/// was sent, surrounding spaces included.
 pub fn looks_like_email(email: &str) -> bool {
     let sent = email.chars().count();
     let email = email.trim();
@@ -129,10 +161,21 @@ pub fn looks_like_email(email: &str) -> bool {
             !local.is_empty()
                 && !domain.is_empty()
                 && !domain.contains('@')
-                && sent <= MAX_EMAIL_CHARS
+                && sent <= EMAIL_MAX_CHARS
                 && !email.chars().any(char::is_whitespace)
         }
         None => false,
+    }
+}
+
+/// An email address field: at most [`EMAIL_MAX_CHARS`] as sent ([`check_len`]), then
+/// [`looks_like_email`].
+pub fn check_email(field: &str, email: &str) -> Result<(), FieldProblem> {
+    check_len(field, email, EMAIL_MAX_CHARS)?;
+    if looks_like_email(email) {
+        Ok(())
+    } else {
+        Err(FieldProblem::new(field, "must be an email address"))
     }
 }
 
@@ -199,5 +242,67 @@ mod tests {
             check_len("name", "a\u{0}", 10),
             Err(FieldProblem::new("name", REFUSED_MESSAGE))
         );
+    }
+
+    #[test]
+    fn fields_kept_as_sent_count_what_was_sent() {
+        let mut problems = Vec::new();
+        check_optional(&mut problems, "area", None, 3);
+        check_optional(&mut problems, "area", Some(""), 3);
+        check_optional(&mut problems, "area", Some("abc"), 3);
+        check_required(&mut problems, "name", Some(" é "), 3);
+        assert!(problems.is_empty(), "{problems:?}");
+        check_optional(&mut problems, "area", Some(" abc"), 3);
+        check_required(&mut problems, "name", Some("abc "), 3);
+        assert_eq!(
+            problems,
+            [
+                FieldProblem::new("area", "must be at most 3 characters"),
+                FieldProblem::new("name", "must be at most 3 characters"),
+            ]
+        );
+        problems.clear();
+        check_required(&mut problems, "name", None, 3);
+        check_required(&mut problems, "type", Some(" \t"), 3);
+        assert_eq!(
+            problems,
+            [
+                FieldProblem::new("name", REQUIRED_MESSAGE),
+                FieldProblem::new("type", REQUIRED_MESSAGE),
+            ]
+        );
+    }
+
+    #[test]
+    fn email_addresses_are_checked_for_shape_and_length() {
+        for good in ["a@b", " ops@insa.com ", "é@ü.example"] {
+            assert!(looks_like_email(good), "{good}");
+            assert_eq!(check_email("email", good), Ok(()));
+        }
+        for bad in [
+            "",
+            "ops",
+            "@insa.com",
+            "ops@",
+            "a@b@c",
+            "o ps@insa.com",
+            "ops@in sa",
+        ] {
+            assert!(!looks_like_email(bad), "{bad}");
+            assert_eq!(
+                check_email("email", bad),
+                Err(FieldProblem::new("email", "must be an email address"))
+            );
+        }
+        let fits = format!("{}@insa.com", "b".repeat(245));
+        assert_eq!(fits.chars().count(), EMAIL_MAX_CHARS);
+        assert_eq!(check_email("email", &fits), Ok(()));
+        let long = format!("{}@insa.com", "a".repeat(246));
+        assert_eq!(
+            check_email("email", &long),
+            Err(FieldProblem::new("email", "must be at most 254 characters"))
+        );
+        // The bound counts surrounding spaces: they were sent.
+        assert!(!looks_like_email(&format!(" {fits}")));
     }
 }

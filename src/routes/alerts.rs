@@ -8,18 +8,16 @@ use chrono::Utc;
 use insa_actors::alerts::{AlertError, Handled};
 use insa_domain::{AlertStatus, Severity};
 use insa_entities::{alerts, Role};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
-use serde::{Deserialize, Serialize};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code};
-use crate::routes::{one_of, page};
 use crate::state::AppState;
 use crate::web::answers::AlertResponse;
+use crate::web::list::{list_query, one_of, Items, Listed, Paged};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/alerts").route(web::get().to(list_alerts)))
@@ -28,30 +26,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/alerts/{id}/resolve").route(web::post().to(resolve_alert)));
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AlertList {
-    pub alerts: Vec<AlertResponse>,
-    pub total: u64,
-    pub limit: u64,
-    pub offset: u64,
+impl Items for AlertResponse {
+    const FIELD: &'static str = "alerts";
+    const LIST: &'static str = "AlertList";
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct AlertQuery {
-    /// `active`, `acknowledged` or `resolved`.
-    #[param(pattern = "^(active|acknowledged|resolved)$")]
-    pub status: Option<String>,
-    /// `info`, `warning` or `critical`.
-    #[param(pattern = "^(info|warning|critical)$")]
-    pub severity: Option<String>,
-    #[param(value_type = Option<Uuid>)]
-    pub device_id: Option<String>,
-    /// 1..=1000, default 100
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u64>,
-    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
-    pub offset: Option<u64>,
+/// `{alerts, total, limit, offset}`.
+pub type AlertList = Listed<AlertResponse>;
+
+list_query! {
+    pub struct AlertQuery {
+        /// `active`, `acknowledged` or `resolved`.
+        #[param(pattern = "^(active|acknowledged|resolved)$")]
+        pub status: Option<String>,
+        /// `info`, `warning` or `critical`.
+        #[param(pattern = "^(info|warning|critical)$")]
+        pub severity: Option<String>,
+        #[param(value_type = Option<Uuid>)]
+        pub device_id: Option<String>,
+    }
 }
 
 /// List alerts, newest first.
@@ -65,14 +58,14 @@ pub async fn list_alerts(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
     let query = query.into_inner();
-    let (limit, offset) = page(query.limit, query.offset)?;
+    let page = query.page()?;
     let mut select = alerts::Entity::find();
     if let Some(status) = query.status {
-        one_of("status", &status, &AlertStatus::NAMES)?;
+        let status = one_of("status", &status, AlertStatus::ALL)?;
         select = select.filter(alerts::Column::Status.eq(status));
     }
     if let Some(severity) = query.severity {
-        one_of("severity", &severity, &Severity::NAMES)?;
+        let severity = one_of("severity", &severity, Severity::ALL)?;
         select = select.filter(alerts::Column::Severity.eq(severity));
     }
     if let Some(device_id) = query.device_id {
@@ -80,20 +73,11 @@ pub async fn list_alerts(
             .map_err(|_| ApiError::new(Code::InvalidQuery, "device_id must be a UUID"))?;
         select = select.filter(alerts::Column::DeviceId.eq(device_id));
     }
-    let total = select.clone().count(&state.db).await?;
-    let alerts = select
+    let select = select
         .order_by_desc(alerts::Column::CreatedAt)
-        .order_by_desc(alerts::Column::Id)
-        .limit(limit)
-        .offset(offset)
-        .all(&state.db)
-        .await?;
-    Ok(HttpResponse::Ok().json(AlertList {
-        alerts: alerts.into_iter().map(AlertResponse::from).collect(),
-        total,
-        limit,
-        offset,
-    }))
+        .order_by_desc(alerts::Column::Id);
+    let listed = page.fetch(&state.db, select).await?;
+    Ok(HttpResponse::Ok().json(listed.map(AlertResponse::from)))
 }
 
 async fn find_alert(state: &AppState, id: Uuid) -> Result<alerts::Model, ApiError> {

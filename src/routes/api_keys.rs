@@ -2,22 +2,20 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
+use insa_domain::text::{required_text, NAME_MAX_CHARS};
 use insa_entities::{api_keys, devices, Role};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::auth::api_keys::{generate_key, hash_key, prefix};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
-use crate::routes::page;
 use crate::state::AppState;
+use crate::web::list::{list_query, Items, Listed, Paged};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -120,22 +118,18 @@ pub struct CreateApiKey {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ApiKeyList {
-    pub api_keys: Vec<ApiKeyInfo>,
-    pub total: u64,
-    pub limit: u64,
-    pub offset: u64,
+impl Items for ApiKeyInfo {
+    const FIELD: &'static str = "api_keys";
+    const LIST: &'static str = "ApiKeyList";
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyQuery {
-    pub device_id: Option<Uuid>,
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u64>,
-    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
-    pub offset: Option<u64>,
+/// `{api_keys, total, limit, offset}`.
+pub type ApiKeyList = Listed<ApiKeyInfo>;
+
+list_query! {
+    pub struct ApiKeyQuery {
+        pub device_id: Option<Uuid>,
+    }
 }
 
 /// Create a key for a device (or for any device when `device_id` is omitted).
@@ -151,13 +145,7 @@ pub async fn create_api_key(
     user.require(Role::Engineer)?;
     let body = body.into_inner();
     let mut problems = Vec::new();
-    let name = body.name.unwrap_or_default().trim().to_string();
-    if name.is_empty() || name.chars().count() > 255 {
-        problems.push(FieldProblem::new(
-            "name",
-            "is required, at most 255 characters",
-        ));
-    }
+    let name = required_text(&mut problems, "name", body.name, NAME_MAX_CHARS);
     let rate_limit = body
         .rate_limit
         .unwrap_or(state.settings.api_keys.default_rate_limit);
@@ -198,7 +186,7 @@ pub async fn create_api_key(
     let key = generate_key();
     let created = api_keys::ActiveModel {
         id: Set(Uuid::new_v4()),
-        name: Set(name),
+        name: Set(name.unwrap_or_default()),
         key_hash: Set(hash_key(&key)),
         prefix: Set(prefix(&key)),
         device_id: Set(body.device_id),
@@ -243,24 +231,15 @@ pub async fn list_api_keys(
     query: web::Query<ApiKeyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
-    let (limit, offset) = page(query.limit, query.offset)?;
+    let page = query.page()?;
     let mut select = api_keys::Entity::find();
     if let Some(device_id) = query.device_id {
         select = select.filter(api_keys::Column::DeviceId.eq(device_id));
     }
-    let total = select.clone().count(&state.db).await?;
-    let keys = select
-        .order_by_desc(api_keys::Column::CreatedAt)
-        .limit(limit)
-        .offset(offset)
-        .all(&state.db)
+    let listed = page
+        .fetch(&state.db, select.order_by_desc(api_keys::Column::CreatedAt))
         .await?;
-    Ok(HttpResponse::Ok().json(ApiKeyList {
-        api_keys: keys.into_iter().map(ApiKeyInfo::from).collect(),
-        total,
-        limit,
-        offset,
-    }))
+    Ok(HttpResponse::Ok().json(listed.map(ApiKeyInfo::from)))
 }
 
 async fn find_key(state: &AppState, id: Uuid) -> Result<api_keys::Model, ApiError> {

@@ -3,16 +3,16 @@
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use insa_entities::{audit_log, Role};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
-use serde::{Deserialize, Serialize};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde::Serialize;
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::routes::page;
 use crate::state::AppState;
+use crate::web::list::{list_query, Items, Listed, Paged};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/audit-log", web::get().to(list_audit_log));
@@ -51,24 +51,20 @@ impl From<audit_log::Model> for AuditEntry {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditList {
-    pub entries: Vec<AuditEntry>,
-    pub total: u64,
-    pub limit: u64,
-    pub offset: u64,
+impl Items for AuditEntry {
+    const FIELD: &'static str = "entries";
+    const LIST: &'static str = "AuditList";
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct AuditQuery {
-    pub action: Option<String>,
-    /// Only failures (`false`) or successes (`true`).
-    pub success: Option<bool>,
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u64>,
-    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
-    pub offset: Option<u64>,
+/// `{entries, total, limit, offset}`.
+pub type AuditList = Listed<AuditEntry>;
+
+list_query! {
+    pub struct AuditQuery {
+        pub action: Option<String>,
+        /// Only failures (`false`) or successes (`true`).
+        pub success: Option<bool>,
+    }
 }
 
 /// The audit log, newest first.
@@ -82,7 +78,7 @@ pub async fn list_audit_log(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Admin)?;
     let query = query.into_inner();
-    let (limit, offset) = page(query.limit, query.offset)?;
+    let page = query.page()?;
     let mut select = audit_log::Entity::find();
     if let Some(action) = query.action {
         select = select.filter(audit_log::Column::Action.eq(action));
@@ -90,17 +86,8 @@ pub async fn list_audit_log(
     if let Some(success) = query.success {
         select = select.filter(audit_log::Column::Success.eq(success));
     }
-    let total = select.clone().count(&state.db).await?;
-    let entries = select
-        .order_by_desc(audit_log::Column::Id)
-        .limit(limit)
-        .offset(offset)
-        .all(&state.db)
+    let listed = page
+        .fetch(&state.db, select.order_by_desc(audit_log::Column::Id))
         .await?;
-    Ok(HttpResponse::Ok().json(AuditList {
-        entries: entries.into_iter().map(AuditEntry::from).collect(),
-        total,
-        limit,
-        offset,
-    }))
+    Ok(HttpResponse::Ok().json(listed.map(AuditEntry::from)))
 }

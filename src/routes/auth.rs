@@ -2,6 +2,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{Duration, Utc};
+use insa_domain::text::{self, EMAIL_MAX_CHARS};
 use insa_entities::{audit_log, refresh_tokens, users};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
@@ -10,7 +11,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::accounts::{self, check_password, MAX_EMAIL_CHARS};
+use crate::accounts::{self, check_password};
 use crate::audit::Audit;
 use crate::auth::extract::{bearer_token, client_ip};
 use crate::auth::password::MAX_PASSWORD_CHARS;
@@ -169,19 +170,13 @@ pub async fn login(
     body: crate::body::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let LoginRequest { email, password } = body.into_inner();
-    let mut problems = Vec::new();
-    if email.chars().count() > MAX_EMAIL_CHARS {
-        problems.push(FieldProblem::new(
-            "email",
-            format!("must be at most {MAX_EMAIL_CHARS} characters"),
-        ));
-    }
-    if password.chars().count() > MAX_PASSWORD_CHARS {
-        problems.push(FieldProblem::new(
-            "password",
-            format!("must be at most {MAX_PASSWORD_CHARS} characters"),
-        ));
-    }
+    let problems: Vec<FieldProblem> = [
+        text::check_len("email", &email, EMAIL_MAX_CHARS),
+        text::check_len("password", &password, MAX_PASSWORD_CHARS),
+    ]
+    .into_iter()
+    .filter_map(Result::err)
+    .collect();
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
     }

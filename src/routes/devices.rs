@@ -2,23 +2,24 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
+use insa_domain::text::{check_optional, check_required, NAME_MAX_CHARS};
 use insa_entities::{api_keys, devices, DeviceStatus, Role};
 use sea_orm::sea_query::{Expr, Func, LikeExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::auth::{AuthUser, Caller};
 use crate::devices::{find_device, with_live_state};
-use crate::error::{ApiError, Code, FieldProblem};
-use crate::routes::{page, present};
+use crate::error::{ApiError, FieldProblem};
 use crate::state::AppState;
+use crate::web::list::{list_query, one_of, Items, Listed, Paged};
+use crate::web::patch::present;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -77,62 +78,35 @@ impl From<devices::Model> for DeviceResponse {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeviceList {
-    pub devices: Vec<DeviceResponse>,
-    pub total: u64,
-    pub limit: u64,
-    pub offset: u64,
+impl Items for DeviceResponse {
+    const FIELD: &'static str = "devices";
+    const LIST: &'static str = "DeviceList";
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceQuery {
-    /// online, offline, maintenance or error
-    #[param(pattern = "^(online|offline|maintenance|error)$")]
-    pub status: Option<String>,
-    pub area: Option<String>,
-    #[serde(rename = "type")]
-    #[param(rename = "type")]
-    pub device_type: Option<String>,
-    pub protocol: Option<String>,
-    /// Case-insensitive search in the name.
-    pub q: Option<String>,
-    /// 1..=1000, default 100
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u64>,
-    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
-    pub offset: Option<u64>,
+/// `{devices, total, limit, offset}`.
+pub type DeviceList = Listed<DeviceResponse>;
+
+list_query! {
+    pub struct DeviceQuery {
+        /// online, offline, maintenance or error
+        #[param(pattern = "^(online|offline|maintenance|error)$")]
+        pub status: Option<String>,
+        pub area: Option<String>,
+        #[serde(rename = "type")]
+        #[param(rename = "type")]
+        pub device_type: Option<String>,
+        pub protocol: Option<String>,
+        /// Case-insensitive search in the name.
+        pub q: Option<String>,
+    }
 }
 
-/// Limits of the text fields: (field, longest).
-const NAME_MAX: usize = 255;
+/// The longest text fields, in characters (the name's is every name's: [`NAME_MAX_CHARS`]).
 const TYPE_MAX: usize = 50;
 const LOCATION_MAX: usize = 255;
 const AREA_MAX: usize = 100;
 const PROTOCOL_MAX: usize = 50;
 const CONNECTION_MAX: usize = 2048;
-
-fn check_text(problems: &mut Vec<FieldProblem>, field: &str, value: Option<&str>, max: usize) {
-    if let Some(value) = value {
-        if value.chars().count() > max {
-            problems.push(FieldProblem::new(
-                field,
-                format!("must be at most {max} characters"),
-            ));
-        }
-    }
-}
-
-fn check_required(problems: &mut Vec<FieldProblem>, field: &str, value: Option<&str>, max: usize) {
-    match value {
-        Some(v) if !v.trim().is_empty() => check_text(problems, field, Some(v), max),
-        _ => problems.push(FieldProblem::new(
-            field,
-            "is required and must not be empty",
-        )),
-    }
-}
 
 fn check_object(problems: &mut Vec<FieldProblem>, field: &str, value: Option<&Value>) {
     if value.is_some_and(|v| !v.is_object()) {
@@ -177,15 +151,10 @@ pub async fn list_devices(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
     let query = query.into_inner();
-    let (limit, offset) = page(query.limit, query.offset)?;
+    let page = query.page()?;
     let mut select = devices::Entity::find();
     if let Some(status) = &query.status {
-        let status = DeviceStatus::parse(status).ok_or_else(|| {
-            ApiError::new(
-                Code::InvalidQuery,
-                "status must be one of online, offline, maintenance, error",
-            )
-        })?;
+        let status = one_of("status", status, DeviceStatus::ALL)?;
         select = select.filter(devices::Column::Status.eq(status));
     }
     if let Some(area) = query.area {
@@ -206,26 +175,18 @@ pub async fn list_devices(
             .like(like_contains(&q)),
         );
     }
-    let total = select.clone().count(&state.db).await?;
-    let devices = select
+    let select = select
         .order_by_asc(devices::Column::Name)
-        .order_by_asc(devices::Column::Id)
-        .limit(limit)
-        .offset(offset)
-        .all(&state.db)
-        .await?;
+        .order_by_asc(devices::Column::Id);
+    let mut listed = page.fetch(&state.db, select).await?;
     let devices = futures_util::future::join_all(
-        devices
+        std::mem::take(&mut listed.items)
             .into_iter()
             .map(|device| with_live_state(&state.pipeline, device)),
     )
     .await;
-    Ok(HttpResponse::Ok().json(DeviceList {
-        devices: devices.into_iter().map(DeviceResponse::from).collect(),
-        total,
-        limit,
-        offset,
-    }))
+    let devices = devices.into_iter().map(DeviceResponse::from).collect();
+    Ok(HttpResponse::Ok().json(listed.with(devices)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -278,27 +239,16 @@ pub async fn create_device(
     user.require(Role::Engineer)?;
     let body = body.into_inner();
     let mut problems = Vec::new();
-    check_required(&mut problems, "name", body.name.as_deref(), NAME_MAX);
+    check_required(&mut problems, "name", body.name.as_deref(), NAME_MAX_CHARS);
     check_required(&mut problems, "type", body.device_type.as_deref(), TYPE_MAX);
-    check_text(
-        &mut problems,
-        "location",
-        body.location.as_deref(),
-        LOCATION_MAX,
-    );
-    check_text(&mut problems, "area", body.area.as_deref(), AREA_MAX);
-    check_text(
-        &mut problems,
-        "protocol",
-        body.protocol.as_deref(),
-        PROTOCOL_MAX,
-    );
-    check_text(
-        &mut problems,
-        "connection_string",
-        body.connection_string.as_deref(),
-        CONNECTION_MAX,
-    );
+    for (field, value, max) in [
+        ("location", &body.location, LOCATION_MAX),
+        ("area", &body.area, AREA_MAX),
+        ("protocol", &body.protocol, PROTOCOL_MAX),
+        ("connection_string", &body.connection_string, CONNECTION_MAX),
+    ] {
+        check_optional(&mut problems, field, value.as_deref(), max);
+    }
     check_object(&mut problems, "config", body.config.as_ref());
     check_object(&mut problems, "metadata", body.metadata.as_ref());
     let status =
@@ -427,7 +377,7 @@ pub async fn update_device(
     let body = body.into_inner();
     let mut problems = Vec::new();
     if let Some(name) = &body.name {
-        check_required(&mut problems, "name", name.as_deref(), NAME_MAX);
+        check_required(&mut problems, "name", name.as_deref(), NAME_MAX_CHARS);
     }
     if let Some(device_type) = &body.device_type {
         check_required(&mut problems, "type", device_type.as_deref(), TYPE_MAX);
@@ -438,7 +388,7 @@ pub async fn update_device(
         ("protocol", &body.protocol, PROTOCOL_MAX),
         ("connection_string", &body.connection_string, CONNECTION_MAX),
     ] {
-        check_text(
+        check_optional(
             &mut problems,
             field,
             value.as_ref().and_then(Option::as_deref),
@@ -586,6 +536,24 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_lengths_are_the_checked_ones() {
+        use utoipa::PartialSchema;
+        for schema in [CreateDevice::schema(), UpdateDevice::schema()] {
+            let schema = serde_json::to_value(schema).expect("schema");
+            for (field, max) in [
+                ("name", NAME_MAX_CHARS),
+                ("type", TYPE_MAX),
+                ("location", LOCATION_MAX),
+                ("area", AREA_MAX),
+                ("protocol", PROTOCOL_MAX),
+                ("connection_string", CONNECTION_MAX),
+            ] {
+                assert_eq!(schema["properties"][field]["maxLength"], max, "{field}");
+            }
+        }
+    }
+
+    #[test]
     fn search_terms_escape_wildcards() {
         let like = like_contains("50%_Valve");
         let sql = sea_orm::sea_query::Query::select()
@@ -597,6 +565,7 @@ mod tests {
 
     mod properties {
         use super::*;
+        use crate::error::Code;
         use insa_actors::arbitrary::{holds_nul, json};
         use proptest::prelude::*;
 

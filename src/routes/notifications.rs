@@ -5,20 +5,17 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use insa_domain::{Channel, DeliveryStatus};
 use insa_entities::{notification_deliveries as deliveries, Role};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
-};
-use serde::{Deserialize, Serialize};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use serde::Serialize;
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code};
-use crate::routes::{one_of, page};
 use crate::state::AppState;
+use crate::web::list::{list_query, one_of, Items, Listed, Paged};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/notifications").route(web::get().to(list_notifications)))
@@ -69,26 +66,21 @@ impl From<deliveries::Model> for DeliveryResponse {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeliveryList {
-    pub notifications: Vec<DeliveryResponse>,
-    pub total: u64,
-    pub limit: u64,
-    pub offset: u64,
+impl Items for DeliveryResponse {
+    const FIELD: &'static str = "notifications";
+    const LIST: &'static str = "DeliveryList";
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct DeliveryQuery {
-    /// `pending`, `sent` or `failed`.
-    #[param(pattern = "^(pending|sent|failed)$")]
-    pub status: Option<String>,
-    pub alert_id: Option<Uuid>,
-    /// 1..=1000, default 100
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u64>,
-    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
-    pub offset: Option<u64>,
+/// `{notifications, total, limit, offset}`.
+pub type DeliveryList = Listed<DeliveryResponse>;
+
+list_query! {
+    pub struct DeliveryQuery {
+        /// `pending`, `sent` or `failed`.
+        #[param(pattern = "^(pending|sent|failed)$")]
+        pub status: Option<String>,
+        pub alert_id: Option<Uuid>,
+    }
 }
 
 /// The delivery log, newest first.
@@ -102,29 +94,20 @@ pub async fn list_notifications(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
     let query = query.into_inner();
-    let (limit, offset) = page(query.limit, query.offset)?;
+    let page = query.page()?;
     let mut select = deliveries::Entity::find();
     if let Some(status) = query.status {
-        one_of("status", &status, &DeliveryStatus::NAMES)?;
+        let status = one_of("status", &status, DeliveryStatus::ALL)?;
         select = select.filter(deliveries::Column::Status.eq(status));
     }
     if let Some(alert_id) = query.alert_id {
         select = select.filter(deliveries::Column::AlertId.eq(alert_id));
     }
-    let total = select.clone().count(&state.db).await?;
-    let rows = select
+    let select = select
         .order_by_desc(deliveries::Column::CreatedAt)
-        .order_by_desc(deliveries::Column::Id)
-        .limit(limit)
-        .offset(offset)
-        .all(&state.db)
-        .await?;
-    Ok(HttpResponse::Ok().json(DeliveryList {
-        notifications: rows.into_iter().map(DeliveryResponse::from).collect(),
-        total,
-        limit,
-        offset,
-    }))
+        .order_by_desc(deliveries::Column::Id);
+    let listed = page.fetch(&state.db, select).await?;
+    Ok(HttpResponse::Ok().json(listed.map(DeliveryResponse::from)))
 }
 
 /// Try a delivery again now (operator+): a failed one gets a fresh round of attempts.

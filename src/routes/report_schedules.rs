@@ -4,22 +4,20 @@
 use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
+use insa_domain::text::{looks_like_email, required_text, NAME_MAX_CHARS};
 use insa_entities::{report_schedules as schedules, Role};
-use sea_orm::{
-    ActiveModelTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryOrder, QuerySelect, Set,
-};
+use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, QueryOrder, Set};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use crate::audit::Audit;
-use crate::auth::password::looks_like_email;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
 use crate::reports::schedules::{queue_run, Frequency};
 use crate::reports::{job_request, Format, Kind, Report, ReportQuery};
-use crate::routes::page;
 use crate::state::AppState;
 use crate::web::answers::JobResponse;
+use crate::web::list::{list_query, Items, Listed, Paged};
 
 const RECIPIENTS_MAX: usize = 50;
 
@@ -113,18 +111,12 @@ async fn check(state: &AppState, body: Value) -> Result<Checked, ApiError> {
     }
     let (kind, query) = job_request(Value::Object(fields))?;
     let mut problems = Vec::new();
-    let name = own
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    if name.is_empty() || name.chars().count() > 255 {
-        problems.push(FieldProblem::new(
-            "name",
-            "is required, 1 to 255 characters",
-        ));
-    }
+    let name = required_text(
+        &mut problems,
+        "name",
+        own.get("name").and_then(Value::as_str).map(str::to_string),
+        NAME_MAX_CHARS,
+    );
     let format = match own.get("format") {
         None | Some(Value::Null) => Format::Xlsx,
         Some(value) => value.as_str().and_then(Format::parse).unwrap_or_else(|| {
@@ -206,7 +198,7 @@ async fn check(state: &AppState, body: Value) -> Result<Checked, ApiError> {
     // The devices, keys and filters must make a report today.
     Report::resolve(&state.db, kind, &query, Utc::now()).await?;
     Ok(Checked {
-        name,
+        name: name.unwrap_or_default(),
         kind,
         format,
         query,
@@ -287,19 +279,27 @@ pub async fn create_schedule(
         .json(present(&schedule)))
 }
 
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u64>,
-    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
-    pub offset: Option<u64>,
+list_query! {
+    pub struct ListQuery {}
 }
+
+/// A report schedule as the API shows it: its own fields and its report's, side by side.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct Schedule(Value);
+
+impl Items for Schedule {
+    const FIELD: &'static str = "schedules";
+    const LIST: &'static str = "ScheduleList";
+}
+
+/// `{schedules, total, limit, offset}`.
+pub type ScheduleList = Listed<Schedule>;
 
 /// Schedules by name.
 #[utoipa::path(get, path = "/api/v1/report-schedules", tag = "reports", params(ListQuery),
-    responses((status = 200, description = "`{schedules, total, limit, offset}`")),
+    responses((status = 200, body = ScheduleList)),
     security(("bearer" = [])))]
 pub async fn list_schedules(
     state: web::Data<AppState>,
@@ -307,14 +307,10 @@ pub async fn list_schedules(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
-    let (limit, offset) = page(query.limit, query.offset)?;
+    let page = query.page()?;
     let select = schedules::Entity::find().order_by_asc(schedules::Column::Name);
-    let total = select.clone().count(&state.db).await?;
-    let rows = select.limit(limit).offset(offset).all(&state.db).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "schedules": rows.iter().map(present).collect::<Vec<_>>(),
-        "total": total, "limit": limit, "offset": offset,
-    })))
+    let listed = page.fetch(&state.db, select).await?;
+    Ok(HttpResponse::Ok().json(listed.map(|row| Schedule(present(&row)))))
 }
 
 /// One schedule.

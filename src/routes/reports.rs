@@ -9,17 +9,16 @@ use actix_web::http::header::{HeaderValue, CONTENT_DISPOSITION, LOCATION};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use insa_entities::{report_jobs as jobs, Role};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
-use serde::{Deserialize, Serialize};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code};
 use crate::reports::{self, csv_out, job_request, Format, Kind, Progress, Report, ReportQuery};
-use crate::routes::page;
 use crate::state::AppState;
 use crate::web::answers::JobResponse;
+use crate::web::list::{list_query, Items, Listed, Paged};
 use crate::web::query::{parse_query, KeyName};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -208,22 +207,16 @@ pub struct JobRequest {
     format: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JobList {
-    pub reports: Vec<JobResponse>,
-    pub total: u64,
-    pub limit: u64,
-    pub offset: u64,
+impl Items for JobResponse {
+    const FIELD: &'static str = "reports";
+    const LIST: &'static str = "JobList";
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct JobQuery {
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u64>,
-    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
-    pub offset: Option<u64>,
+/// `{reports, total, limit, offset}`.
+pub type JobList = Listed<JobResponse>;
+
+list_query! {
+    pub struct JobQuery {}
 }
 
 /// Queue a report (any size up to `reports.max_points`); `202` with the job, then poll it.
@@ -285,16 +278,10 @@ pub async fn list_jobs(
     query: web::Query<JobQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
-    let (limit, offset) = page(query.limit, query.offset)?;
+    let page = query.page()?;
     let select = jobs::Entity::find().order_by_desc(jobs::Column::CreatedAt);
-    let total = select.clone().count(&state.db).await?;
-    let rows = select.limit(limit).offset(offset).all(&state.db).await?;
-    Ok(HttpResponse::Ok().json(JobList {
-        reports: rows.into_iter().map(JobResponse::from).collect(),
-        total,
-        limit,
-        offset,
-    }))
+    let listed = page.fetch(&state.db, select).await?;
+    Ok(HttpResponse::Ok().json(listed.map(JobResponse::from)))
 }
 
 async fn find_job(state: &AppState, id: Uuid) -> Result<jobs::Model, ApiError> {

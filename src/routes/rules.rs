@@ -8,20 +8,17 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use insa_domain::{Action, Problems, RuleDefinition, RuleParts, Severity, Thresholds};
 use insa_entities::{devices, rules, Role};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::audit::Audit;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Code};
-use crate::routes::{one_of, page};
 use crate::state::AppState;
+use crate::web::list::{list_query, one_of, Items, Listed, Paged};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -230,27 +227,22 @@ async fn device_exists(state: &AppState, id: Option<Uuid>) -> Result<Option<bool
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RuleList {
-    pub rules: Vec<RuleResponse>,
-    pub total: u64,
-    pub limit: u64,
-    pub offset: u64,
+impl Items for RuleResponse {
+    const FIELD: &'static str = "rules";
+    const LIST: &'static str = "RuleList";
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct RuleQuery {
-    /// Rules targeting this device (by id) only.
-    pub device_id: Option<Uuid>,
-    pub enabled: Option<bool>,
-    #[param(pattern = "^(info|warning|critical)$")]
-    pub severity: Option<String>,
-    /// 1..=1000, default 100
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u64>,
-    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
-    pub offset: Option<u64>,
+/// `{rules, total, limit, offset}`.
+pub type RuleList = Listed<RuleResponse>;
+
+list_query! {
+    pub struct RuleQuery {
+        /// Rules targeting this device (by id) only.
+        pub device_id: Option<Uuid>,
+        pub enabled: Option<bool>,
+        #[param(pattern = "^(info|warning|critical)$")]
+        pub severity: Option<String>,
+    }
 }
 
 /// List rules (any role).
@@ -264,7 +256,7 @@ pub async fn list_rules(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Viewer)?;
     let query = query.into_inner();
-    let (limit, offset) = page(query.limit, query.offset)?;
+    let page = query.page()?;
     let mut select = rules::Entity::find();
     if let Some(device_id) = query.device_id {
         select = select.filter(rules::Column::DeviceId.eq(device_id));
@@ -273,23 +265,14 @@ pub async fn list_rules(
         select = select.filter(rules::Column::Enabled.eq(enabled));
     }
     if let Some(severity) = query.severity {
-        one_of("severity", &severity, &Severity::NAMES)?;
+        let severity = one_of("severity", &severity, Severity::ALL)?;
         select = select.filter(rules::Column::Severity.eq(severity));
     }
-    let total = select.clone().count(&state.db).await?;
-    let rules = select
+    let select = select
         .order_by_asc(rules::Column::Name)
-        .order_by_asc(rules::Column::Id)
-        .limit(limit)
-        .offset(offset)
-        .all(&state.db)
-        .await?;
-    Ok(HttpResponse::Ok().json(RuleList {
-        rules: rules.into_iter().map(RuleResponse::from).collect(),
-        total,
-        limit,
-        offset,
-    }))
+        .order_by_asc(rules::Column::Id);
+    let listed = page.fetch(&state.db, select).await?;
+    Ok(HttpResponse::Ok().json(listed.map(RuleResponse::from)))
 }
 
 /// Create a rule (engineer or admin).

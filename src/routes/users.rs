@@ -2,25 +2,24 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
+use insa_domain::text::{self, NAME_MAX_CHARS};
 use insa_entities::{users, Role};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
-};
-use serde::{Deserialize, Serialize};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, Iterable, QueryFilter, QueryOrder, Set};
+use serde::Deserialize;
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::accounts::{self, check_password, MAX_EMAIL_CHARS};
+use crate::accounts::{self, check_password};
 use crate::audit::Audit;
 use crate::auth::extract::client_ip;
 use crate::auth::revocation::Revoked;
-use crate::auth::{looks_like_email, AuthUser};
+use crate::auth::AuthUser;
 use crate::error::{ApiError, Code, FieldProblem};
-use crate::routes::{page, present};
 use crate::state::AppState;
 use crate::web::answers::UserResponse;
+use crate::web::list::{list_query, one_of, Items, Listed, Paged};
+use crate::web::patch::present;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -36,24 +35,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserList {
-    pub users: Vec<UserResponse>,
-    pub total: u64,
-    pub limit: u64,
-    pub offset: u64,
+impl Items for UserResponse {
+    const FIELD: &'static str = "users";
+    const LIST: &'static str = "UserList";
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct UserQuery {
-    /// admin, engineer, operator or viewer
-    #[param(pattern = "^(admin|engineer|operator|viewer)$")]
-    pub role: Option<String>,
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u64>,
-    #[param(minimum = 0, maximum = 9223372036854775807_u64)]
-    pub offset: Option<u64>,
+/// `{users, total, limit, offset}`.
+pub type UserList = Listed<UserResponse>;
+
+list_query! {
+    pub struct UserQuery {
+        /// admin, engineer, operator or viewer
+        #[param(pattern = "^(admin|engineer|operator|viewer)$")]
+        pub role: Option<String>,
+    }
 }
 
 fn parse_role(field: &str, role: &str) -> Result<Role, ApiError> {
@@ -63,20 +58,6 @@ fn parse_role(field: &str, role: &str) -> Result<Role, ApiError> {
             "must be one of admin, engineer, operator, viewer",
         )])
     })
-}
-
-/// Why `email` is refused, if it is.
-fn email_problem(email: &str) -> Result<(), FieldProblem> {
-    if email.trim().chars().count() > MAX_EMAIL_CHARS {
-        Err(FieldProblem::new(
-            "email",
-            format!("must be at most {MAX_EMAIL_CHARS} characters"),
-        ))
-    } else if !looks_like_email(email) {
-        Err(FieldProblem::new("email", "must be an email address"))
-    } else {
-        Ok(())
-    }
 }
 
 async fn find_user(state: &AppState, id: Uuid) -> Result<users::Model, ApiError> {
@@ -96,30 +77,16 @@ pub async fn list_users(
     query: web::Query<UserQuery>,
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Admin)?;
-    let (limit, offset) = page(query.limit, query.offset)?;
+    let page = query.page()?;
     let mut select = users::Entity::find();
     if let Some(role) = &query.role {
-        let role = Role::parse(role).ok_or_else(|| {
-            ApiError::new(
-                Code::InvalidQuery,
-                "role must be one of admin, engineer, operator, viewer",
-            )
-        })?;
+        let role = one_of("role", role, Role::iter())?;
         select = select.filter(users::Column::Role.eq(role));
     }
-    let total = select.clone().count(&state.db).await?;
-    let users = select
-        .order_by_asc(users::Column::Email)
-        .limit(limit)
-        .offset(offset)
-        .all(&state.db)
+    let listed = page
+        .fetch(&state.db, select.order_by_asc(users::Column::Email))
         .await?;
-    Ok(HttpResponse::Ok().json(UserList {
-        users: users.into_iter().map(UserResponse::from).collect(),
-        total,
-        limit,
-        offset,
-    }))
+    Ok(HttpResponse::Ok().json(listed.map(UserResponse::from)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -137,6 +104,7 @@ pub struct CreateUser {
     /// admin, engineer, operator or viewer (default viewer)
     #[schema(pattern = "^(admin|engineer|operator|viewer)$")]
     pub role: Option<String>,
+    #[schema(max_length = 255)]
     pub name: Option<String>,
 }
 
@@ -155,7 +123,7 @@ pub async fn create_user(
     let body = body.into_inner();
     let mut problems = Vec::new();
     let email = body.email.unwrap_or_default();
-    if let Err(problem) = email_problem(&email) {
+    if let Err(problem) = text::check_email("email", &email) {
         problems.push(problem);
     }
     let password = body.password.unwrap_or_default();
@@ -172,9 +140,7 @@ pub async fn create_user(
             "must be one of admin, engineer, operator, viewer",
         ));
     }
-    if body.name.as_ref().is_some_and(|n| n.chars().count() > 255) {
-        problems.push(FieldProblem::new("name", "must be at most 255 characters"));
-    }
+    text::check_optional(&mut problems, "name", body.name.as_deref(), NAME_MAX_CHARS);
     let (Some(role), true) = (role, problems.is_empty()) else {
         return Err(ApiError::validation(problems));
     };
@@ -216,7 +182,7 @@ pub struct UpdateUser {
     #[schema(pattern = "^(admin|engineer|operator|viewer)$")]
     pub role: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 255)]
     pub name: Option<Option<String>>,
     pub is_active: Option<bool>,
     /// Sets a new password and logs the user out everywhere.
@@ -259,7 +225,7 @@ pub async fn update_user(
     }
     let mut active: users::ActiveModel = existing.clone().into();
     if let Some(email) = &body.email {
-        email_problem(email).map_err(|problem| ApiError::validation(vec![problem]))?;
+        text::check_email("email", email).map_err(|problem| ApiError::validation(vec![problem]))?;
         let email = accounts::normalize_email(email);
         if email != existing.email {
             if accounts::find_by_email(&state.db, &email).await?.is_some() {
@@ -275,11 +241,9 @@ pub async fn update_user(
         active.role = Set(role);
     }
     if let Some(name) = body.name {
-        if name.as_ref().is_some_and(|n| n.chars().count() > 255) {
-            return Err(ApiError::validation(vec![FieldProblem::new(
-                "name",
-                "must be at most 255 characters",
-            )]));
+        if let Some(name) = &name {
+            text::check_len("name", name, NAME_MAX_CHARS)
+                .map_err(|problem| ApiError::validation(vec![problem]))?;
         }
         active.name = Set(name);
     }

@@ -148,6 +148,23 @@ async fn an_offset_past_what_the_database_takes_is_400_for_every_list() {
 }
 
 #[actix_web::test]
+async fn a_caller_who_may_not_list_is_told_so_before_the_page_is_checked() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (_, _, viewer) = app.user_with_role(&admin, "viewer").await;
+    for list in ["/api/v1/users", "/api/v1/audit-log", "/api/v1/api-keys"] {
+        let reply = app
+            .get(&format!("{list}?limit=0"), As::Bearer(&viewer))
+            .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{list}: {reply:?}");
+        let reply = app
+            .get(&format!("{list}?limit=0"), As::Bearer(&admin))
+            .await;
+        assert_eq!(reply.code(), "invalid_query", "{list}: {reply:?}");
+    }
+}
+
+#[actix_web::test]
 async fn an_empty_report_or_history_parameter_is_refused_by_name_not_read_as_absent() {
     let app = spawn_app().await;
     let token = app.admin_token().await;
