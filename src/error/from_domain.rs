@@ -1,22 +1,65 @@
-//! The errors of the services (accounts, device keys, devices, reports) as HTTP answers: each
-//! refusal with the code and message the API gives for it, failures as the database or internal
-//! errors they are. The services themselves know nothing of HTTP.
+//! The errors of the services (accounts, alerts, device keys, devices, reports, tokens) as HTTP
+//! answers: each refusal with the code and message the API gives for it, failures as the
+//! database or internal errors they are. The services themselves know nothing of HTTP.
+//!
+//! An error whose answer is its code and its message (and the fields at fault) implements
+//! [`ErrorCode`]; one whose answer also carries details or headers (a rate limit's retry time, a
+//! report's size) is converted with its own `From`.
 
+use insa_actors::alerts::AlertError;
+use insa_domain::FieldProblem;
 use serde_json::json;
 
-use super::{ApiError, Code};
+use super::{database_code, ApiError, Code, ErrorCode};
 use crate::accounts::AccountError;
 use crate::auth::device_key::KeyRefused;
+use crate::auth::tokens::TokenError;
 use crate::devices::DeviceError;
 use crate::reports::Refused;
 
-impl From<AccountError> for ApiError {
-    fn from(err: AccountError) -> Self {
-        match err {
-            AccountError::EmailTaken(_) => ApiError::new(Code::EmailTaken, err.to_string()),
-            AccountError::Password(problem) => ApiError::validation(vec![problem]),
-            AccountError::Hashing(cause) => ApiError::internal(cause),
-            AccountError::Database(err) => err.into(),
+impl ErrorCode for AccountError {
+    fn code(&self) -> Code {
+        match self {
+            AccountError::EmailTaken(_) => Code::EmailTaken,
+            AccountError::Password(_) => Code::ValidationFailed,
+            AccountError::Hashing(_) => Code::Internal,
+            AccountError::Database(err) => database_code(err),
+        }
+    }
+
+    fn problems(&self) -> Vec<FieldProblem> {
+        match self {
+            AccountError::Password(problem) => vec![problem.clone()],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl ErrorCode for AlertError {
+    fn code(&self) -> Code {
+        match self {
+            AlertError::NotFound(_) => Code::AlertNotFound,
+            AlertError::Resolved => Code::AlertResolved,
+            AlertError::Db(err) => database_code(err),
+        }
+    }
+}
+
+impl ErrorCode for TokenError {
+    fn code(&self) -> Code {
+        match self {
+            TokenError::Expired => Code::TokenExpired,
+            TokenError::Invalid | TokenError::WrongKind(_) => Code::InvalidToken,
+            TokenError::Signing(_) => Code::Internal,
+        }
+    }
+}
+
+impl ErrorCode for DeviceError {
+    fn code(&self) -> Code {
+        match self {
+            DeviceError::NotFound(_) => Code::DeviceNotFound,
+            DeviceError::Database(err) => database_code(err),
         }
     }
 }
@@ -38,15 +81,6 @@ impl From<KeyRefused> for ApiError {
                 .header("X-RateLimit-Limit", over.limit)
                 .header("X-RateLimit-Remaining", 0),
             KeyRefused::Database(err) => err.into(),
-        }
-    }
-}
-
-impl From<DeviceError> for ApiError {
-    fn from(err: DeviceError) -> Self {
-        match err {
-            DeviceError::NotFound(_) => ApiError::new(Code::DeviceNotFound, err.to_string()),
-            DeviceError::Database(err) => err.into(),
         }
     }
 }
@@ -78,7 +112,6 @@ impl From<Refused> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use insa_domain::FieldProblem;
 
     /// A failed report job records the refusal's text; it starts with the code the API answers.
     #[test]

@@ -5,7 +5,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
-use insa_actors::alerts::{AlertError, Handled};
+use insa_actors::alerts::Handled;
 use insa_domain::{AlertStatus, Severity};
 use insa_entities::{alerts, Role};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -148,16 +148,6 @@ pub async fn resolve_alert(
         record(&state, &req, &user, "alert.resolve", alert).await;
     }
     Ok(HttpResponse::Ok().json(AlertResponse::from(handled.into_alert())))
-}
-
-impl From<AlertError> for ApiError {
-    fn from(err: AlertError) -> Self {
-        match err {
-            AlertError::NotFound(_) => ApiError::new(Code::AlertNotFound, err.to_string()),
-            AlertError::Resolved => ApiError::new(Code::AlertResolved, err.to_string()),
-            AlertError::Db(err) => err.into(),
-        }
-    }
 }
 
 async fn record(
