@@ -151,15 +151,13 @@ mod tests {
     }
 
     /// A rule on `pressure` (`high` only matters for bands), raising at once, auto-resolving.
-    fn rule(condition: &str, threshold: f64, high: f64, hysteresis: f64) -> Rule {
-        let number = |n: f64| Some(n).filter(|n| n.is_finite());
+    fn rule(condition: Condition, hysteresis: f64) -> Rule {
         Rule {
             id: Some(Uuid::nil()),
             name: "r".into(),
             target: Target::Device(Uuid::nil()),
             key: "pressure".into(),
-            condition: Condition::from_columns(condition, number(threshold), number(high))
-                .expect("condition"),
+            condition,
             hold: Duration::ZERO,
             hysteresis,
             severity: Severity::Warning,
@@ -169,7 +167,7 @@ mod tests {
     }
 
     fn above(threshold: f64) -> Rule {
-        rule(">", threshold, f64::NAN, 0.0)
+        rule(Condition::Above(threshold), 0.0)
     }
 
     fn held(mut rule: Rule, seconds: u64) -> Rule {
@@ -183,7 +181,7 @@ mod tests {
     }
 
     fn offline() -> Rule {
-        rule("offline", f64::NAN, f64::NAN, 0.0)
+        rule(Condition::Offline, 0.0)
     }
 
     /// One input of a row.
@@ -357,29 +355,63 @@ mod tests {
             )
         };
         run(vec![
-            family("above", rule(">", 80.0, f64::NAN, 2.5), 79.0, 77.5),
-            family("at least", rule(">=", 80.0, f64::NAN, 2.0), 79.0, 77.9),
-            family("below", rule("<", 10.0, f64::NAN, 1.0), 10.5, 11.0),
-            family("at most", rule("<=", 10.0, f64::NAN, 1.0), 10.5, 11.1),
-            family("equal", rule("==", 5.0, f64::NAN, 0.5), 5.5, 5.6),
-            family("not equal", rule("!=", 5.0, f64::NAN, 1.0), 5.5, 5.0),
-            family("between", rule("between", 20.0, 30.0, 1.0), 19.5, 18.5),
+            family("above", rule(Condition::Above(80.0), 2.5), 79.0, 77.5),
+            family("at least", rule(Condition::AtLeast(80.0), 2.0), 79.0, 77.9),
+            family("below", rule(Condition::Below(10.0), 1.0), 10.5, 11.0),
+            family("at most", rule(Condition::AtMost(10.0), 1.0), 10.5, 11.1),
+            family("equal", rule(Condition::Equal(5.0), 0.5), 5.5, 5.6),
+            family("not equal", rule(Condition::NotEqual(5.0), 1.0), 5.5, 5.0),
+            family(
+                "between",
+                rule(
+                    Condition::Between {
+                        low: 20.0,
+                        high: 30.0,
+                    },
+                    1.0,
+                ),
+                19.5,
+                18.5,
+            ),
             family(
                 "between, above the band",
-                rule("between", 20.0, 30.0, 1.0),
+                rule(
+                    Condition::Between {
+                        low: 20.0,
+                        high: 30.0,
+                    },
+                    1.0,
+                ),
                 31.0,
                 31.5,
             ),
-            family("outside", rule("outside", 20.0, 30.0, 2.0), 21.0, 22.0),
+            family(
+                "outside",
+                rule(
+                    Condition::Outside {
+                        low: 20.0,
+                        high: 30.0,
+                    },
+                    2.0,
+                ),
+                21.0,
+                22.0,
+            ),
             family(
                 "outside, from above",
-                rule("outside", 20.0, 30.0, 2.0),
+                rule(
+                    Condition::Outside {
+                        low: 20.0,
+                        high: 30.0,
+                    },
+                    2.0,
+                ),
                 29.0,
                 28.0,
             ),
             row(
                 "without auto_resolve the alert stays open; the watch starts over",
-                manual(rule(">", 80.0, f64::NAN, 2.5)),
+                manual(rule(Condition::Above(80.0), 2.5)),
                 W::Raised,
                 vec![
                     (Value(79.0, 1), Nothing),
@@ -650,7 +682,7 @@ mod tests {
             ),
             row(
                 "inside the hysteresis band: clear, nothing resolved",
-                rule(">", 80.0, f64::NAN, 5.0),
+                rule(Condition::Above(80.0), 5.0),
                 W::Unknown,
                 vec![(Value(78.0, 0), Nothing)],
                 W::Clear,
