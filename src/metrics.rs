@@ -12,6 +12,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
+use insa_domain::{AlertStatus, DeviceStatus, Severity};
 use insa_entities::{alerts, devices};
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -203,7 +204,7 @@ async fn refresh(state: &AppState) -> Result<(), ApiError> {
         counter!("insa_telemetry_messages_total", "transport" => "mqtt")
             .absolute(stats.stored.load(Relaxed));
     }
-    let by_status: Vec<(insa_entities::DeviceStatus, i64)> = devices::Entity::find()
+    let by_status: Vec<(DeviceStatus, i64)> = devices::Entity::find()
         .select_only()
         .column(devices::Column::Status)
         .column_as(devices::Column::Id.count(), "n")
@@ -211,28 +212,28 @@ async fn refresh(state: &AppState) -> Result<(), ApiError> {
         .into_tuple()
         .all(&state.db)
         .await?;
-    for status in ["online", "offline", "maintenance", "error"] {
+    for status in DeviceStatus::ALL {
         let n = by_status
             .iter()
-            .find(|(s, _)| s.as_str() == status)
+            .find(|(s, _)| *s == status)
             .map_or(0, |(_, n)| *n);
-        gauge!("insa_devices", "status" => status).set(n as f64);
+        gauge!("insa_devices", "status" => status.as_str()).set(n as f64);
     }
-    let open: Vec<(String, i64)> = alerts::Entity::find()
+    let open: Vec<(Severity, i64)> = alerts::Entity::find()
         .select_only()
         .column(alerts::Column::Severity)
         .column_as(alerts::Column::Id.count(), "n")
-        .filter(alerts::Column::Status.ne("resolved"))
+        .filter(alerts::Column::Status.ne(AlertStatus::Resolved))
         .group_by(alerts::Column::Severity)
         .into_tuple()
         .all(&state.db)
         .await?;
-    for severity in ["info", "warning", "critical"] {
+    for severity in Severity::ALL {
         let n = open
             .iter()
-            .find(|(s, _)| s == severity)
+            .find(|(s, _)| *s == severity)
             .map_or(0, |(_, n)| *n);
-        gauge!("insa_alerts_open", "severity" => severity).set(n as f64);
+        gauge!("insa_alerts_open", "severity" => severity.as_str()).set(n as f64);
     }
     gauge!("insa_live_clients").set(state.live.clients() as f64);
     Ok(())

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use insa_domain::Severity;
 use rust_xlsxwriter::{
     Color, ExcelDateTime, Format as CellFormat, FormatBorder, Workbook, Worksheet, XlsxError,
 };
@@ -169,12 +170,12 @@ fn summary(
     }
     sheet.write_string_with_format(row, 0, "Severity", &styles.header)?;
     sheet.write_string_with_format(row, 1, "Alerts", &styles.header)?;
-    for severity in ["critical", "warning", "info"] {
+    for severity in Severity::ALL.into_iter().rev() {
         row += 1;
-        sheet.write_string(row, 0, severity)?;
+        sheet.write_string(row, 0, severity.as_str())?;
         let count = contents
             .alerts_by_severity
-            .get(severity)
+            .get(&severity)
             .copied()
             .unwrap_or(0);
         sheet.write_number(row, 1, count as f64)?;

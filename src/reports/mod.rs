@@ -25,7 +25,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use insa_domain::FieldProblem;
+use insa_domain::{FieldProblem, Severity};
 
 use crate::query::{Function, Interval};
 use crate::settings::ReportSettings;
@@ -322,7 +322,7 @@ pub struct KeyStats {
 pub struct Contents {
     pub stats: Vec<KeyStats>,
     /// Alerts by severity over the period (for the devices covered).
-    pub alerts_by_severity: BTreeMap<String, u64>,
+    pub alerts_by_severity: BTreeMap<Severity, u64>,
     /// Rows the report will write: points, buckets or alerts.
     pub rows: u64,
 }
@@ -438,8 +438,8 @@ fn alert_filter(report: &Report) -> Condition {
 async fn alert_counts(
     db: &DatabaseConnection,
     report: &Report,
-) -> Result<BTreeMap<String, u64>, DbErr> {
-    let counts: Vec<(String, i64)> = alerts::Entity::find()
+) -> Result<BTreeMap<Severity, u64>, DbErr> {
+    let counts: Vec<(Severity, i64)> = alerts::Entity::find()
         .select_only()
         .column(alerts::Column::Severity)
         .column_as(alerts::Column::Id.count(), "n")

@@ -4,6 +4,7 @@
 //! numbered "page n of N".
 
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
+use insa_domain::Severity;
 use pdf_writer::{Content, Date, Finish, Name, Pdf, Rect, Ref, Str, TextStr};
 use sea_orm::DatabaseConnection;
 
@@ -402,15 +403,15 @@ pub async fn write(
     };
     doc.line(10.0, false, &format!("Devices: {devices}"));
     let counts = &contents.alerts_by_severity;
-    let count = |s: &str| counts.get(s).copied().unwrap_or(0);
+    let count = |s: Severity| counts.get(&s).copied().unwrap_or(0);
     doc.line(
         10.0,
         false,
         &format!(
             "Alerts: {} critical, {} warning, {} info",
-            count("critical"),
-            count("warning"),
-            count("info")
+            count(Severity::Critical),
+            count(Severity::Warning),
+            count(Severity::Info)
         ),
     );
 
