@@ -5,6 +5,8 @@
 # ("ingest"), or HTTP single readings without and with 10 live-feed clients watching ("live"), or
 # report jobs of 0.5 M and 5 M points in every format ("reports"; files kept in target/bench-reports).
 # Usage: bench/run.sh [seconds=20] [ingest|live|reports|all=ingest]
+# INSA_BENCH_PLATFORM=/path/to/insa-iiot runs that build of the platform instead of this tree's
+# (a release binary of an earlier commit, for a before/after comparison in the same session).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
@@ -13,6 +15,7 @@ db=insa_bench
 pg=postgres://postgres@127.0.0.1:5432/$db
 work=$(mktemp -d)
 cargo build --release -p insa-iiot -p insa-bench
+platform_bin=$(realpath "${INSA_BENCH_PLATFORM:-target/release/insa-iiot}")
 
 mqtt_port=18883
 mkdir -p "$work/mosquitto" && chmod 777 "$work/mosquitto"
@@ -26,7 +29,7 @@ run() { # $1 = insa-bench arguments
   psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
   (cd "$work" && INSA__DATABASE__URL=$pg INSA__AUTH__ADMIN_PASSWORD=bench-password-1 \
      INSA__MQTT__MODE=external INSA__MQTT__URL=mqtt://127.0.0.1:$mqtt_port RUST_LOG=warn \
-     exec "$OLDPWD/target/release/insa-iiot" >"$work/platform.log" 2>&1) &
+     exec "$platform_bin" >"$work/platform.log" 2>&1) &
   platform=$!
   for _ in $(seq 1 100); do curl -sf http://127.0.0.1:5002/health >/dev/null && break; sleep 0.1; done
   DATABASE_URL=$pg INSA_BENCH_PASSWORD=bench-password-1 \
