@@ -139,7 +139,7 @@ impl<T: Copy + Ord + Add<Duration, Output = T>> Watch<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use insa_domain::{Condition, Severity, Target};
+    use insa_domain::{Condition, Target};
     use uuid::Uuid;
     use DeviceStatus::{Error, Maintenance, Offline, Online};
     use Effect::{Nothing, Raise, Resolve, StartHold};
@@ -154,15 +154,8 @@ mod tests {
     fn rule(condition: Condition, hysteresis: f64) -> Rule {
         Rule {
             id: Some(Uuid::nil()),
-            name: "r".into(),
-            target: Target::Device(Uuid::nil()),
-            key: "pressure".into(),
-            condition,
-            hold: Duration::ZERO,
             hysteresis,
-            severity: Severity::Warning,
-            auto_resolve: true,
-            actions: Vec::new(),
+            ..Rule::plain(Target::Device(Uuid::nil()), "pressure", condition)
         }
     }
 

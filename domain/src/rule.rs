@@ -261,6 +261,24 @@ impl RuleDefinition {
 }
 
 impl Rule {
+    /// The plainest rule: `condition` on `key` of `target`, named like its key, raising at once
+    /// (`warning`), resolving by itself, no hysteresis, no actions. Callers change what they
+    /// need with struct update syntax.
+    pub fn plain(target: Target, key: &str, condition: Condition) -> Self {
+        Self {
+            id: None,
+            name: key.to_string(),
+            target,
+            key: key.to_string(),
+            condition,
+            hold: Duration::ZERO,
+            hysteresis: 0.0,
+            severity: Severity::Warning,
+            auto_resolve: true,
+            actions: Vec::new(),
+        }
+    }
+
     /// A device's built-in rule: `config.alert_threshold` as a `>` rule on `config.alert_key`
     /// (default: the key named like the device's type), severity `config.alert_severity`
     /// (default `warning`).
@@ -281,16 +299,9 @@ impl Rule {
             .and_then(Severity::parse)
             .unwrap_or(Severity::Warning);
         Some(Self {
-            id: None,
             name: format!("{key} above alert_threshold"),
-            target: Target::Builtin,
-            key,
-            condition: Condition::Above(threshold),
-            hold: Duration::ZERO,
-            hysteresis: 0.0,
             severity,
-            auto_resolve: true,
-            actions: Vec::new(),
+            ..Self::plain(Target::Builtin, &key, Condition::Above(threshold))
         })
     }
 
@@ -340,14 +351,8 @@ mod tests {
         Rule {
             id: Some(Uuid::nil()),
             name: "r".into(),
-            target: Target::Device(Uuid::nil()),
-            key: "pressure".into(),
-            condition,
-            hold: Duration::ZERO,
             hysteresis,
-            severity: Severity::Warning,
-            auto_resolve: true,
-            actions: Vec::new(),
+            ..Rule::plain(Target::Device(Uuid::nil()), "pressure", condition)
         }
     }
 
