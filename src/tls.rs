@@ -160,19 +160,20 @@ pub fn spawn_reloader(cert: Arc<ReloadingCert>, settings: &TlsSettings) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let cause = tokio::select! {
-                _ = ticker.tick() => "file change",
+            let signalled = tokio::select! {
+                _ = ticker.tick() => false,
                 Some(()) = async {
                     match hangup.as_mut() {
                         Some(signal) => signal.recv().await,
                         None => std::future::pending().await,
                     }
-                } => "SIGHUP",
+                } => true,
             };
             let now = cert.modified();
-            if cause == "file change" && now == seen {
+            if !signalled && now == seen {
                 continue;
             }
+            let cause = if signalled { "SIGHUP" } else { "file change" };
             seen = now;
             match cert.reload() {
                 Ok(()) => tracing::info!(
