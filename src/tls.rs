@@ -156,7 +156,7 @@ pub fn spawn_reloader(cert: Arc<ReloadingCert>, settings: &TlsSettings) {
         }
     };
     let mut seen = cert.modified();
-    actix_web::rt::spawn(async move {
+    tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
