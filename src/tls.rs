@@ -60,10 +60,15 @@ impl ReloadingCert {
             .clone()
     }
 
-    /// The modification times of the two files (`None` for one that cannot be read).
-    fn modified(&self) -> [Option<SystemTime>; 2] {
-        let mtime = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        [mtime(&self.cert_file), mtime(&self.key_file)]
+    /// What identifies the two files' contents without reading them: modification time and
+    /// length (`None` for a file that cannot be read), so a rewrite within the file system's
+    /// time granularity is still seen when its length changes.
+    fn fingerprint(&self) -> [Option<(SystemTime, u64)>; 2] {
+        let stamp = |path: &Path| {
+            let meta = std::fs::metadata(path).ok()?;
+            Some((meta.modified().ok()?, meta.len()))
+        };
+        [stamp(&self.cert_file), stamp(&self.key_file)]
     }
 }
 
@@ -155,7 +160,7 @@ pub fn spawn_reloader(cert: Arc<ReloadingCert>, settings: &TlsSettings) {
             None
         }
     };
-    let mut seen = cert.modified();
+    let mut seen = cert.fingerprint();
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -169,7 +174,7 @@ pub fn spawn_reloader(cert: Arc<ReloadingCert>, settings: &TlsSettings) {
                     }
                 } => true,
             };
-            let now = cert.modified();
+            let now = cert.fingerprint();
             if !signalled && now == seen {
                 continue;
             }
