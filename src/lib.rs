@@ -57,6 +57,7 @@ pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod telemetry_log;
+pub mod tls;
 pub mod web;
 pub mod webhook_guard;
 

@@ -343,7 +343,7 @@ async fn email(state: &NotifierState, payload: &NotificationPayload) -> Outcome 
     let base = server
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{}:{}", server.host, server.port));
+        .unwrap_or_else(|| format!("{}://{}:{}", server.scheme(), server.host, server.port));
     let built = match payload {
         NotificationPayload::Report(report) => report_email(message, report, &base).await,
         NotificationPayload::Alert(notification) => message

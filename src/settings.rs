@@ -5,7 +5,7 @@
 //! refused and [`Settings::validate`] names every bad key at once.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
 use insa_domain::text;
@@ -81,7 +81,7 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub shutdown_timeout_secs: u64,
     /// Where people reach the platform (`https://iiot.site.example`), for links in emails;
-    /// default `http://host:port`.
+    /// default `http://host:port` (`https://` with `tls`).
     pub public_url: Option<String>,
     /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client; from
     /// any other peer the header is ignored, so a client cannot choose its own address for the
@@ -92,9 +92,50 @@ pub struct ServerSettings {
     pub client_request_timeout_ms: u64,
     /// How long a connection being closed may take to shut down before it is dropped.
     pub client_disconnect_timeout_ms: u64,
+    /// HTTPS: with a certificate and key the platform serves TLS only on `port`.
+    #[serde(default)]
+    pub tls: TlsSettings,
+}
+
+/// The HTTPS certificate: both files set (PEM) or neither (plain HTTP).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate (PKCS#8, RSA or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// How often (seconds) the two files' modification times are checked for a reload.
+    pub reload_check_secs: u64,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            reload_check_secs: 10,
+        }
+    }
+}
+
+impl TlsSettings {
+    /// The certificate and key files when HTTPS is on.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert_file.as_deref()?, self.key_file.as_deref()?))
+    }
 }
 
 impl ServerSettings {
+    /// `https` when a certificate is configured, else `http`: how clients reach `port`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.files().is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// `trusted_proxies` parsed; a plain address is a one-address block. Entries that do not
     /// parse are reported by [`Settings::validate`] and left out here.
     pub fn trusted_proxy_nets(&self) -> Vec<ipnet::IpNet> {
@@ -472,6 +513,19 @@ impl Settings {
                 format!("server.trusted_proxies: `{entry}` is not an address or CIDR block"),
             );
         }
+        let tls = &self.server.tls;
+        check(
+            tls.cert_file.is_none() || tls.key_file.is_some(),
+            "server.tls.key_file: must be set with server.tls.cert_file".into(),
+        );
+        check(
+            tls.key_file.is_none() || tls.cert_file.is_some(),
+            "server.tls.cert_file: must be set with server.tls.key_file".into(),
+        );
+        check(
+            (1..=86_400).contains(&tls.reload_check_secs),
+            "server.tls.reload_check_secs: 1 to 86400".into(),
+        );
         check(
             (100..=600_000).contains(&self.server.client_request_timeout_ms),
             "server.client_request_timeout_ms: 100 to 600000".into(),

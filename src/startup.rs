@@ -33,9 +33,16 @@ pub struct Application {
 
 impl Application {
     /// Connects and migrates the database, creates the first admin if there are no users, and binds
-    /// the HTTP listener (port 0 picks a free one).
+    /// the HTTP listener (port 0 picks a free one; HTTPS only when `server.tls` names a certificate).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
+        // The certificate first: a bad file fails start-up before anything else is touched.
+        let tls = match settings.server.tls.files() {
+            Some((cert_file, key_file)) => Some(Arc::new(crate::tls::ReloadingCert::load(
+                cert_file, key_file,
+            )?)),
+            None => None,
+        };
         let db = crate::db::connect_and_migrate(&settings.database).await?;
         let created = crate::accounts::bootstrap_admin(&db, &settings.auth)
             .await
@@ -125,8 +132,8 @@ impl Application {
         let listener =
             TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
         let port = listener.local_addr()?.port();
-        let server = serve(listener, state.clone(), &settings)?;
-        tracing::info!(%address, port, "insa-iiot listening");
+        let server = serve(listener, state.clone(), &settings, tls)?;
+        tracing::info!(%address, port, scheme = settings.server.scheme(), "insa-iiot listening");
         Ok(Self {
             port,
             server,
@@ -207,6 +214,7 @@ fn serve(
     listener: TcpListener,
     state: web::Data<AppState>,
     settings: &Settings,
+    tls: Option<Arc<crate::tls::ReloadingCert>>,
 ) -> anyhow::Result<Server> {
     let max_body = settings.server.max_body_bytes;
     let ingest_max_body = settings.ingest.max_body_bytes;
@@ -242,8 +250,15 @@ fn serve(
     ))
     .client_disconnect_timeout(Duration::from_millis(
         settings.server.client_disconnect_timeout_ms,
-    ))
-    .listen(listener)?;
+    ));
+    server = match tls {
+        Some(cert) => {
+            let config = crate::tls::server_config(cert.clone())?;
+            crate::tls::spawn_reloader(cert, &settings.server.tls);
+            server.listen_rustls_0_23(listener, config)?
+        }
+        None => server.listen(listener)?,
+    };
     if settings.server.workers > 0 {
         server = server.workers(settings.server.workers);
     }

@@ -125,6 +125,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = test_settings(dir.path()).await;
     customize(&mut settings);
+    let scheme = settings.server.scheme();
     let app = Application::build(settings)
         .await
         .expect("application builds");
@@ -132,7 +133,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         let (host, port) = address.rsplit_once(':').expect("host:port");
         (host.to_string(), port.parse().expect("a port"))
     });
-    let address = format!("http://127.0.0.1:{}", app.port());
+    let address = format!("{scheme}://127.0.0.1:{}", app.port());
     let db = app.db();
     let pipeline = app.pipeline();
     actix_web::rt::spawn(app.run_until_stopped());

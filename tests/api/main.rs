@@ -13,6 +13,7 @@ pub mod email;
 mod errors;
 mod health;
 mod helpers;
+mod https;
 pub mod live;
 mod metrics;
 pub mod mqtt;
