@@ -27,7 +27,8 @@ struct Pki {
 }
 
 impl Pki {
-    /// `None` (and a message) when the `openssl` or `curl` command is missing.
+    /// `None` (and a message) when the `openssl` or `curl` command is missing; a failure instead
+    /// where they must be there (`INSA_TLS_CLIENTS=required`, as `.ci/run` sets).
     fn new() -> Option<Self> {
         for tool in ["openssl", "curl"] {
             let found = Command::new(tool)
@@ -37,6 +38,10 @@ impl Pki {
                 .status()
                 .is_ok();
             if !found {
+                assert!(
+                    std::env::var("INSA_TLS_CLIENTS").as_deref() != Ok("required"),
+                    "`{tool}` is required here (INSA_TLS_CLIENTS=required) but is not installed"
+                );
                 eprintln!("skipped: `{tool}` is not installed");
                 return None;
             }
