@@ -4,6 +4,7 @@
 //!   shared [`state::AppState`] of the handlers, and each worker given what it needs
 //! - [`settings`]: layered settings, validated at start-up; [`redact`]: URLs without passwords
 //! - [`db`]: PostgreSQL / SQLite connection and migrations; [`private_files`]: owner-only files
+//! - [`tls`]: HTTPS: the server certificate (TLS 1.2+), re-read on SIGHUP or file change
 //!
 //! The web layer (the only modules that know HTTP, with [`startup`], [`metrics`],
 //! [`telemetry_log`] and [`dashboard`]):
