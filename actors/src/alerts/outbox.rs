@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use insa_domain::notification::{AlertSnapshot, DeviceSnapshot, RuleSnapshot};
 use insa_domain::{Action, AlertEvent, DeliveryStatus, NotificationPayload, Rule};
 use insa_entities::{alerts, devices, notification_deliveries, rules};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, Set};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Set};
 use uuid::Uuid;
 
 pub use insa_domain::notification::AlertNotification;
@@ -99,15 +99,20 @@ pub fn notifications(
         .collect()
 }
 
-/// Queues notifications for an alert (in the caller's transaction, if any), due at `at`.
+/// Queues notifications for an alert (in the caller's transaction, if any), due at `at`: one
+/// statement for all of them.
 pub async fn enqueue<C: ConnectionTrait>(
     db: &C,
     alert_id: Uuid,
     outgoing: Vec<Outgoing>,
     at: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    for out in outgoing {
-        notification_deliveries::ActiveModel {
+    if outgoing.is_empty() {
+        return Ok(());
+    }
+    let rows = outgoing
+        .into_iter()
+        .map(|out| notification_deliveries::ActiveModel {
             id: Set(Uuid::new_v4()),
             alert_id: Set(Some(alert_id)),
             channel: Set(out.notification.action.channel()),
@@ -120,9 +125,9 @@ pub async fn enqueue<C: ConnectionTrait>(
             sent_at: Set(None),
             created_at: Set(at),
             updated_at: Set(at),
-        }
-        .insert(db)
+        });
+    notification_deliveries::Entity::insert_many(rows)
+        .exec_without_returning(db)
         .await?;
-    }
     Ok(())
 }

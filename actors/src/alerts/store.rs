@@ -24,6 +24,16 @@ pub async fn raise<C: ConnectionTrait>(
     db: &C,
     alert: NewAlert,
 ) -> Result<Option<alerts::Model>, DbErr> {
+    insert_open(db, alert, false).await
+}
+
+/// Stores `alert` as a new open alert (`chattering` as given) unless one is already open for the
+/// same device and rule.
+async fn insert_open<C: ConnectionTrait>(
+    db: &C,
+    alert: NewAlert,
+    chattering: bool,
+) -> Result<Option<alerts::Model>, DbErr> {
     let model = alerts::Model {
         id: Uuid::new_v4(),
         device_id: alert.device_id,
@@ -39,7 +49,7 @@ pub async fn raise<C: ConnectionTrait>(
         created_at: alert.at,
         metadata: alert.metadata,
         raise_count: 1,
-        chattering: false,
+        chattering,
     };
     let active: alerts::ActiveModel = model.clone().into();
     let inserted = alerts::Entity::insert(active)
@@ -72,7 +82,18 @@ pub async fn resolve_open<C: ConnectionTrait>(
     rule_id: Option<Uuid>,
     at: DateTime<Utc>,
 ) -> Result<Option<alerts::Model>, DbErr> {
-    let resolved = resolving(at)
+    resolve_open_by(db, resolving(at), device_id, rule_id).await
+}
+
+/// Runs `update` (a [`resolving`] one) on the open alert of this device and rule; returns it as
+/// resolved, `None` if none was open.
+async fn resolve_open_by<C: ConnectionTrait>(
+    db: &C,
+    update: sea_orm::UpdateMany<alerts::Entity>,
+    device_id: Uuid,
+    rule_id: Option<Uuid>,
+) -> Result<Option<alerts::Model>, DbErr> {
+    let resolved = update
         .filter(alerts::Column::DeviceId.eq(device_id))
         .filter(of_rule(rule_id))
         .exec(db)
@@ -188,35 +209,18 @@ pub async fn raise_quietly<C: ConnectionTrait>(
             // The unique index on open alerts still holds: a concurrent raise wins, this fails.
             reopened.update(db).await.map(Some)
         }
-        None => match raise(db, alert).await? {
-            Some(raised) => mark_chattering(db, raised).await.map(Some),
-            None => Ok(None),
-        },
+        None => insert_open(db, alert, true).await,
     }
 }
 
 /// A resolution beyond the chatter budget: stored without notifying, the alert marked
-/// `chattering`.
+/// `chattering` in the same statement.
 pub async fn resolve_quietly<C: ConnectionTrait>(
     db: &C,
     device_id: Uuid,
     rule_id: Option<Uuid>,
     at: DateTime<Utc>,
 ) -> Result<Option<alerts::Model>, DbErr> {
-    match resolve_open(db, device_id, rule_id, at).await? {
-        Some(resolved) => mark_chattering(db, resolved).await.map(Some),
-        None => Ok(None),
-    }
-}
-
-async fn mark_chattering<C: ConnectionTrait>(
-    db: &C,
-    alert: alerts::Model,
-) -> Result<alerts::Model, DbErr> {
-    if alert.chattering {
-        return Ok(alert);
-    }
-    let mut marked: alerts::ActiveModel = alert.into();
-    marked.chattering = Set(true);
-    marked.update(db).await
+    let update = resolving(at).col_expr(alerts::Column::Chattering, Expr::value(true));
+    resolve_open_by(db, update, device_id, rule_id).await
 }
