@@ -44,9 +44,6 @@ def send(count):
             "humidity": {"value": 65, "unit": "%"}, "pressure": {"value": 1013, "unit": "hPa"}}}
         call("POST", "/api/v1/telemetry", body, {"X-API-Key": key})
         seq += 1
-def instructions():
-    out = subprocess.run(["callgrind_control", "--dump", pid], capture_output=True, text=True).stdout
-    return out
 send(200)  # warm-up: actors started, caches filled, connections opened
 subprocess.run(["callgrind_control", "--zero", pid], capture_output=True)
 send(n)

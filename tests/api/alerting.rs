@@ -80,8 +80,9 @@ async fn a_breach_raises_one_alert_and_it_resolves_only_past_the_hysteresis() {
         .as_str()
         .is_some_and(|m| m.contains("High pressure")));
 
-    // Repeated breaches and a value inside the band (75..80) change nothing.
-    for value in [90, 95, 78] {
+    // Repeated breaches and a value inside the band (75..80) change nothing: had 78 resolved the
+    // alert, the breach after it would raise a second one and the count below would be 2.
+    for value in [90, 95, 78, 85] {
         send(&app, &token, &id, json!({"pressure": value})).await;
     }
     send(&app, &token, &id, json!({"pressure": 74})).await;

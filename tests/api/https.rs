@@ -4,14 +4,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use insa_iiot::settings::Settings;
 use insa_iiot::startup::Application;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use crate::helpers::{spawn_app_with, test_settings, TestApp};
+use crate::helpers::{eventually, spawn_app_with, test_settings, TestApp};
 
 /// How a test key is written: the three PEM forms the platform reads.
 #[derive(Clone, Copy)]
@@ -325,27 +325,24 @@ async fn https_answers_with_tls_1_2_and_1_3_only() {
 /// Waits until a new connection gets `new`, while the connection `kept` opened before keeps
 /// answering with the certificate it started with.
 async fn await_new_certificate(pki: &Pki, app: &TestApp, kept: &reqwest::Client, new: &str) {
-    let (old_der, new_der) = (pki.der("served-before"), pki.der(new));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert_eq!(
-            peer_certificate(kept, app).await,
-            old_der,
-            "the open connection was replaced"
-        );
-        if peer_certificate(&pki.client(), app).await == new_der {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new certificate never served"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
-    }
+    let (old_der, new_der) = (&pki.der("served-before"), &pki.der(new));
+    eventually(
+        Duration::from_secs(20),
+        "the new certificate served",
+        || async move {
+            assert_eq!(
+                &peer_certificate(kept, app).await,
+                old_der,
+                "the open connection was replaced"
+            );
+            (peer_certificate(&pki.client(), app).await == *new_der).then_some(())
+        },
+    )
+    .await;
     let (ok, out) = s_client(pki, port(app), "-tls1_3").await;
     assert!(ok, "{out}");
     assert!(out.contains(&format!("CN = {new}")), "{out}");
-    assert_eq!(peer_certificate(kept, app).await, old_der);
+    assert_eq!(peer_certificate(kept, app).await, *old_der);
 }
 
 #[actix_web::test]
