@@ -180,18 +180,25 @@ pub fn spawn_reloader(cert: Arc<ReloadingCert>, settings: &TlsSettings) {
             }
             let cause = if signalled { "SIGHUP" } else { "file change" };
             seen = now;
-            match cert.reload() {
-                Ok(()) => tracing::info!(
-                    cause,
-                    cert_file = %cert.cert_file.display(),
-                    "TLS certificate reloaded"
-                ),
-                Err(err) => tracing::error!(
-                    cause,
-                    error = %err,
-                    "TLS certificate not reloaded; the previous one stays in use"
-                ),
-            }
+            let outcome = match cert.reload() {
+                Ok(()) => {
+                    tracing::info!(
+                        cause,
+                        cert_file = %cert.cert_file.display(),
+                        "TLS certificate reloaded"
+                    );
+                    "reloaded"
+                }
+                Err(err) => {
+                    tracing::error!(
+                        cause,
+                        error = %err,
+                        "TLS certificate not reloaded; the previous one stays in use"
+                    );
+                    "failed"
+                }
+            };
+            metrics::counter!("insa_tls_reloads_total", "outcome" => outcome).increment(1);
         }
     });
 }

@@ -345,6 +345,23 @@ async fn await_new_certificate(pki: &Pki, app: &TestApp, kept: &reqwest::Client,
     assert_eq!(peer_certificate(kept, app).await, *old_der);
 }
 
+/// `insa_tls_reloads_total{outcome="failed"}` as the platform reports it (the process-wide
+/// recorder: only this file's tests reload certificates, and only one breaks a key).
+async fn failed_reloads(client: &reqwest::Client, app: &TestApp) -> f64 {
+    let text = client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("scrape body");
+    text.lines()
+        .filter(|line| line.starts_with("insa_tls_reloads_total{outcome=\"failed\"}"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[actix_web::test]
 async fn a_changed_certificate_is_served_to_new_connections_only() {
     let Some(pki) = Pki::new() else { return };
@@ -358,9 +375,14 @@ async fn a_changed_certificate_is_served_to_new_connections_only() {
         pki.der("served-before")
     );
 
-    // A broken file keeps the certificate in use.
+    // A broken file keeps the certificate in use: once the reload was tried and failed (the
+    // counter on /metrics), new connections still get the old certificate.
+    let failed_before = failed_reloads(&kept, &app).await;
     std::fs::write(pki.path("served.key"), "not a key").expect("break the key");
-    actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+    eventually(Duration::from_secs(15), "a failed reload", || async {
+        (failed_reloads(&kept, &app).await > failed_before).then_some(())
+    })
+    .await;
     assert_eq!(
         peer_certificate(&pki.client(), &app).await,
         pki.der("served-before")
