@@ -361,8 +361,7 @@ pub async fn update_rule(
             target.insert(k, v);
         }
     }
-    let mut body: RuleBody = serde_json::from_value(merged)
-        .map_err(|err| ApiError::new(Code::ValidationFailed, format!("invalid body: {err}")))?;
+    let mut body: RuleBody = crate::body::parse(merged)?;
     if let Some(actions) = body.actions.as_mut() {
         insa_domain::action::keep_secrets(actions, &existing.actions);
     }
@@ -532,11 +531,7 @@ mod properties {
             body in rule_body(),
             device_exists in prop::option::of(any::<bool>()),
         ) {
-            let checked = crate::body::storable(body).and_then(|body| {
-                serde_json::from_value::<RuleBody>(body).map_err(|err| {
-                    ApiError::new(Code::ValidationFailed, format!("invalid body: {err}"))
-                })
-            });
+            let checked = crate::body::storable(body).and_then(crate::body::parse::<RuleBody>);
             let parsed = checked
                 .and_then(|body| body.parse(device_exists).map_err(ApiError::from))
                 .map(rules::ActiveModel::from);
