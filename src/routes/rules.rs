@@ -339,8 +339,7 @@ pub async fn update_rule(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
     let existing = find_rule(&state, *id).await?;
-    let mut merged = serde_json::to_value(RuleBody::from(&existing))
-        .map_err(|err| ApiError::new(Code::Internal, err.to_string()))?;
+    let mut merged = serde_json::to_value(RuleBody::from(&existing)).map_err(ApiError::internal)?;
     if let Some(target) = merged.as_object_mut() {
         // Naming a new target replaces the old one.
         if ["device_id", "device_type", "area"]
