@@ -7,7 +7,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use insa_domain::{Action, Problems, RuleDefinition, RuleParts, Severity, Thresholds};
-use insa_entities::{devices, rules, Role};
+use insa_entities::{rules, Role};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -217,12 +217,7 @@ async fn find_rule(state: &AppState, id: Uuid) -> Result<rules::Model, ApiError>
 
 async fn device_exists(state: &AppState, id: Option<Uuid>) -> Result<Option<bool>, ApiError> {
     match id {
-        Some(id) => Ok(Some(
-            devices::Entity::find_by_id(id)
-                .one(&state.db)
-                .await?
-                .is_some(),
-        )),
+        Some(id) => Ok(Some(crate::devices::device_exists(&state.db, id).await?)),
         None => Ok(None),
     }
 }
