@@ -56,6 +56,14 @@ pub fn storable(value: Value) -> Result<Value, ApiError> {
     }
 }
 
+/// A checked body value read as `T`: 422 `validation_failed` ("invalid body: ...") when it does
+/// not fit, as the [`Json`] extractor answers. For handlers that build the value themselves (a
+/// partial update merged into what is stored).
+pub fn parse<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    serde_json::from_value(value)
+        .map_err(|err| ApiError::new(Code::ValidationFailed, format!("invalid body: {err}")))
+}
+
 impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Error = actix_web::Error;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
@@ -64,9 +72,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
         let body = web::Json::<Value>::from_request(req, payload);
         Box::pin(async move {
             let value = storable(body.await?.into_inner())?;
-            serde_json::from_value(value).map(Json).map_err(|err| {
-                ApiError::new(Code::ValidationFailed, format!("invalid body: {err}")).into()
-            })
+            Ok(Json(parse(value)?))
         })
     }
 }

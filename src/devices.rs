@@ -1,9 +1,9 @@
-//! Devices as the platform knows them, for whoever needs one: a device by id, and a device with
-//! the live state its actor holds. The `/devices` resource is `routes/devices.rs`.
+//! Devices as the platform knows them, for whoever needs one: a device by id, whether one exists,
+//! and a device with the live state its actor holds. The `/devices` resource is `routes/devices.rs`.
 
 use insa_actors::Pipeline;
 use insa_entities::devices;
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, QuerySelect};
 use uuid::Uuid;
 
 /// Why a device could not be had.
@@ -25,6 +25,18 @@ pub async fn find_device(
         .one(db)
         .await?
         .ok_or(DeviceError::NotFound(id))
+}
+
+/// Whether the device `id` exists (a body naming a device that is not there is refused by
+/// field, not answered 404). Reads the key only.
+pub async fn device_exists(db: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
+    let found: Option<Uuid> = devices::Entity::find_by_id(id)
+        .select_only()
+        .column(devices::Column::Id)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(found.is_some())
 }
 
 /// The device with the status and last reading time its actor holds, when it is active: the

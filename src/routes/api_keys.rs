@@ -3,7 +3,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use insa_domain::text::{required_text, NAME_MAX_CHARS};
-use insa_entities::{api_keys, devices, Role};
+use insa_entities::{api_keys, Role};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -166,11 +166,7 @@ pub async fn create_api_key(
         ));
     }
     if let Some(device_id) = body.device_id {
-        if devices::Entity::find_by_id(device_id)
-            .one(&state.db)
-            .await?
-            .is_none()
-        {
+        if !crate::devices::device_exists(&state.db, device_id).await? {
             problems.push(FieldProblem::new(
                 "device_id",
                 format!("no device with id {device_id}"),

@@ -7,7 +7,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use insa_domain::{Action, Problems, RuleDefinition, RuleParts, Severity, Thresholds};
-use insa_entities::{devices, rules, Role};
+use insa_entities::{rules, Role};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -217,12 +217,7 @@ async fn find_rule(state: &AppState, id: Uuid) -> Result<rules::Model, ApiError>
 
 async fn device_exists(state: &AppState, id: Option<Uuid>) -> Result<Option<bool>, ApiError> {
     match id {
-        Some(id) => Ok(Some(
-            devices::Entity::find_by_id(id)
-                .one(&state.db)
-                .await?
-                .is_some(),
-        )),
+        Some(id) => Ok(Some(crate::devices::device_exists(&state.db, id).await?)),
         None => Ok(None),
     }
 }
@@ -339,8 +334,7 @@ pub async fn update_rule(
 ) -> Result<HttpResponse, ApiError> {
     user.require(Role::Engineer)?;
     let existing = find_rule(&state, *id).await?;
-    let mut merged = serde_json::to_value(RuleBody::from(&existing))
-        .map_err(|err| ApiError::new(Code::Internal, err.to_string()))?;
+    let mut merged = serde_json::to_value(RuleBody::from(&existing)).map_err(ApiError::internal)?;
     if let Some(target) = merged.as_object_mut() {
         // Naming a new target replaces the old one.
         if ["device_id", "device_type", "area"]
@@ -361,8 +355,7 @@ pub async fn update_rule(
             target.insert(k, v);
         }
     }
-    let mut body: RuleBody = serde_json::from_value(merged)
-        .map_err(|err| ApiError::new(Code::ValidationFailed, format!("invalid body: {err}")))?;
+    let mut body: RuleBody = crate::body::parse(merged)?;
     if let Some(actions) = body.actions.as_mut() {
         insa_domain::action::keep_secrets(actions, &existing.actions);
     }
@@ -532,11 +525,7 @@ mod properties {
             body in rule_body(),
             device_exists in prop::option::of(any::<bool>()),
         ) {
-            let checked = crate::body::storable(body).and_then(|body| {
-                serde_json::from_value::<RuleBody>(body).map_err(|err| {
-                    ApiError::new(Code::ValidationFailed, format!("invalid body: {err}"))
-                })
-            });
+            let checked = crate::body::storable(body).and_then(crate::body::parse::<RuleBody>);
             let parsed = checked
                 .and_then(|body| body.parse(device_exists).map_err(ApiError::from))
                 .map(rules::ActiveModel::from);

@@ -58,9 +58,7 @@ fn with_rate_headers(mut response: HttpResponseBuilder, caller: &Caller) -> Http
 
 fn ingest_error(err: IngestError) -> ApiError {
     match err {
-        IngestError::DeviceNotFound(id) => {
-            ApiError::new(Code::DeviceNotFound, format!("no device with id {id}"))
-        }
+        IngestError::DeviceNotFound(id) => crate::devices::DeviceError::NotFound(id).into(),
         IngestError::Saturated => ApiError::new(
             Code::IngestSaturated,
             "readings arrive faster than they can be stored; nothing was stored, retry shortly",
