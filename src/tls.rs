@@ -147,7 +147,7 @@ fn key_error_kind(err: &rustls::Error) -> &'static str {
     }
 }
 
-/// Re-reads the certificate on SIGHUP and whenever either file's modification time changes
+/// Re-reads the certificate on SIGHUP and whenever either file's modification time or length changes
 /// (checked every `reload_check_secs`). A failed reload is logged and the old certificate stays;
 /// the same files are not retried until they change again or SIGHUP asks.
 pub fn spawn_reloader(cert: Arc<ReloadingCert>, settings: &TlsSettings) {
