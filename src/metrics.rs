@@ -115,6 +115,10 @@ fn describe() {
     );
     describe_gauge!("insa_live_clients", "Open WebSocket live-feed connections");
     describe_counter!(
+        "insa_tls_reloads_total",
+        "HTTPS certificate re-reads (SIGHUP or file change), by outcome"
+    );
+    describe_counter!(
         "insa_reports_total",
         "Reports generated, by kind (telemetry, alerts) and format"
     );
