@@ -39,6 +39,8 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod ca;
+pub mod certificates;
 pub mod cli;
 pub mod dashboard;
 pub mod db;

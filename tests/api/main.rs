@@ -17,6 +17,7 @@ mod https;
 pub mod live;
 mod metrics;
 pub mod mqtt;
+mod mqtts;
 mod openapi;
 mod reports;
 mod roles;
