@@ -3,8 +3,10 @@
 # Mosquitto tuned as docs/MQTT.md says (port 18883, max_inflight_messages 1000, unlimited queue),
 # the release platform, then insa-bench for HTTP batch, HTTP single readings and MQTT QoS 1
 # ("ingest"), or HTTP single readings without and with 10 live-feed clients watching ("live"), or
-# report jobs of 0.5 M and 5 M points in every format ("reports"; files kept in target/bench-reports).
-# Usage: bench/run.sh [seconds=20] [ingest|live|reports|all=ingest]
+# report jobs of 0.5 M and 5 M points in every format ("reports"; files kept in target/bench-reports),
+# or 1000 devices over MQTTS with certificates against the same over plain MQTT with keys, on the
+# embedded broker ("mqtts").
+# Usage: bench/run.sh [seconds=20] [ingest|live|reports|mqtts|all=ingest]
 # INSA_BENCH_PLATFORM=/path/to/insa-iiot runs that build of the platform instead of this tree's
 # (a release binary of an earlier commit, for a before/after comparison in the same session).
 set -euo pipefail
@@ -25,10 +27,15 @@ mosquitto -c "$work/mosquitto/mosquitto.conf" -d
 sleep 0.5
 trap 'pkill -f "$work/mosquitto/mosquitto.conf" || true; kill "${platform:-0}" 2>/dev/null || true' EXIT
 
+# 1000 devices with a connection each, twice (the tunnel to the embedded broker): more files.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# The platform's MQTT: the tuned Mosquitto (ingest sets), or its own broker (mqtts).
+mqtt_env=(INSA__MQTT__MODE=external INSA__MQTT__URL=mqtt://127.0.0.1:$mqtt_port)
+
 run() { # $1 = insa-bench arguments
   psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
-  (cd "$work" && INSA__DATABASE__URL=$pg INSA__AUTH__ADMIN_PASSWORD=bench-password-1 \
-     INSA__MQTT__MODE=external INSA__MQTT__URL=mqtt://127.0.0.1:$mqtt_port RUST_LOG=warn \
+  (cd "$work" && env INSA__DATABASE__URL=$pg INSA__AUTH__ADMIN_PASSWORD=bench-password-1 \
+     "${mqtt_env[@]}" RUST_LOG=warn \
      exec "$platform_bin" >"$work/platform.log" 2>&1) &
   platform=$!
   for _ in $(seq 1 100); do curl -sf http://127.0.0.1:5002/health >/dev/null && break; sleep 0.1; done
@@ -49,6 +56,12 @@ if [ "$set_" = live ] || [ "$set_" = all ]; then
     run "http --concurrency 32 --records 1 --devices 100 --duration $secs"
     run "http --concurrency 32 --records 1 --devices 100 --watchers 10 --duration $secs"
   done
+fi
+if [ "$set_" = mqtts ] || [ "$set_" = all ]; then
+  mqtt_env=(INSA__MQTT__MODE=embedded INSA__MQTT__URL=mqtt://127.0.0.1:18884
+            INSA__MQTT__TLS__ENABLED=true INSA__MQTT__TLS__PORT=18885)
+  run "mqtts --plain-port 18884 --tls-port 18885 --devices 1000 --rate 5000 --rounds 3 --duration $secs"
+  mqtt_env=(INSA__MQTT__MODE=external INSA__MQTT__URL=mqtt://127.0.0.1:$mqtt_port)
 fi
 if [ "$set_" = reports ] || [ "$set_" = all ]; then
   run "reports --devices 10 --points 500000 --keep target/bench-reports/small"

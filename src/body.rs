@@ -56,6 +56,19 @@ pub fn storable(value: Value) -> Result<Value, ApiError> {
     }
 }
 
+/// Every body the API takes is a JSON object: an array (which serde would read into a struct by
+/// position) or a scalar is 422 naming the body.
+pub fn object(value: Value) -> Result<Value, ApiError> {
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(ApiError::validation(vec![FieldProblem::new(
+            "body",
+            "must be a JSON object",
+        )]))
+    }
+}
+
 /// A checked body value read as `T`: 422 `validation_failed` ("invalid body: ...") when it does
 /// not fit, as the [`Json`] extractor answers. For handlers that build the value themselves (a
 /// partial update merged into what is stored).
@@ -71,7 +84,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let body = web::Json::<Value>::from_request(req, payload);
         Box::pin(async move {
-            let value = storable(body.await?.into_inner())?;
+            let value = storable(object(body.await?.into_inner())?)?;
             Ok(Json(parse(value)?))
         })
     }
@@ -104,8 +117,17 @@ pub async fn refuse_nul_in_url(
 
 #[cfg(test)]
 mod tests {
-    use super::storable;
+    use super::{object, storable};
     use serde_json::json;
+
+    #[test]
+    fn a_body_must_be_an_object() {
+        for refused in [json!([null, null]), json!("text"), json!(3), json!(null)] {
+            let err = object(refused).expect_err("refused");
+            assert_eq!(err.details["fields"][0]["field"], "body");
+        }
+        assert!(object(json!({})).is_ok());
+    }
 
     #[test]
     fn a_body_holding_nul_names_the_field() {

@@ -6,6 +6,7 @@
 //! insa-bench http --concurrency 16 --records 100 --duration 20 --pid $(pidof insa-iiot)
 //! insa-bench mqtt --devices 1000 --rate 20000 --duration 20 --pid $(pidof insa-iiot)
 //! insa-bench http --concurrency 16 --watchers 10   # with 10 live-feed clients watching it all
+//! insa-bench mqtts --devices 1000 --rate 5000 --plain-port 18884 --tls-port 18885
 //! ```
 //! The platform must use PostgreSQL (`--database-url`, the same database) for the baseline.
 
@@ -18,6 +19,8 @@ use clap::{Args, Parser, Subcommand};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use uuid::Uuid;
+
+mod mqtts;
 
 #[derive(Parser)]
 #[command(name = "insa-bench", about = "Benchmarks for insa-iiot")]
@@ -57,6 +60,24 @@ enum Command {
         connections: usize,
         #[arg(long, default_value_t = 1)]
         qos: u8,
+    },
+    /// MQTTS against plain MQTT on the embedded broker, in the same run: every device on a
+    /// connection of its own (its certificate over MQTTS, its API key over MQTT), all connecting
+    /// at once, then QoS 1 readings at `rate` messages/s in all; rounds alternate the two.
+    Mqtts {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value = "127.0.0.1")]
+        mqtt_host: String,
+        #[arg(long, default_value_t = 1883)]
+        plain_port: u16,
+        #[arg(long, default_value_t = 8883)]
+        tls_port: u16,
+        /// Messages per second over all devices.
+        #[arg(long, default_value_t = 5_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Breach-to-webhook latency: a rule with a webhook on every device, breaches sent one at a
     /// time (optionally under background HTTP load), the time from sending the breaching
@@ -184,6 +205,14 @@ async fn main() -> anyhow::Result<()> {
             connections,
             qos,
         } => print(&mqtt(common, mqtt_host, mqtt_port, rate, connections, qos).await?),
+        Command::Mqtts {
+            common,
+            mqtt_host,
+            plain_port,
+            tls_port,
+            rate,
+            rounds,
+        } => mqtts::run(common, mqtt_host, plain_port, tls_port, rate, rounds).await?,
         Command::Actors {
             common,
             concurrency,
