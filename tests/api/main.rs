@@ -19,6 +19,7 @@ mod https;
 pub mod live;
 mod metrics;
 pub mod mqtt;
+mod mqtt_tls;
 mod openapi;
 mod pki;
 mod reports;

@@ -21,6 +21,10 @@ pub const SERVER_LOCALHOST: &str = "subjectAltName=IP:127.0.0.1,DNS:localhost\n\
      basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
      extendedKeyUsage=serverAuth\n";
 
+/// The extensions of a client certificate (its identity is the subject's CN).
+pub const CLIENT: &str = "basicConstraints=CA:FALSE\n\
+     keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n";
+
 /// A CA (`ca.pem`, `ca.key`, subject CN `insa test CA`) in a temporary directory, issuing
 /// certificates into it.
 pub struct Pki {
@@ -91,6 +95,19 @@ impl Pki {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// The directory holding the files, for programs that must read them (made world-readable:
+    /// Mosquitto started as root drops to its own user).
+    pub fn share(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the PKI folder");
+        for entry in std::fs::read_dir(self.dir.path()).expect("list the PKI folder") {
+            let path = entry.expect("a PKI file").path();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                .expect("chmod a PKI file");
+        }
     }
 
     pub fn openssl(&self, args: &[&str]) {
