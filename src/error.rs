@@ -107,6 +107,8 @@ error_codes! {
     UserNotFound = "user_not_found", NOT_FOUND;
     /// no API key with that id
     ApiKeyNotFound = "api_key_not_found", NOT_FOUND;
+    /// no certificate with that id for the device
+    CertificateNotFound = "certificate_not_found", NOT_FOUND;
     /// no rule with that id
     RuleNotFound = "rule_not_found", NOT_FOUND;
     /// no alert with that id

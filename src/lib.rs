@@ -41,6 +41,8 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod ca;
+pub mod certificates;
 pub mod cli;
 pub mod client_tls;
 pub mod dashboard;

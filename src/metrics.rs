@@ -114,6 +114,14 @@ fn describe() {
         "Notification attempts by channel and outcome (sent, retry, failed)"
     );
     describe_gauge!("insa_live_clients", "Open WebSocket live-feed connections");
+    describe_gauge!(
+        "insa_device_certificates",
+        "Device certificates accepted and not expired (active), and those of them expiring within ca.expiry_warning_days (expiring)"
+    );
+    describe_counter!(
+        "insa_mqtts_handshakes_total",
+        "MQTTS handshakes on the embedded broker, by outcome (ok, refused, timeout)"
+    );
     describe_counter!(
         "insa_tls_reloads_total",
         "HTTPS certificate re-reads (SIGHUP or file change), by outcome"
@@ -240,5 +248,9 @@ async fn refresh(state: &AppState) -> Result<(), ApiError> {
         gauge!("insa_alerts_open", "severity" => severity.as_str()).set(n as f64);
     }
     gauge!("insa_live_clients").set(state.live.clients() as f64);
+    let warning = chrono::Duration::days(i64::from(state.settings.ca.expiry_warning_days));
+    let (active, expiring) = state.certificates.counts(warning);
+    gauge!("insa_device_certificates", "state" => "active").set(active as f64);
+    gauge!("insa_device_certificates", "state" => "expiring").set(expiring as f64);
     Ok(())
 }

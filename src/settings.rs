@@ -52,6 +52,9 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub api_keys: ApiKeySettings,
     pub mqtt: MqttSettings,
+    /// The platform's certificate authority (device certificates).
+    #[serde(default)]
+    pub ca: CaSettings,
     pub smtp: SmtpSettings,
     pub webhooks: WebhookSettings,
     pub alerts: AlertSettings,
@@ -255,6 +258,77 @@ pub struct MqttSettings {
     /// `mqtts://`: the private key of `client_cert_file` (PEM: PKCS#8, RSA or SEC1).
     #[serde(default)]
     pub client_key_file: Option<PathBuf>,
+    /// Plain MQTT on `url`'s port (embedded broker); `false` leaves MQTTS only.
+    #[serde(default = "enabled")]
+    pub plain: bool,
+    /// MQTTS on the embedded broker.
+    #[serde(default)]
+    pub tls: MqttTlsSettings,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// MQTTS on the embedded broker: on when `enabled`, or when a certificate is configured here or
+/// for HTTPS (`server.tls`, used when these files are not set). Enabled without any certificate
+/// file, the broker presents a certificate the platform's CA issues for `hostnames`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttTlsSettings {
+    pub enabled: bool,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Names (DNS or IP) in the certificate the CA issues for the broker when no file is set.
+    pub hostnames: Vec<String>,
+    /// A connection must finish its TLS handshake within this long.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for MqttTlsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            port: 8883,
+            cert_file: None,
+            key_file: None,
+            hostnames: vec!["localhost".into(), "127.0.0.1".into()],
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+impl MqttTlsSettings {
+    /// The certificate and key files set here.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert_file.as_deref()?, self.key_file.as_deref()?))
+    }
+}
+
+/// The platform's certificate authority: kept in `data_dir/ca/` (created on the first start) or
+/// given as `cert_file` and `key_file` (PEM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaSettings {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Days a device certificate is valid from its issue.
+    pub certificate_days: u32,
+    /// Certificates expiring within this many days are counted as expiring (metric, warning).
+    pub expiry_warning_days: u32,
+}
+
+impl Default for CaSettings {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            certificate_days: 365,
+            expiry_warning_days: 30,
+        }
+    }
 }
 
 impl MqttSettings {
@@ -453,6 +527,14 @@ impl Settings {
             .add_source(File::from_str(EMBEDDED_DEFAULTS, FileFormat::Toml))
             .build()?;
         Ok(config.try_deserialize()?)
+    }
+
+    /// Whether the embedded broker serves MQTTS: asked for, or a certificate is configured for it
+    /// or for HTTPS.
+    pub fn mqtt_tls_on(&self) -> bool {
+        self.mqtt.tls.enabled
+            || self.mqtt.tls.files().is_some()
+            || self.server.tls.files().is_some()
     }
 
     /// Checks every value and reports all problems at once, each naming its key.
@@ -654,6 +736,36 @@ impl Settings {
         check(
             (1..=300).contains(&self.mqtt.command_ack_timeout_secs),
             "mqtt.command_ack_timeout_secs: must be 1..=300".into(),
+        );
+        let mqtt_tls = &self.mqtt.tls;
+        check(
+            mqtt_tls.cert_file.is_some() == mqtt_tls.key_file.is_some(),
+            "mqtt.tls.cert_file, mqtt.tls.key_file: set both or neither".into(),
+        );
+        check(
+            (1..=120).contains(&mqtt_tls.handshake_timeout_secs),
+            "mqtt.tls.handshake_timeout_secs: must be 1..=120".into(),
+        );
+        check(
+            !mqtt_tls.hostnames.is_empty()
+                && mqtt_tls.hostnames.iter().all(|h| !h.trim().is_empty()),
+            "mqtt.tls.hostnames: at least one name, none empty".into(),
+        );
+        check(
+            self.mqtt.plain || self.mqtt_tls_on(),
+            "mqtt.plain = false needs MQTTS (mqtt.tls.enabled, or a certificate in mqtt.tls or server.tls)".into(),
+        );
+        check(
+            self.ca.cert_file.is_some() == self.ca.key_file.is_some(),
+            "ca.cert_file, ca.key_file: set both or neither".into(),
+        );
+        check(
+            (1..=3650).contains(&self.ca.certificate_days),
+            "ca.certificate_days: must be 1..=3650".into(),
+        );
+        check(
+            (1..=365).contains(&self.ca.expiry_warning_days),
+            "ca.expiry_warning_days: must be 1..=365".into(),
         );
         check(
             self.webhooks.max_attempts >= 1 && self.webhooks.timeout_secs >= 1,

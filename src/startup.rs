@@ -58,6 +58,15 @@ impl Application {
                 settings.data_dir.display()
             )
         })?;
+        let ca = Arc::new(crate::ca::PlatformCa::load_or_create(
+            &settings.ca,
+            &settings.data_dir,
+        )?);
+        let certificates = Arc::new(
+            crate::ca::ActiveCertificates::load(&db)
+                .await
+                .context("cannot read the device certificates")?,
+        );
         let secret = load_or_create_secret(
             settings.auth.jwt_secret.as_ref(),
             settings.environment,
@@ -77,6 +86,8 @@ impl Application {
             revocations: Default::default(),
             tickets: Default::default(),
             trusted_proxies: settings.server.trusted_proxy_nets(),
+            ca,
+            certificates,
             report_jobs: crate::reports::jobs::JobQueue::new(
                 db.clone(),
                 &settings.data_dir,
@@ -103,10 +114,17 @@ impl Application {
             }
         });
 
+        crate::certificates::spawn_expiry_warnings(
+            state.certificates.clone(),
+            chrono::Duration::days(i64::from(settings.ca.expiry_warning_days)),
+        );
         let platform = crate::mqtt::Platform {
             db: state.db.clone(),
             keys: state.keys.clone(),
             pipeline: state.pipeline.clone(),
+            ca: state.ca.clone(),
+            certificates: state.certificates.clone(),
+            https_cert: tls.clone(),
         };
         let mqtt = crate::mqtt::start(platform, &settings).await?;
         let _ = state.mqtt.set(crate::state::MqttInfo {
@@ -156,9 +174,21 @@ impl Application {
         info.broker.as_ref().map(|broker| broker.address.clone())
     }
 
+    /// The `host:port` of MQTTS on the embedded broker (`None`: off).
+    pub fn mqtts_address(&self) -> Option<String> {
+        let info = self.state.mqtt.get()?;
+        info.broker.as_ref()?.tls_address.clone()
+    }
+
     /// The database the platform uses (tests use it to inspect and to simulate outages).
     pub fn db(&self) -> DatabaseConnection {
         self.state.db.clone()
+    }
+
+    /// The device certificates the MQTTS listener accepts (tests add one the API would not
+    /// issue, such as an expired one).
+    pub fn certificates(&self) -> Arc<crate::ca::ActiveCertificates> {
+        self.state.certificates.clone()
     }
 
     /// The telemetry pipeline (tests use it to observe device actors).

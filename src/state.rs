@@ -31,6 +31,10 @@ pub struct AppState {
     pub tickets: crate::auth::tickets::Tickets,
     /// `server.trusted_proxies`, parsed: peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The certificate authority that issues device certificates.
+    pub ca: Arc<crate::ca::PlatformCa>,
+    /// Device certificates the MQTTS listener accepts (shared with it).
+    pub certificates: Arc<crate::ca::ActiveCertificates>,
     /// Report jobs: queued by the API, run by `reports::runner`.
     pub report_jobs: crate::reports::jobs::JobQueue,
     pub started_at: DateTime<Utc>,
@@ -63,10 +67,16 @@ impl AppState {
     /// it, before the HTTP answer).
     pub fn credentials_ended(&self, revoked: crate::auth::revocation::Revoked) {
         use crate::auth::revocation::Revoked;
+        match revoked {
+            Revoked::DeviceKeys(device_id) => self.certificates.remove_device(device_id),
+            Revoked::Certificate(cert_id) => self.certificates.revoke(cert_id),
+            _ => {}
+        }
         if let Some(mqtt) = self.mqtt.get() {
             match revoked {
                 Revoked::Key(key_id) => mqtt.sessions.key_revoked(key_id),
                 Revoked::DeviceKeys(device_id) => mqtt.sessions.device_removed(device_id),
+                Revoked::Certificate(cert_id) => mqtt.sessions.certificate_revoked(cert_id),
                 Revoked::Session(_) | Revoked::User { .. } => {}
             }
         }

@@ -20,6 +20,8 @@ use crate::settings::TlsSettings;
 /// one listener serves the old certificate until a reload succeeds and the new one after.
 #[derive(Debug)]
 pub struct ReloadingCert {
+    /// The settings the files come from (`server.tls`, `mqtt.tls`), for messages.
+    setting: &'static str,
     cert_file: PathBuf,
     key_file: PathBuf,
     provider: Arc<CryptoProvider>,
@@ -29,9 +31,19 @@ pub struct ReloadingCert {
 impl ReloadingCert {
     /// Reads the certificate chain and key; an unreadable or invalid file is an error naming it.
     pub fn load(cert_file: &Path, key_file: &Path) -> anyhow::Result<Self> {
+        Self::load_for("server.tls", cert_file, key_file)
+    }
+
+    /// As [`Self::load`], for the files of the settings `setting` (named in errors).
+    pub fn load_for(
+        setting: &'static str,
+        cert_file: &Path,
+        key_file: &Path,
+    ) -> anyhow::Result<Self> {
         let provider = platform_provider();
-        let current = read_certified_key(cert_file, key_file, &provider)?;
+        let current = read_certified_key(setting, cert_file, key_file, &provider)?;
         Ok(Self {
+            setting,
             cert_file: cert_file.to_path_buf(),
             key_file: key_file.to_path_buf(),
             provider,
@@ -43,6 +55,7 @@ impl ReloadingCert {
     /// error the certificate in use stays.
     pub fn reload(&self) -> anyhow::Result<()> {
         let fresh = Arc::new(read_certified_key(
+            self.setting,
             &self.cert_file,
             &self.key_file,
             &self.provider,
@@ -79,7 +92,7 @@ impl ResolvesServerCert for ReloadingCert {
 }
 
 /// The provider the platform installs ([`crate::install_crypto_provider`]): rustls on ring.
-fn platform_provider() -> Arc<CryptoProvider> {
+pub(crate) fn platform_provider() -> Arc<CryptoProvider> {
     crate::install_crypto_provider();
     CryptoProvider::get_default()
         .cloned()
@@ -100,38 +113,39 @@ pub fn server_config(cert: Arc<ReloadingCert>) -> anyhow::Result<ServerConfig> {
 /// Reads a PEM certificate chain and its PEM private key (PKCS#8, RSA or SEC1) into a pair rustls
 /// can serve. Errors name the file; nothing read from the key file is ever put in a message.
 fn read_certified_key(
+    setting: &str,
     cert_file: &Path,
     key_file: &Path,
     provider: &CryptoProvider,
 ) -> anyhow::Result<CertifiedKey> {
     let cert_pem = std::fs::read(cert_file)
-        .with_context(|| format!("server.tls.cert_file: cannot read {}", cert_file.display()))?;
+        .with_context(|| format!("{setting}.cert_file: cannot read {}", cert_file.display()))?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| {
             anyhow::anyhow!(
-                "server.tls.cert_file: {} is not a PEM certificate chain ({err})",
+                "{setting}.cert_file: {} is not a PEM certificate chain ({err})",
                 cert_file.display()
             )
         })?;
     if chain.is_empty() {
         anyhow::bail!(
-            "server.tls.cert_file: {} holds no PEM certificate",
+            "{setting}.cert_file: {} holds no PEM certificate",
             cert_file.display()
         );
     }
     let key_pem = std::fs::read(key_file)
-        .with_context(|| format!("server.tls.key_file: cannot read {}", key_file.display()))?;
+        .with_context(|| format!("{setting}.key_file: cannot read {}", key_file.display()))?;
     // The parser's own error may quote the file; only the file's name goes in the message.
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
         anyhow::anyhow!(
-            "server.tls.key_file: {} holds no PEM private key (PKCS#8, RSA or SEC1)",
+            "{setting}.key_file: {} holds no PEM private key (PKCS#8, RSA or SEC1)",
             key_file.display()
         )
     })?;
     CertifiedKey::from_der(chain, key, provider).map_err(|err| {
         anyhow::anyhow!(
-            "server.tls.key_file: {} is not a usable key for the certificate in {} ({})",
+            "{setting}.key_file: {} is not a usable key for the certificate in {} ({})",
             key_file.display(),
             cert_file.display(),
             key_error_kind(&err)

@@ -4,6 +4,7 @@
 //! - [`devices`], [`telemetry`], [`telemetry_latest`]: field devices, every point they sent, the newest per key
 //! - [`rules`], [`alerts`], [`notification_deliveries`]: thresholds, what they raised, whom we told
 //! - [`api_keys`]: device credentials (stored hashed)
+//! - [`device_certificates`]: device certificates issued by the platform's CA (never their keys)
 //! - [`report_jobs`], [`report_schedules`]: reports made in the background, reports emailed on a schedule
 //! - [`audit_log`]: who did what, including failed logins
 //!
@@ -15,6 +16,7 @@
 pub mod alerts;
 pub mod api_keys;
 pub mod audit_log;
+pub mod device_certificates;
 pub mod devices;
 pub mod notification_deliveries;
 pub mod refresh_tokens;

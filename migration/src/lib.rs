@@ -11,6 +11,7 @@ mod m20261127_000002_telemetry_latest;
 mod m20261127_000003_open_alerts;
 mod m20261127_000004_reports;
 mod m20261129_000005_alert_chatter;
+mod m20261130_000006_device_certificates;
 
 /// All migrations of the platform, in order.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000003_open_alerts::Migration),
             Box::new(m20261127_000004_reports::Migration),
             Box::new(m20261129_000005_alert_chatter::Migration),
+            Box::new(m20261130_000006_device_certificates::Migration),
         ]
     }
 }

@@ -20,8 +20,10 @@ pub enum Revoked {
     User { user: Uuid, except: Option<Uuid> },
     /// One API key (revoked).
     Key(Uuid),
-    /// Every key of a device (the device was deleted).
+    /// Every key and certificate of a device (the device was deleted).
     DeviceKeys(Uuid),
+    /// One device certificate (revoked).
+    Certificate(Uuid),
 }
 
 /// The announcement channel.

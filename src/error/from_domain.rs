@@ -14,6 +14,8 @@ use super::{database_code, ApiError, Code, ErrorCode};
 use crate::accounts::AccountError;
 use crate::auth::device_key::KeyRefused;
 use crate::auth::tokens::TokenError;
+use crate::ca::IssueError;
+use crate::certificates::CertificateError;
 use crate::devices::DeviceError;
 use crate::reports::Refused;
 
@@ -60,6 +62,27 @@ impl ErrorCode for DeviceError {
         match self {
             DeviceError::NotFound(_) => Code::DeviceNotFound,
             DeviceError::Database(err) => database_code(err),
+        }
+    }
+}
+
+impl ErrorCode for CertificateError {
+    fn code(&self) -> Code {
+        match self {
+            CertificateError::NoDevice(_) => Code::DeviceNotFound,
+            CertificateError::NotFound(_) => Code::CertificateNotFound,
+            CertificateError::Issue(IssueError::BadCsr(_)) => Code::ValidationFailed,
+            CertificateError::Issue(IssueError::Signing(_)) => Code::Internal,
+            CertificateError::Database(err) => database_code(err),
+        }
+    }
+
+    fn problems(&self) -> Vec<FieldProblem> {
+        match self {
+            CertificateError::Issue(IssueError::BadCsr(problem)) => {
+                vec![FieldProblem::new("csr_pem", problem.clone())]
+            }
+            _ => Vec::new(),
         }
     }
 }

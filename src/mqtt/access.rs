@@ -8,7 +8,9 @@
 //!
 //! Logins are kept per connection ([`rmqtt::types::Id`]: client id, address and connection time),
 //! not per client id: a refused or a second connection can never change what a live one may do.
-//! Revoking a key flags its live logins at once; the publish check refuses a flagged or expired
+//! A device may also log in over MQTTS with a certificate from the platform's CA: its identity is
+//! then the device the certificate names. Revoking a key or a certificate flags its live logins
+//! at once; the publish check refuses a flagged or expired
 //! login before anything is stored.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,8 +96,10 @@ pub fn platform_client_id(client_id: &str, base: &str) -> bool {
 #[derive(Debug)]
 pub struct Login {
     pub grant: Grant,
-    /// The API key it logged in with (`None`: the platform).
+    /// The API key it logged in with (`None`: the platform, or a certificate).
     pub key_id: Option<Uuid>,
+    /// The device certificate it presented over MQTTS (then it has no key).
+    pub cert_id: Option<Uuid>,
     /// The device the key is bound to.
     pub device_id: Option<Uuid>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -120,10 +124,25 @@ impl Login {
         Self {
             grant,
             key_id,
+            cert_id: None,
             device_id,
             expires_at,
             v5,
             revoked: AtomicBool::new(false),
+        }
+    }
+
+    /// A device logged in with its certificate `cert_id`, valid until `not_after`.
+    pub fn certificate(device_id: Uuid, cert_id: Uuid, not_after: DateTime<Utc>, v5: bool) -> Self {
+        Self {
+            cert_id: Some(cert_id),
+            ..Self::new(
+                Grant::Device(device_id),
+                None,
+                Some(device_id),
+                Some(not_after),
+                v5,
+            )
         }
     }
 

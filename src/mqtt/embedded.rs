@@ -1,6 +1,8 @@
 //! The embedded broker (rmqtt) on a thread of its own, with its hooks ([`super::hooks`]), and the
-//! disconnection of connections whose API key stops being valid.
+//! disconnection of connections whose API key or certificate stops being valid.
 //!
+//! - Listeners: plain MQTT (unless `mqtt.plain = false`), MQTTS ([`super::mqtts`], TLS ended in
+//!   the platform) and the loopback tunnel MQTTS connections and the platform's own clients use.
 //! - Revocation: [`BrokerControl::key_revoked`] / [`BrokerControl::device_removed`] flag the
 //!   logins at once and disconnect their connections; a sweep every [`SWEEP`] disconnects expired
 //!   logins and re-reads the keys of live connections from the database (a change made elsewhere).
@@ -24,8 +26,9 @@ use uuid::Uuid;
 use insa_actors::mqtt::MqttStats;
 
 use super::access::Logins;
-use super::hooks::DeviceAuth;
+use super::hooks::{DeviceAuth, PLAIN_LISTENER, TUNNEL_LISTENER};
 use super::limits::DeviceLimits;
+use super::mqtts::{MqttsConfig, Peers};
 use super::Platform;
 use crate::settings::Settings;
 
@@ -52,7 +55,14 @@ impl BrokerControl {
         self.disconnect(ids);
     }
 
-    /// A device was deleted (its keys with it).
+    /// A device certificate was revoked: nothing more is accepted from its connections, which
+    /// are closed.
+    pub fn certificate_revoked(&self, cert_id: Uuid) {
+        let ids = self.logins.revoke_where(|l| l.cert_id == Some(cert_id));
+        self.disconnect(ids);
+    }
+
+    /// A device was deleted (its keys and certificates with it).
     pub fn device_removed(&self, device_id: Uuid) {
         let ids = self.logins.revoke_where(|l| l.device_id == Some(device_id));
         self.disconnect(ids);
@@ -90,12 +100,12 @@ async fn disconnect(scx: &ServerContext, id: &Id) -> bool {
         Err(_) => {
             if let Some(tx) = entry.tx() {
                 let _ = tx.unbounded_send(Message::Closed(Reason::from_static(
-                    "API key no longer valid",
+                    "credentials no longer valid",
                 )));
             }
         }
     }
-    tracing::info!(client_id = %id.client_id, "MQTT client disconnected: its API key is no longer valid");
+    tracing::info!(client_id = %id.client_id, "MQTT client disconnected: its key or certificate is no longer valid");
     true
 }
 
@@ -138,7 +148,12 @@ async fn sweep(platform: Platform, control: BrokerControl, limits: Arc<DeviceLim
 /// A running broker; dropping it stops it.
 pub struct EmbeddedBroker {
     internal: (String, String),
-    pub addr: SocketAddr,
+    /// Plain MQTT (`None`: `mqtt.plain = false`).
+    pub addr: Option<SocketAddr>,
+    /// MQTTS (`None`: off).
+    pub tls_addr: Option<SocketAddr>,
+    /// Loopback address the platform's own clients connect to.
+    pub internal_addr: SocketAddr,
     pub control: BrokerControl,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -151,11 +166,27 @@ impl Drop for EmbeddedBroker {
     }
 }
 
+/// Where the broker listens: plain MQTT, MQTTS, or both.
+pub struct Listeners {
+    pub plain: Option<SocketAddr>,
+    pub tls: Option<MqttsConfig>,
+}
+
+/// The bound addresses, sent back by the broker's thread once it listens.
+struct Ready {
+    scx: ServerContext,
+    runtime: tokio::runtime::Handle,
+    plain: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+    tunnel: SocketAddr,
+}
+
 impl EmbeddedBroker {
-    /// Binds `addr` (port 0: a free port, then kept in `addr`) and serves on a thread of its own.
+    /// Binds the listeners (port 0: a free port, then kept in the address) and serves on a
+    /// thread of its own.
     pub fn start(
         platform: Platform,
-        addr: SocketAddr,
+        listeners: Listeners,
         settings: &Settings,
         stats: Arc<MqttStats>,
     ) -> anyhow::Result<Self> {
@@ -176,8 +207,8 @@ impl EmbeddedBroker {
             mqtt.max_retained_per_device,
         ));
         let logins = Arc::new(Logins::default());
+        let peers = Arc::new(Peers::default());
 
-        type Ready = (ServerContext, tokio::runtime::Handle, SocketAddr);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<Ready>>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let auth = DeviceAuth {
@@ -188,8 +219,28 @@ impl EmbeddedBroker {
             limits: limits.clone(),
             ingest_limits: settings.ingest.limits(),
             stats,
+            peers: peers.clone(),
         };
         let max_queue = mqtt.max_queued_messages_per_client;
+        let certificates = platform.certificates.clone();
+        // One listener's settings: devices log in, packets and queues bounded.
+        let listener = move |name: &str, addr: SocketAddr| {
+            Builder::new()
+                .name(name)
+                .laddr(addr)
+                // A restart must not wait for the old connections' TIME_WAIT.
+                .reuseaddr(Some(true))
+                .allow_anonymous(false)
+                .max_packet_size(max_packet)
+                .max_inflight(max_inflight)
+                // Messages queued for one client (a device's commands while it is slow or
+                // offline); beyond, the oldest are dropped. The platform's own connections only
+                // publish here, so they need no larger queue.
+                .max_mqueue_len(max_queue)
+                .bind()
+                .and_then(|l| l.tcp())
+                .map_err(|err| anyhow::anyhow!("cannot listen on {addr}: {err}"))
+        };
         std::thread::Builder::new()
             .name("mqtt-broker".into())
             .spawn(move || {
@@ -225,34 +276,42 @@ impl EmbeddedBroker {
                         register.add(hook, Box::new(auth.clone())).await;
                     }
                     register.start().await;
-                    let listener = Builder::new()
-                        .name("tcp")
-                        .laddr(addr)
-                        // A restart must not wait for the old connections' TIME_WAIT.
-                        .reuseaddr(Some(true))
-                        .allow_anonymous(false)
-                        .max_packet_size(max_packet)
-                        .max_inflight(max_inflight)
-                        // Messages queued for one client (a device's commands while it is slow
-                        // or offline); beyond, the oldest are dropped. The platform's own
-                        // connections only publish here, so they need no larger queue.
-                        .max_mqueue_len(max_queue)
-                        .bind()
-                        .and_then(|l| l.tcp());
-                    let listener = match listener {
-                        Ok(listener) => listener,
+                    let bound = bind_all(&listener, &listeners).await;
+                    let (plain, tunnel, tls) = match bound {
+                        Ok(bound) => bound,
                         Err(err) => {
-                            let _ = ready_tx
-                                .send(Err(anyhow::anyhow!("cannot listen on {addr}: {err}")));
+                            let _ = ready_tx.send(Err(err));
                             return;
                         }
                     };
-                    // Port 0 binds a free port: the address reported is the one bound.
-                    let bound = listener.local_addr().unwrap_or(addr);
-                    let _ =
-                        ready_tx.send(Ok((scx.clone(), tokio::runtime::Handle::current(), bound)));
+                    // Port 0 binds a free port: the addresses reported are the ones bound.
+                    let local = |l: &rmqtt::net::Listener, asked: SocketAddr| {
+                        l.local_addr().unwrap_or(asked)
+                    };
+                    let tunnel_addr = local(&tunnel, tunnel.cfg.laddr);
+                    let _ = ready_tx.send(Ok(Ready {
+                        scx: scx.clone(),
+                        runtime: tokio::runtime::Handle::current(),
+                        plain: plain.as_ref().map(|l| local(l, l.cfg.laddr)),
+                        tls: tls.as_ref().and_then(|(l, _)| l.local_addr().ok()),
+                        tunnel: tunnel_addr,
+                    }));
+                    if let Some((tls_listener, config)) = tls {
+                        tokio::spawn(super::mqtts::serve(
+                            tls_listener,
+                            config.server,
+                            config.handshake_timeout,
+                            tunnel_addr,
+                            peers,
+                            certificates,
+                        ));
+                    }
+                    let mut server = MqttServer::new(scx).listener_by_id(tunnel, TUNNEL_LISTENER);
+                    if let Some(plain) = plain {
+                        server = server.listener_by_id(plain, PLAIN_LISTENER);
+                    }
                     tokio::select! {
-                        result = MqttServer::new(scx).listener(listener).build().run() => {
+                        result = server.build().run() => {
                             if let Err(err) = result {
                                 tracing::error!(error = %err, "embedded MQTT broker stopped");
                             }
@@ -262,18 +321,22 @@ impl EmbeddedBroker {
                 });
             })
             .context("cannot start the embedded broker thread")?;
-        let (scx, runtime, addr) = ready_rx
+        let ready = ready_rx
             .recv()
             .context("the embedded broker thread ended during start-up")??;
         let control = BrokerControl {
             logins,
-            scx,
-            runtime: runtime.clone(),
+            scx: ready.scx,
+            runtime: ready.runtime.clone(),
         };
-        runtime.spawn(sweep(platform, control.clone(), limits));
+        ready
+            .runtime
+            .spawn(sweep(platform, control.clone(), limits));
         Ok(Self {
             internal,
-            addr,
+            addr: ready.plain,
+            tls_addr: ready.tls,
+            internal_addr: ready.tunnel,
             control,
             stop: Some(stop),
         })
@@ -283,4 +346,39 @@ impl EmbeddedBroker {
     pub fn internal_credentials(&self) -> (String, String) {
         self.internal.clone()
     }
+}
+
+type Bound = (
+    Option<rmqtt::net::Listener>,
+    rmqtt::net::Listener,
+    Option<(tokio::net::TcpListener, MqttsConfig)>,
+);
+
+/// Binds the plain listener (if any), the loopback tunnel and the MQTTS port (if any).
+async fn bind_all(
+    listener: &impl Fn(&str, SocketAddr) -> anyhow::Result<rmqtt::net::Listener>,
+    listeners: &Listeners,
+) -> anyhow::Result<Bound> {
+    let plain = match listeners.plain {
+        Some(addr) => Some(listener("tcp", addr)?),
+        None => None,
+    };
+    let tunnel = listener("mqtts-tunnel", SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let tls = match &listeners.tls {
+        Some(config) => {
+            let bound = tokio::net::TcpListener::bind(config.addr)
+                .await
+                .with_context(|| format!("MQTTS: cannot listen on {}", config.addr))?;
+            Some((
+                bound,
+                MqttsConfig {
+                    addr: config.addr,
+                    server: config.server.clone(),
+                    handshake_timeout: config.handshake_timeout,
+                },
+            ))
+        }
+        None => None,
+    };
+    Ok((plain, tunnel, tls))
 }

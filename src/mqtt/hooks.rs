@@ -2,8 +2,10 @@
 //! subscribe checks, and the per-connection logins they keep.
 //!
 //! - `ClientAuthenticate`: the password is an API key with `write`; the username names the key or
-//!   its device; the client id must be bound to the login ([`super::access`]). Anything else gets
-//!   CONNACK "not authorised" (or "bad username or password").
+//!   its device; the client id must be bound to the login ([`super::access`]). Over MQTTS a
+//!   device certificate the handshake verified is the login instead (the username, if any, must
+//!   be the device id). Anything else gets CONNACK "not authorised" (or "bad username or
+//!   password").
 //! - `MessagePublishCheckAcl`: the login must still be valid (not revoked, not expired), the topic
 //!   the device's own, the device within its publish rate and retained-message bounds; telemetry
 //!   is stored before the hook returns, so the PUBACK that follows means "stored".
@@ -24,6 +26,7 @@ use insa_actors::payload::Limits;
 
 use super::access::{client_id_bound, platform_client_id, Grant, Login, Logins};
 use super::limits::{DeviceLimits, OverLimit};
+use super::mqtts::Peers;
 use super::Platform;
 use crate::auth::device_key::authenticate_key;
 
@@ -37,7 +40,14 @@ pub(super) struct DeviceAuth {
     pub(super) limits: Arc<DeviceLimits>,
     pub(super) ingest_limits: Limits,
     pub(super) stats: Arc<MqttStats>,
+    /// Who is on each MQTTS connection (by its loopback address on the tunnel listener).
+    pub(super) peers: Arc<Peers>,
 }
+
+/// The broker's listener for plain MQTT.
+pub(super) const PLAIN_LISTENER: rmqtt::types::ListenerId = 1;
+/// The broker's loopback listener MQTTS connections (and the platform's own) come in on.
+pub(super) const TUNNEL_LISTENER: rmqtt::types::ListenerId = 2;
 
 impl DeviceAuth {
     /// Checks a CONNECT and, if accepted, records the connection's login.
@@ -57,6 +67,19 @@ impl DeviceAuth {
             }
             self.logins.insert(connect.id().clone(), Login::platform());
             return AuthResult::Allow(true, None);
+        }
+        if connect.id().lid == TUNNEL_LISTENER {
+            // Only connections the MQTTS listener opened, each with what its handshake proved.
+            let peer = connect
+                .id()
+                .remote_addr
+                .and_then(|addr| self.peers.get(&addr).map(|p| p.clone()));
+            let Some(peer) = peer else {
+                return AuthResult::NotAuthorized;
+            };
+            if let Some((serial, cert)) = peer.certificate {
+                return self.certificate_login(connect, &username, &serial, cert);
+            }
         }
         let key = match authenticate_key(&self.platform.db, &self.platform.keys, &password).await {
             Ok(key) => key,
@@ -86,6 +109,36 @@ impl DeviceAuth {
             expires_at,
             connect.proto_ver() == rmqtt::codec::types::MQTT_LEVEL_5,
         );
+        self.logins.insert(connect.id().clone(), login);
+        AuthResult::Allow(false, None)
+    }
+
+    /// A device that presented its certificate over MQTTS: the certificate is its identity.
+    fn certificate_login(
+        &self,
+        connect: &rmqtt::types::ConnectInfo,
+        username: &str,
+        serial: &str,
+        cert: crate::ca::ActiveCert,
+    ) -> AuthResult {
+        let device = cert.device_id;
+        if !username.is_empty() && username != device.to_string() {
+            return AuthResult::BadUsernameOrPassword;
+        }
+        // Revoked between the handshake and the CONNECT.
+        if self.platform.certificates.get(serial).is_none() {
+            return AuthResult::NotAuthorized;
+        }
+        let client_id: &str = connect.client_id();
+        if !client_id_bound(client_id, &[device])
+            || platform_client_id(client_id, &self.platform_client_id)
+        {
+            tracing::warn!(device_id = %device, %client_id,
+                "MQTT login refused: the client id is not bound to the certificate's device");
+            return AuthResult::NotAuthorized;
+        }
+        let v5 = connect.proto_ver() == rmqtt::codec::types::MQTT_LEVEL_5;
+        let login = Login::certificate(device, cert.cert_id, cert.not_after, v5);
         self.logins.insert(connect.id().clone(), login);
         AuthResult::Allow(false, None)
     }
@@ -128,8 +181,8 @@ impl DeviceAuth {
         }
         let topic: &str = &publish.topic;
         if !login.valid(Utc::now()) {
-            tracing::info!(client_id = %id.client_id, "MQTT publish refused: the API key is no longer valid");
-            return refuse("the API key is no longer valid");
+            tracing::info!(client_id = %id.client_id, "MQTT publish refused: the key or certificate is no longer valid");
+            return refuse("the key or certificate is no longer valid");
         }
         let Some(device) = login
             .grant

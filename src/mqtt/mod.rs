@@ -22,6 +22,8 @@ pub mod embedded;
 #[cfg(feature = "embedded-broker")]
 mod hooks;
 pub mod limits;
+#[cfg(feature = "embedded-broker")]
+pub mod mqtts;
 pub mod probe;
 
 use std::net::SocketAddr;
@@ -50,6 +52,12 @@ pub struct Platform {
     pub keys: Arc<KeyCache>,
     /// Where readings go.
     pub pipeline: Pipeline,
+    /// Issues the broker's certificate when none is configured for MQTTS.
+    pub ca: Arc<crate::ca::PlatformCa>,
+    /// Device certificates the MQTTS listener accepts.
+    pub certificates: Arc<crate::ca::ActiveCertificates>,
+    /// The HTTPS certificate, which MQTTS presents too unless `mqtt.tls` names its own.
+    pub https_cert: Option<Arc<crate::tls::ReloadingCert>>,
 }
 
 /// What MQTT the platform ended up with.
@@ -70,8 +78,11 @@ pub struct Mqtt {
 pub struct BrokerInfo {
     /// `embedded` or `external`.
     pub broker: &'static str,
-    /// `host:port` devices connect to.
+    /// `host:port` devices connect to (plain MQTT; the MQTTS one when the plain port is closed).
     pub address: String,
+    /// `host:port` of MQTTS on the embedded broker, when it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_address: Option<String>,
     /// How device identity is checked: `api_key` (embedded broker), `dynsec` (Mosquitto's
     /// dynamic security, kept in step with API keys) or `none` (external broker, not checked by
     /// the platform).
@@ -96,6 +107,15 @@ impl LiveSessions {
             control.key_revoked(key_id);
         }
         let _ = key_id;
+    }
+
+    /// A device certificate was revoked: its connections are refused anything more and closed.
+    pub fn certificate_revoked(&self, cert_id: uuid::Uuid) {
+        #[cfg(feature = "embedded-broker")]
+        if let Some(control) = &self.control {
+            control.certificate_revoked(cert_id);
+        }
+        let _ = cert_id;
     }
 
     /// A device was deleted with its keys.
@@ -207,6 +227,7 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
             broker: BrokerInfo {
                 broker: "external",
                 address: format!("{host}:{port}"),
+                tls_address: None,
                 device_auth,
                 warning,
             },
@@ -234,15 +255,23 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
         } else {
             embedded_port.saturating_add(FALLBACK_PORTS - 1)
         };
-        let broker = start_embedded(&platform, settings, &host, embedded_port..=last, &stats)?;
-        let addr = broker.addr;
-        if addr.port() == port || port == 0 {
-            tracing::info!(%addr, "MQTT: embedded broker listening; devices log in with API keys");
-        } else {
-            tracing::warn!(%addr, taken = port,
-                "MQTT: embedded broker listening on a fallback port (mqtt.url's port is taken); \
-                 devices log in with API keys");
+        let tls = mqtts_config(&platform, settings, &host)?;
+        let plain = config.plain.then_some(embedded_port..=last);
+        let broker = start_embedded(&platform, settings, &host, plain, tls, &stats)?;
+        if let Some(addr) = broker.addr {
+            if addr.port() == port || port == 0 {
+                tracing::info!(%addr, "MQTT: embedded broker listening; devices log in with API keys");
+            } else {
+                tracing::warn!(%addr, taken = port,
+                    "MQTT: embedded broker listening on a fallback port (mqtt.url's port is taken); \
+                     devices log in with API keys");
+            }
         }
+        if let Some(addr) = broker.tls_addr {
+            tracing::info!(%addr, plain = config.plain,
+                "MQTTS: embedded broker listening; devices log in with a certificate or an API key");
+        }
+        let addr = broker.internal_addr;
         let internal = broker.internal_credentials();
         ingest.host = addr.ip().to_string();
         ingest.port = addr.port();
@@ -256,8 +285,17 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
         Ok(Some(Mqtt {
             broker: BrokerInfo {
                 broker: "embedded",
-                address: addr.to_string(),
-                device_auth: "api_key",
+                address: broker
+                    .addr
+                    .or(broker.tls_addr)
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                tls_address: broker.tls_addr.map(|a| a.to_string()),
+                device_auth: if broker.tls_addr.is_some() {
+                    "api_key_or_certificate"
+                } else {
+                    "api_key"
+                },
                 warning: None,
             },
             dynsec: None,
@@ -283,24 +321,78 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
     }
 }
 
-/// Starts the embedded broker on the first port of `ports` it can bind.
+/// Starts the embedded broker, its plain listener on the first port of `plain` it can bind.
 #[cfg(feature = "embedded-broker")]
 fn start_embedded(
     platform: &Platform,
     settings: &Settings,
     host: &str,
-    ports: std::ops::RangeInclusive<u16>,
+    plain: Option<std::ops::RangeInclusive<u16>>,
+    tls: Option<mqtts::MqttsConfig>,
     stats: &std::sync::Arc<MqttStats>,
 ) -> anyhow::Result<embedded::EmbeddedBroker> {
+    let address = |port: u16| -> anyhow::Result<SocketAddr> {
+        format!("{host}:{port}").parse().with_context(|| {
+            format!("mqtt.url: the embedded broker needs an IP address, not `{host}`")
+        })
+    };
+    let start = |plain: Option<SocketAddr>| {
+        let listeners = embedded::Listeners {
+            plain,
+            tls: tls.clone(),
+        };
+        embedded::EmbeddedBroker::start(platform.clone(), listeners, settings, stats.clone())
+    };
+    let Some(ports) = plain else {
+        return start(None);
+    };
     let mut last_error = None;
     for port in ports {
-        let addr: SocketAddr = format!("{host}:{port}").parse().with_context(|| {
-            format!("mqtt.url: the embedded broker needs an IP address, not `{host}`")
-        })?;
-        match embedded::EmbeddedBroker::start(platform.clone(), addr, settings, stats.clone()) {
+        match start(Some(address(port)?)) {
             Ok(broker) => return Ok(broker),
             Err(err) => last_error = Some(err),
         }
     }
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no port to listen on")))
+}
+
+/// MQTTS for the embedded broker, when on: its address and TLS configuration, the certificate
+/// from `mqtt.tls`, else the HTTPS one, else issued by the platform's CA for `mqtt.tls.hostnames`.
+#[cfg(feature = "embedded-broker")]
+fn mqtts_config(
+    platform: &Platform,
+    settings: &Settings,
+    host: &str,
+) -> anyhow::Result<Option<mqtts::MqttsConfig>> {
+    use rustls::server::ResolvesServerCert;
+    if !settings.mqtt_tls_on() {
+        return Ok(None);
+    }
+    let tls = &settings.mqtt.tls;
+    let cert: Arc<dyn ResolvesServerCert> = match (tls.files(), &platform.https_cert) {
+        (Some((cert_file, key_file)), _) => {
+            let cert = Arc::new(crate::tls::ReloadingCert::load_for(
+                "mqtt.tls", cert_file, key_file,
+            )?);
+            crate::tls::spawn_reloader(cert.clone(), &settings.server.tls);
+            cert
+        }
+        (None, Some(https)) => https.clone(),
+        (None, None) => Arc::new(mqtts::FixedCert(Arc::new(
+            platform.ca.issue_server(&tls.hostnames)?,
+        ))),
+    };
+    let server = mqtts::server_config(
+        cert,
+        platform.ca.certificate_der(),
+        platform.certificates.clone(),
+    )?;
+    let addr: SocketAddr = format!("{host}:{}", tls.port)
+        .parse()
+        .with_context(|| format!("mqtt.url: MQTTS needs an IP address, not `{host}`"))?;
+    Ok(Some(mqtts::MqttsConfig {
+        addr,
+        server: Arc::new(server),
+        handshake_timeout: std::time::Duration::from_secs(tls.handshake_timeout_secs),
+    }))
 }

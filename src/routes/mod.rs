@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod certificates;
 pub mod devices;
 pub mod health;
 pub mod live;
@@ -25,6 +26,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig, ingest_max_body_bytes: usize)
     users::configure(cfg);
     devices::configure(cfg);
     api_keys::configure(cfg);
+    certificates::configure(cfg);
     rules::configure(cfg);
     alerts::configure(cfg);
     notifications::configure(cfg);

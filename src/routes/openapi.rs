@@ -15,8 +15,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use crate::error::{ApiError, Code};
 
 use super::{
-    alerts, api_keys, audit, auth, devices, health, live, notifications, report_schedules, reports,
-    rules, telemetry, users,
+    alerts, api_keys, audit, auth, certificates, devices, health, live, notifications,
+    report_schedules, reports, rules, telemetry, users,
 };
 
 #[derive(OpenApi)]
@@ -44,6 +44,10 @@ use super::{
         api_keys::create_api_key,
         api_keys::get_api_key,
         api_keys::revoke_api_key,
+        certificates::ca_certificate,
+        certificates::issue_certificate,
+        certificates::list_certificates,
+        certificates::revoke_certificate,
         rules::list_rules,
         rules::create_rule,
         rules::get_rule,
@@ -81,6 +85,7 @@ use super::{
         (name = "users", description = "Accounts (admin)"),
         (name = "devices", description = "Field devices"),
         (name = "api-keys", description = "Device credentials"),
+        (name = "certificates", description = "The platform CA and device certificates (MQTTS client authentication)"),
         (name = "rules", description = "Alert rules"),
         (name = "alerts", description = "Alerts: list, acknowledge, resolve"),
         (name = "notifications", description = "Alert notification deliveries"),

@@ -23,6 +23,12 @@ pub struct TestApp {
     pub db: DatabaseConnection,
     /// The telemetry pipeline, to observe device actors.
     pub pipeline: insa_actors::Pipeline,
+    /// The port of MQTTS on the embedded broker, when it is on.
+    pub mqtts_port: Option<u16>,
+    /// The certificates the MQTTS listener accepts.
+    pub certificates: std::sync::Arc<insa_iiot::ca::ActiveCertificates>,
+    /// The platform's data directory (its CA lives in `ca/`).
+    pub data_dir: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -73,6 +79,8 @@ pub async fn test_settings(dir: &std::path::Path) -> Settings {
     settings.auth.admin_password = Some(Secret::new(ADMIN_PASSWORD));
     // MQTT only where a test asks for it (`with_mqtt`).
     settings.mqtt.mode = insa_iiot::settings::MqttMode::Off;
+    // MQTTS (where a test turns it on) on a free port.
+    settings.mqtt.tls.port = 0;
     // Tests log in often; the throttling tests lower these.
     settings.auth.login_attempts_per_account_per_minute = 1000;
     settings.auth.login_attempts_per_address_per_minute = 1000;
@@ -136,6 +144,11 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let address = format!("{scheme}://127.0.0.1:{}", app.port());
     let db = app.db();
     let pipeline = app.pipeline();
+    let mqtts_port = app.mqtts_address().map(|address| {
+        let (_, port) = address.rsplit_once(':').expect("host:port");
+        port.parse().expect("a port")
+    });
+    let certificates = app.certificates();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -146,6 +159,9 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
             .expect("client"),
         db,
         pipeline,
+        mqtts_port,
+        certificates,
+        data_dir: dir.path().to_path_buf(),
         _dir: dir,
     }
 }

@@ -20,6 +20,7 @@ pub mod live;
 mod metrics;
 pub mod mqtt;
 mod mqtt_tls;
+mod mqtts;
 mod openapi;
 mod pki;
 mod reports;

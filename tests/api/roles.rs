@@ -59,6 +59,18 @@ const OPERATIONS: &[(&str, &str, Least)] = &[
     ("POST", "/api/v1/api-keys", Person(Engineer)),
     ("GET", "/api/v1/api-keys/{id}", Person(Engineer)),
     ("DELETE", "/api/v1/api-keys/{id}", Person(Engineer)),
+    ("GET", "/api/v1/ca", Public),
+    ("GET", "/api/v1/devices/{id}/certificates", Person(Engineer)),
+    (
+        "POST",
+        "/api/v1/devices/{id}/certificates",
+        Person(Engineer),
+    ),
+    (
+        "DELETE",
+        "/api/v1/devices/{id}/certificates/{cert_id}",
+        Person(Engineer),
+    ),
     ("POST", "/api/v1/telemetry", PersonOrKey(Engineer)),
     ("GET", "/api/v1/telemetry", PersonOrKey(Viewer)),
     ("GET", "/api/v1/telemetry/latest", PersonOrKey(Viewer)),
@@ -132,6 +144,7 @@ struct Fixtures {
     doomed_device: String,
     key: String,
     doomed_key: String,
+    doomed_certificate: String,
     user: String,
     doomed_user: String,
     rule: String,
@@ -207,6 +220,20 @@ fn request(method: &str, path: &str, f: &Fixtures, caller: &Caller) -> (String, 
         ),
         ("GET", "/api/v1/api-keys/{id}") => (format!("/api/v1/api-keys/{}", f.key), None),
         ("DELETE", "/api/v1/api-keys/{id}") => (format!("/api/v1/api-keys/{}", f.doomed_key), None),
+        ("GET", "/api/v1/devices/{id}/certificates") => {
+            (format!("/api/v1/devices/{device}/certificates"), None)
+        }
+        ("POST", "/api/v1/devices/{id}/certificates") => (
+            format!("/api/v1/devices/{device}/certificates"),
+            Some(json!({"valid_days": 30})),
+        ),
+        ("DELETE", "/api/v1/devices/{id}/certificates/{cert_id}") => (
+            format!(
+                "/api/v1/devices/{device}/certificates/{}",
+                f.doomed_certificate
+            ),
+            None,
+        ),
         ("POST", "/api/v1/telemetry") => (
             path.into(),
             Some(json!({"device_id": device, "telemetry": {"flow": 12.5}})),
@@ -393,7 +420,15 @@ async fn fixtures(app: &TestApp, admin: &str) -> (Fixtures, String) {
         self::schedule("Doomed", &device),
     )
     .await;
+    let doomed_certificate = created(
+        app,
+        admin,
+        &format!("/api/v1/devices/{device}/certificates"),
+        json!({}),
+    )
+    .await;
     let fixtures = Fixtures {
+        doomed_certificate,
         device,
         doomed_device,
         key: key["id"].as_str().expect("key id").to_string(),

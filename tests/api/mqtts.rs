@@ -1,0 +1,764 @@
+//! MQTTS on the embedded broker and device certificates from the platform's CA, driven by clients
+//! that are not ours: `mosquitto_pub` / `mosquitto_sub` (TLS, client certificates) and
+//! `openssl` (CSRs, a foreign CA, `s_client` to see why a handshake is refused).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{eventually, free_port, seed_device, spawn_app_with, As, TestApp};
+
+/// The clients these tests drive; `None` (and a message) when one is missing, a failure where
+/// they must be there (`INSA_TLS_CLIENTS=required`, as `.ci/run` sets).
+fn clients_present() -> bool {
+    for tool in ["openssl", "mosquitto_pub", "mosquitto_sub"] {
+        let found = Command::new("which")
+            .arg(tool)
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            assert!(
+                std::env::var("INSA_TLS_CLIENTS").as_deref() != Ok("required"),
+                "`{tool}` is required here (INSA_TLS_CLIENTS=required) but is not installed"
+            );
+            eprintln!("skipped: `{tool}` is not installed");
+            return false;
+        }
+    }
+    true
+}
+
+/// The platform with its embedded broker serving MQTTS (whatever `MQTT_URL` says: MQTTS is the
+/// embedded broker's), its certificate issued by the platform's CA.
+async fn mqtts_app(customize: impl FnOnce(&mut insa_iiot::settings::Settings)) -> TestApp {
+    spawn_app_with(|s| {
+        crate::helpers::with_mqtt(s);
+        s.mqtt.mode = insa_iiot::settings::MqttMode::Embedded;
+        s.mqtt.url = "mqtt://127.0.0.1:0".into();
+        s.mqtt.tls.enabled = true;
+        customize(s);
+    })
+    .await
+}
+
+/// PEM files in a temporary directory.
+struct Files(tempfile::TempDir);
+
+impl Files {
+    fn new() -> Self {
+        Self(tempfile::tempdir().expect("tempdir"))
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.path(name);
+        std::fs::write(&path, text).expect("write a PEM file");
+        path.display().to_string()
+    }
+
+    fn arg(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+}
+
+/// Runs a command off the test's runtime thread.
+async fn run(program: &'static str, args: Vec<String>) -> Output {
+    actix_web::rt::task::spawn_blocking(move || {
+        Command::new(program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run a command")
+    })
+    .await
+    .expect("command thread")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The CA certificate as a device fetches it: no credentials.
+async fn fetch_ca(app: &TestApp, files: &Files) {
+    let reply = app
+        .client
+        .get(app.url("/api/v1/ca"))
+        .send()
+        .await
+        .expect("GET /ca");
+    assert_eq!(reply.status(), StatusCode::OK);
+    assert_eq!(
+        reply
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/x-pem-file")
+    );
+    let pem = reply.text().await.expect("PEM");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    files.write("ca.pem", &pem);
+}
+
+/// Issues a certificate for `device` with a generated key; writes `{name}.pem` and `{name}.key`.
+async fn issue(app: &TestApp, token: &str, device: &str, files: &Files, name: &str) -> Value {
+    let reply = app
+        .post(
+            &format!("/api/v1/devices/{device}/certificates"),
+            As::Bearer(token),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let body = reply.body;
+    files.write(
+        &format!("{name}.pem"),
+        body["certificate_pem"].as_str().expect("certificate"),
+    );
+    files.write(
+        &format!("{name}.key"),
+        body["private_key_pem"].as_str().expect("generated key"),
+    );
+    body
+}
+
+/// `mosquitto_pub` over MQTTS with a client certificate (QoS 1: it ends once acknowledged).
+async fn publish_with_cert(
+    port: u16,
+    files: &Files,
+    cert: &str,
+    client_id: &str,
+    topic: &str,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec![
+        "-h".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string(),
+        "--cafile".into(),
+        files.arg("ca.pem"),
+        "--cert".into(),
+        files.arg(&format!("{cert}.pem")),
+        "--key".into(),
+        files.arg(&format!("{cert}.key")),
+        "-i".into(),
+        client_id.into(),
+        "-t".into(),
+        topic.into(),
+        "-q".into(),
+        "1".into(),
+        "-m".into(),
+        json!({"pressure": 42.5}).to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    run("mosquitto_pub", args).await
+}
+
+/// `openssl s_client` with a client certificate, TLS 1.2 (the server judges the certificate
+/// within the handshake): what it printed.
+async fn handshake_with(port: u16, files: &Files, cert: &str) -> String {
+    let out = run(
+        "openssl",
+        vec![
+            "s_client".into(),
+            "-connect".into(),
+            format!("127.0.0.1:{port}"),
+            "-tls1_2".into(),
+            "-CAfile".into(),
+            files.arg("ca.pem"),
+            "-cert".into(),
+            files.arg(&format!("{cert}.pem")),
+            "-key".into(),
+            files.arg(&format!("{cert}.key")),
+        ],
+    )
+    .await;
+    text(&out)
+}
+
+async fn device(app: &TestApp, token: &str) -> String {
+    app.create_device_id(token, seed_device()).await
+}
+
+#[actix_web::test]
+async fn a_device_with_a_certificate_publishes_over_mqtts_and_its_reading_is_stored() {
+    if !clients_present() {
+        return;
+    }
+    let app = mqtts_app(|_| {}).await;
+    let port = app.mqtts_port.expect("MQTTS on");
+    let token = app.admin_token().await;
+    let files = Files::new();
+    fetch_ca(&app, &files).await;
+
+    // A key generated by the platform, answered once.
+    let id = device(&app, &token).await;
+    let issued = issue(&app, &token, &id, &files, "device").await;
+    assert_eq!(issued["device_id"], json!(id));
+    assert_eq!(issued["status"], "active");
+    assert_eq!(issued["key_source"], "generated");
+    let out = publish_with_cert(
+        port,
+        &files,
+        "device",
+        &id,
+        &format!("devices/{id}/telemetry"),
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    // QoS 1 acknowledged: stored.
+    assert_eq!(app.stored_rows(&token, &id).await, 1);
+
+    // A key the device made itself: a CSR, whatever subject it names.
+    let other = device(&app, &token).await;
+    let made = run(
+        "openssl",
+        vec![
+            "req".into(),
+            "-new".into(),
+            "-newkey".into(),
+            "ec".into(),
+            "-pkeyopt".into(),
+            "ec_paramgen_curve:prime256v1".into(),
+            "-nodes".into(),
+            "-keyout".into(),
+            files.arg("own.key"),
+            "-out".into(),
+            files.arg("own.csr"),
+            "-subj".into(),
+            "/CN=not-the-device".into(),
+        ],
+    )
+    .await;
+    assert!(made.status.success(), "{}", text(&made));
+    let csr = std::fs::read_to_string(files.path("own.csr")).expect("csr");
+    let reply = app
+        .post(
+            &format!("/api/v1/devices/{other}/certificates"),
+            As::Bearer(&token),
+            &json!({"csr_pem": csr, "valid_days": 30}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    assert!(reply.body.get("private_key_pem").is_none(), "{reply:?}");
+    assert_eq!(reply.body["key_source"], "csr");
+    assert!(matches!(
+        reply.body["expires_in_days"].as_i64(),
+        Some(29 | 30)
+    ));
+    files.write(
+        "own.pem",
+        reply.body["certificate_pem"].as_str().expect("pem"),
+    );
+    let subject = run(
+        "openssl",
+        vec![
+            "x509".into(),
+            "-in".into(),
+            files.arg("own.pem"),
+            "-noout".into(),
+            "-subject".into(),
+        ],
+    )
+    .await;
+    assert!(
+        text(&subject).contains(&format!("CN = {other}")),
+        "{}",
+        text(&subject)
+    );
+    let out = publish_with_cert(
+        port,
+        &files,
+        "own",
+        &format!("{other}-pump"),
+        &format!("devices/{other}/telemetry"),
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(app.stored_rows(&token, &other).await, 1);
+
+    // Listed (never with a key); a bad CSR is refused by field.
+    let list = app
+        .get(
+            &format!("/api/v1/devices/{id}/certificates"),
+            As::Bearer(&token),
+        )
+        .await;
+    assert_eq!(list.status, StatusCode::OK, "{list:?}");
+    assert_eq!(list.body["total"], 1);
+    assert!(list.body["certificates"][0]
+        .get("private_key_pem")
+        .is_none());
+    let bad = app
+        .post(
+            &format!("/api/v1/devices/{id}/certificates"),
+            As::Bearer(&token),
+            &json!({"csr_pem": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+    assert_eq!(bad.fields(), ["csr_pem"]);
+}
+
+#[actix_web::test]
+async fn a_certificate_cannot_publish_or_subscribe_under_another_device() {
+    if !clients_present() {
+        return;
+    }
+    let app = mqtts_app(|_| {}).await;
+    let port = app.mqtts_port.expect("MQTTS on");
+    let token = app.admin_token().await;
+    let files = Files::new();
+    fetch_ca(&app, &files).await;
+    let a = device(&app, &token).await;
+    let b = device(&app, &token).await;
+    issue(&app, &token, &a, &files, "a").await;
+
+    // A's certificate with B's client id: refused at CONNECT.
+    let out = publish_with_cert(
+        port,
+        &files,
+        "a",
+        &b,
+        &format!("devices/{a}/telemetry"),
+        &[],
+    )
+    .await;
+    assert!(!out.status.success(), "{}", text(&out));
+    // A's certificate on B's topic: the publish is refused and the connection closed.
+    let out = publish_with_cert(
+        port,
+        &files,
+        "a",
+        &a,
+        &format!("devices/{b}/telemetry"),
+        &["-V", "mqttv5"],
+    )
+    .await;
+    assert!(!out.status.success(), "{}", text(&out));
+    // Nor may it listen to B's commands.
+    let out = run(
+        "mosquitto_sub",
+        vec![
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "--cafile".into(),
+            files.arg("ca.pem"),
+            "--cert".into(),
+            files.arg("a.pem"),
+            "--key".into(),
+            files.arg("a.key"),
+            "-i".into(),
+            a.clone(),
+            "-d".into(),
+            "-V".into(),
+            "mqttv5".into(),
+            "-t".into(),
+            format!("devices/{b}/commands"),
+            "-C".into(),
+            "1".into(),
+            "-W".into(),
+            "3".into(),
+        ],
+    )
+    .await;
+    assert!(
+        text(&out).contains("denied"),
+        "the subscription was not refused: {}",
+        text(&out)
+    );
+    // A's own reading, sent after, is stored; nothing ever reached B.
+    let out = publish_with_cert(
+        port,
+        &files,
+        "a",
+        &a,
+        &format!("devices/{a}/telemetry"),
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(app.stored_rows(&token, &a).await, 1);
+    assert_eq!(app.stored_rows(&token, &b).await, 0);
+}
+
+/// A `mosquitto_sub` holding an MQTTS session with a certificate, started once subscribed.
+struct Listener {
+    child: std::process::Child,
+}
+
+impl Listener {
+    async fn start(port: u16, files: &Files, cert: &str, device: &str) -> Self {
+        // Line-buffered, so its debug lines arrive as they are printed.
+        let mut child = Command::new("stdbuf")
+            .args([
+                "-oL",
+                "mosquitto_sub",
+                "-d",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--cafile",
+                &files.arg("ca.pem"),
+                "--cert",
+                &files.arg(&format!("{cert}.pem")),
+                "--key",
+                &files.arg(&format!("{cert}.key")),
+                "-i",
+                device,
+                "-t",
+                &format!("devices/{device}/commands"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto_sub");
+        let stdout = child.stdout.take().expect("stdout");
+        // Its debug output says when the broker acknowledged the subscription.
+        let subscribed = actix_web::rt::task::spawn_blocking(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .any(|line| line.contains("SUBACK"))
+        });
+        let subscribed = tokio::time::timeout(Duration::from_secs(10), subscribed)
+            .await
+            .expect("subscribed within 10 s")
+            .expect("reader");
+        assert!(subscribed, "mosquitto_sub ended before subscribing");
+        Self { child }
+    }
+
+    /// Waits for the process to end (its connection closed by the broker).
+    async fn ended_within(&mut self, within: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if self.child.try_wait().expect("wait").is_some() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[actix_web::test]
+async fn a_revoked_certificate_loses_its_live_session_within_5_s_and_is_refused_at_the_handshake() {
+    if !clients_present() {
+        return;
+    }
+    let app = mqtts_app(|_| {}).await;
+    let port = app.mqtts_port.expect("MQTTS on");
+    let token = app.admin_token().await;
+    let files = Files::new();
+    fetch_ca(&app, &files).await;
+    let id = device(&app, &token).await;
+    let issued = issue(&app, &token, &id, &files, "device").await;
+    let cert_id = issued["id"].as_str().expect("id").to_string();
+    assert!(handshake_with(port, &files, "device")
+        .await
+        .contains("Verify return code: 0 (ok)"));
+
+    let mut session = Listener::start(port, &files, "device", &id).await;
+    let revoked = app
+        .delete(
+            &format!("/api/v1/devices/{id}/certificates/{cert_id}"),
+            As::Bearer(&token),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{revoked:?}");
+    assert_eq!(revoked.body["certificate"]["status"], "revoked");
+    assert!(
+        session.ended_within(Duration::from_secs(5)).await,
+        "the revoked certificate's session is still open after 5 s"
+    );
+    // From now on the handshake itself refuses it, and nothing it sends is stored.
+    let refused = handshake_with(port, &files, "device").await;
+    assert!(refused.contains("certificate revoked"), "{refused}");
+    let out = publish_with_cert(
+        port,
+        &files,
+        "device",
+        &id,
+        &format!("devices/{id}/telemetry"),
+        &[],
+    )
+    .await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(app.stored_rows(&token, &id).await, 0);
+
+    // The audit log has both.
+    let audit = app
+        .get("/api/v1/audit-log?limit=50", As::Bearer(&token))
+        .await;
+    let actions: Vec<&str> = audit.body["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"device_certificate.issue"), "{audit:?}");
+    assert!(actions.contains(&"device_certificate.revoke"), "{audit:?}");
+
+    // Deleting a device ends its certificates too.
+    let other = device(&app, &token).await;
+    issue(&app, &token, &other, &files, "other").await;
+    let mut session = Listener::start(port, &files, "other", &other).await;
+    let deleted = app
+        .delete(&format!("/api/v1/devices/{other}"), As::Bearer(&token))
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
+    assert!(session.ended_within(Duration::from_secs(5)).await);
+    assert!(handshake_with(port, &files, "other")
+        .await
+        .contains("certificate revoked"));
+}
+
+/// A certificate signed by the platform's CA key directly, valid in the past only.
+fn expired_certificate(data_dir: &Path, device: &str, files: &Files) -> String {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
+    let ca_pem = std::fs::read_to_string(data_dir.join("ca/ca.pem")).expect("CA");
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(data_dir.join("ca/ca.key")).expect("key"))
+            .expect("CA key");
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("issuer");
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, device.to_string());
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let now =
+        time::OffsetDateTime::from_unix_timestamp(chrono::Utc::now().timestamp()).expect("now");
+    params.not_before = now - time::Duration::days(10);
+    params.not_after = now - time::Duration::days(1);
+    let cert = params.signed_by(&key, &issuer).expect("signed");
+    files.write("expired.pem", &cert.pem());
+    files.write("expired.key", &key.serialize_pem());
+    insa_iiot::ca::CertIdentity::read(cert.der())
+        .expect("readable")
+        .serial
+}
+
+#[actix_web::test]
+async fn certificates_of_another_ca_or_expired_are_refused_at_the_handshake() {
+    if !clients_present() {
+        return;
+    }
+    let app = mqtts_app(|_| {}).await;
+    let port = app.mqtts_port.expect("MQTTS on");
+    let token = app.admin_token().await;
+    let files = Files::new();
+    fetch_ca(&app, &files).await;
+    let id = device(&app, &token).await;
+
+    // Another CA's certificate naming the device.
+    for args in [
+        vec![
+            "req",
+            "-x509",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=rogue CA",
+            "-keyout",
+            "rogue-ca.key",
+            "-out",
+            "rogue-ca.pem",
+        ],
+        vec![
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=DEVICE",
+            "-keyout",
+            "rogue.key",
+            "-out",
+            "rogue.csr",
+        ],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "rogue.csr",
+            "-CA",
+            "rogue-ca.pem",
+            "-CAkey",
+            "rogue-ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-out",
+            "rogue.pem",
+        ],
+    ] {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains('.') {
+                    files.arg(a)
+                } else {
+                    a.replace("DEVICE", &id)
+                }
+            })
+            .collect();
+        let out = run("openssl", args).await;
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let refused = handshake_with(port, &files, "rogue").await;
+    // rustls answers an unknown issuer with the alert certificate_unknown.
+    assert!(refused.contains("alert certificate unknown"), "{refused}");
+    let out = publish_with_cert(
+        port,
+        &files,
+        "rogue",
+        &id,
+        &format!("devices/{id}/telemetry"),
+        &[],
+    )
+    .await;
+    assert!(!out.status.success(), "{}", text(&out));
+
+    // The platform's own CA, accepted by the platform, but expired.
+    let serial = expired_certificate(&app.data_dir, &id, &files);
+    let now = chrono::Utc::now();
+    app.certificates
+        .insert(&insa_entities::device_certificates::Model {
+            id: uuid::Uuid::new_v4(),
+            device_id: id.parse().expect("uuid"),
+            serial,
+            fingerprint_sha256: String::new(),
+            key_source: "csr".into(),
+            not_before: now - chrono::Duration::days(10),
+            not_after: now - chrono::Duration::days(1),
+            created_by: None,
+            created_at: now,
+            revoked_at: None,
+        });
+    let refused = handshake_with(port, &files, "expired").await;
+    assert!(refused.contains("certificate expired"), "{refused}");
+    assert_eq!(app.stored_rows(&token, &id).await, 0);
+}
+
+#[actix_web::test]
+async fn with_the_plain_port_closed_devices_use_mqtts_with_a_key_or_a_certificate() {
+    if !clients_present() {
+        return;
+    }
+    let plain = free_port();
+    let app = mqtts_app(|s| {
+        s.mqtt.url = format!("mqtt://127.0.0.1:{plain}");
+        s.mqtt.plain = false;
+    })
+    .await;
+    let port = app.mqtts_port.expect("MQTTS on");
+    let token = app.admin_token().await;
+    let status = app.get("/api/v1/status", As::Bearer(&token)).await;
+    assert_eq!(
+        status.body["mqtt"]["address"],
+        json!(format!("127.0.0.1:{port}")),
+        "{status:?}"
+    );
+    assert_eq!(status.body["mqtt"]["device_auth"], "api_key_or_certificate");
+    let files = Files::new();
+    fetch_ca(&app, &files).await;
+    let id = device(&app, &token).await;
+    let (key, info) = app
+        .create_api_key(&token, json!({"name": "tls", "device_id": id}))
+        .await;
+    let key_id = info["id"].as_str().expect("key id").to_string();
+
+    // Nothing listens on the plain port.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", plain)).is_err());
+    // An API key over TLS, no client certificate.
+    let out = run(
+        "mosquitto_pub",
+        vec![
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "--cafile".into(),
+            files.arg("ca.pem"),
+            "-u".into(),
+            key_id,
+            "-P".into(),
+            key,
+            "-i".into(),
+            id.clone(),
+            "-t".into(),
+            format!("devices/{id}/telemetry"),
+            "-q".into(),
+            "1".into(),
+            "-m".into(),
+            json!({"pressure": 1.5}).to_string(),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    // No key and no certificate: not authorised.
+    let out = run(
+        "mosquitto_pub",
+        vec![
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "--cafile".into(),
+            files.arg("ca.pem"),
+            "-i".into(),
+            id.clone(),
+            "-t".into(),
+            format!("devices/{id}/telemetry"),
+            "-q".into(),
+            "1".into(),
+            "-m".into(),
+            json!({"pressure": 2.5}).to_string(),
+        ],
+    )
+    .await;
+    assert!(!out.status.success(), "{}", text(&out));
+    eventually(
+        Duration::from_secs(5),
+        "the key's reading stored",
+        || async { (app.stored_rows(&token, &id).await == 1).then_some(()) },
+    )
+    .await;
+}
