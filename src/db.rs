@@ -19,6 +19,17 @@ pub enum DbError {
     },
     #[error("cannot connect to the database at {url}: {source}")]
     Connect { url: String, source: DbErr },
+    #[error(
+        "cannot connect to the database at {url} over TLS (server certificate checked against \
+         database.ca_file {ca_file}): {source}"
+    )]
+    ConnectTls {
+        url: String,
+        ca_file: String,
+        source: DbErr,
+    },
+    #[error("database TLS: {0}")]
+    Tls(#[from] crate::client_tls::ClientTlsError),
     #[error("cannot migrate the database at {url}: {source}")]
     Migrate { url: String, source: DbErr },
 }
@@ -66,7 +77,24 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         .min_connections(settings.min_connections)
         .connect_timeout(Duration::from_secs(settings.connect_timeout_secs))
         .acquire_timeout(Duration::from_secs(settings.connect_timeout_secs))
-        .sqlx_logging(false)
+        .sqlx_logging(false);
+    if let (Some(ca_file), false) = (&settings.ca_file, settings.is_sqlite()) {
+        // The file is checked here so that a bad one is named, not a TLS failure of each
+        // connection. The pool (sea-orm's, and the sqlx pool taken from it for COPY) verifies
+        // the server against it; without `sslmode` in the url, verify-full (CA and host name).
+        crate::client_tls::check_database_ca(ca_file)?;
+        let ca_file = ca_file.clone();
+        let default_mode = settings.ssl_mode().is_none();
+        options.map_sqlx_postgres_opts(move |options| {
+            let options = options.ssl_root_cert(ca_file.clone());
+            if default_mode {
+                options.ssl_mode(sqlx::postgres::PgSslMode::VerifyFull)
+            } else {
+                options
+            }
+        });
+    }
+    options
         // WAL: readers do not block the writer; FULL: a committed batch survives a power cut.
         .map_sqlx_sqlite_opts(|options| {
             options
@@ -74,9 +102,16 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
                 .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
         });
-    Database::connect(options)
-        .await
-        .map_err(|source| DbError::Connect { url: shown, source })
+    Database::connect(options).await.map_err(|source| {
+        match (&settings.ca_file, settings.is_sqlite()) {
+            (Some(ca_file), false) => DbError::ConnectTls {
+                url: shown,
+                ca_file: ca_file.display().to_string(),
+                source,
+            },
+            _ => DbError::Connect { url: shown, source },
+        }
+    })
 }
 
 /// Connects and brings the schema up to date.

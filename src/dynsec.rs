@@ -39,6 +39,8 @@ pub struct DynsecConfig {
     pub client_id: String,
     /// The platform's login, which gets [`PLATFORM_ROLE`].
     pub credentials: Option<(String, String)>,
+    /// TLS (`mqtts://`), as the platform's other connections.
+    pub tls: Option<rumqttc::TlsConfiguration>,
 }
 
 impl Dynsec {
@@ -53,6 +55,9 @@ impl Dynsec {
         options.set_keep_alive(Duration::from_secs(30));
         if let Some((user, password)) = &config.credentials {
             options.set_credentials(user.clone(), password.clone());
+        }
+        if let Some(tls) = config.tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(tls));
         }
         let (client, eventloop) = AsyncClient::new(options, 256);
         let dynsec = Self { client };

@@ -5,6 +5,8 @@
 //! - [`settings`]: layered settings, validated at start-up; [`redact`]: URLs without passwords
 //! - [`db`]: PostgreSQL / SQLite connection and migrations; [`private_files`]: owner-only files
 //! - [`tls`]: HTTPS: the server certificate (TLS 1.2+), re-read on SIGHUP or file change
+//! - [`client_tls`]: TLS of the outgoing links (SMTP, PostgreSQL, an external MQTT broker): the
+//!   CA files trusted and the broker client certificate, read at start-up
 //!
 //! The web layer (the only modules that know HTTP, with [`startup`], [`metrics`],
 //! [`telemetry_log`] and [`dashboard`]):
@@ -42,6 +44,7 @@ pub mod body;
 pub mod ca;
 pub mod certificates;
 pub mod cli;
+pub mod client_tls;
 pub mod dashboard;
 pub mod db;
 pub mod devices;

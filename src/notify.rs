@@ -63,6 +63,8 @@ pub struct NotifierSettings {
     pub webhooks: WebhookSettings,
     /// How emails are sent.
     pub smtp: SmtpSettings,
+    /// The CA certificates of `smtp.ca_file`, read at start-up (`None`: the public roots).
+    pub smtp_roots: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
     /// Where the platform is reached: the links in emails.
     pub server: ServerSettings,
 }
@@ -246,6 +248,43 @@ fn smtp_connection_url(url: &str) -> String {
     }
 }
 
+/// The transport for `smtp.url`: plain for `smtp://`; for `smtp+starttls://` STARTTLS is
+/// required (a server not offering it gets no message) and for `smtps://` TLS starts at once.
+/// Either way the server's certificate must chain to `roots` (else the public webpki roots) and
+/// name the url's host. Errors never quote the url (it may hold a password).
+fn smtp_transport(
+    url: &str,
+    roots: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    timeout: Duration,
+) -> Result<lettre::AsyncSmtpTransport<lettre::Tokio1Executor>, String> {
+    use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+    use lettre::{AsyncSmtpTransport, Tokio1Executor};
+
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&smtp_connection_url(url))
+        .map_err(|err| format!("smtp.url: {err}"))?
+        .timeout(Some(timeout));
+    let parsed = url::Url::parse(url).map_err(|err| format!("smtp.url: {err}"))?;
+    let tls: fn(TlsParameters) -> Tls = match parsed.scheme() {
+        "smtps" => Tls::Wrapper,
+        "smtp+starttls" => Tls::Required,
+        _ => return Ok(builder.build()),
+    };
+    let host = parsed.host_str().ok_or("smtp.url: no host")?;
+    let mut parameters = TlsParameters::builder(host.to_string());
+    if let Some(roots) = roots {
+        parameters = parameters.certificate_store(CertificateStore::None);
+        for root in roots {
+            let root = Certificate::from_der(root.to_vec())
+                .map_err(|err| format!("smtp.ca_file: {err}"))?;
+            parameters = parameters.add_root_certificate(root);
+        }
+    }
+    let parameters = parameters
+        .build()
+        .map_err(|err| format!("smtp TLS: {err}"))?;
+    Ok(builder.tls(tls(parameters)).build())
+}
+
 /// `[CRITICAL] High pressure on Wellhead 9`, or `[RESOLVED] ...`.
 pub fn email_subject(notification: &AlertNotification) -> String {
     let tag = match notification.event {
@@ -311,20 +350,19 @@ pub fn email_body(notification: &AlertNotification, base_url: &str) -> String {
 
 async fn email(state: &NotifierState, payload: &NotificationPayload) -> Outcome {
     use lettre::message::header::ContentType;
-    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    use lettre::{AsyncTransport, Message};
 
     let Some(url) = &state.settings.smtp.url else {
         return Outcome::Retry("smtp.url is not set".into());
     };
-    let transport =
-        match AsyncSmtpTransport::<Tokio1Executor>::from_url(&smtp_connection_url(url.expose())) {
-            Ok(builder) => builder
-                .timeout(Some(Duration::from_secs(
-                    state.settings.webhooks.timeout_secs,
-                )))
-                .build(),
-            Err(err) => return Outcome::Final(format!("smtp.url: {err}")),
-        };
+    let transport = match smtp_transport(
+        url.expose(),
+        state.settings.smtp_roots.as_deref(),
+        Duration::from_secs(state.settings.webhooks.timeout_secs),
+    ) {
+        Ok(transport) => transport,
+        Err(err) => return Outcome::Final(err),
+    };
     let from = match state.settings.smtp.from.parse() {
         Ok(from) => from,
         Err(err) => return Outcome::Final(format!("smtp.from: {err}")),

@@ -168,11 +168,23 @@ pub struct DatabaseSettings {
     pub min_connections: u32,
     pub connect_timeout_secs: u64,
     pub allow_sqlite_in_production: bool,
+    /// PostgreSQL over TLS: PEM file of the CA(s) the server's certificate is checked against
+    /// (`sslrootcert`); with it and no `sslmode` in `url`, `verify-full` applies.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl DatabaseSettings {
     pub fn is_sqlite(&self) -> bool {
         self.url.expose().starts_with("sqlite:")
+    }
+
+    /// The `sslmode` of a PostgreSQL url (`verify-full`, ...), when it has one.
+    pub fn ssl_mode(&self) -> Option<String> {
+        let url = url::Url::parse(self.url.expose()).ok()?;
+        url.query_pairs()
+            .find(|(key, _)| key == "sslmode" || key == "ssl-mode")
+            .map(|(_, value)| value.to_ascii_lowercase())
     }
 }
 
@@ -236,6 +248,16 @@ pub struct MqttSettings {
     /// How long a rule's MQTT command waits for the broker's PUBACK before the attempt counts as
     /// failed (and is retried).
     pub command_ack_timeout_secs: u64,
+    /// `mqtts://`: PEM file of the CA(s) the broker's certificate is checked against (default:
+    /// the public webpki roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `mqtts://`: the platform's client certificate (PEM chain) for a broker that requires one.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// `mqtts://`: the private key of `client_cert_file` (PEM: PKCS#8, RSA or SEC1).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     /// Plain MQTT on `url`'s port (embedded broker); `false` leaves MQTTS only.
     #[serde(default = "enabled")]
     pub plain: bool,
@@ -310,8 +332,14 @@ impl Default for CaSettings {
 }
 
 impl MqttSettings {
-    /// Host and port of `url` (`mqtt://host:port`, port 1883 by default).
+    /// Whether `url` asks for TLS (`mqtts://`).
+    pub fn is_tls(&self) -> bool {
+        self.url.starts_with("mqtts://")
+    }
+
+    /// Host and port of `url` (`mqtt://host:port`, port 1883 by default; `mqtts://`, 8883).
     pub fn host_port(&self) -> Option<(String, u16)> {
+        let default_port = if self.is_tls() { 8883 } else { 1883 };
         let rest = self
             .url
             .split_once("://")
@@ -319,7 +347,7 @@ impl MqttSettings {
         let rest = rest.trim_end_matches('/');
         match rest.rsplit_once(':') {
             Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
-            None if !rest.is_empty() => Some((rest.to_string(), 1883)),
+            None if !rest.is_empty() => Some((rest.to_string(), default_port)),
             None => None,
         }
     }
@@ -331,6 +359,10 @@ pub struct SmtpSettings {
     /// May hold credentials.
     pub url: Option<Secret>,
     pub from: String,
+    /// PEM file of the CA(s) trusted for the SMTP server's certificate, instead of the public
+    /// roots (`smtps://` and `smtp+starttls://`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -543,6 +575,21 @@ impl Settings {
             "database.min_connections: must not exceed database.max_connections".into(),
         );
         check(
+            self.database.ca_file.is_none() || !self.database.is_sqlite(),
+            "database.ca_file: applies to PostgreSQL only (database.url is SQLite)".into(),
+        );
+        if self.database.ca_file.is_some() {
+            // Below verify-ca the server's certificate is not checked at all.
+            check(
+                self.database
+                    .ssl_mode()
+                    .is_none_or(|mode| mode == "verify-ca" || mode == "verify-full"),
+                "database.url: with database.ca_file, sslmode must be verify-full (or verify-ca, \
+                 which skips the host name)"
+                    .into(),
+            );
+        }
+        check(
             self.database.connect_timeout_secs >= 1,
             "database.connect_timeout_secs: must be at least 1".into(),
         );
@@ -633,14 +680,32 @@ impl Settings {
             "api_keys.default_rate_limit: must be at least 1 request per hour".into(),
         );
         check(
-            ["mqtt://", "tcp://"]
+            ["mqtt://", "tcp://", "mqtts://"]
                 .iter()
                 .any(|p| self.mqtt.url.starts_with(p))
                 && self.mqtt.host_port().is_some(),
             format!(
-                "mqtt.url: `{}` must be mqtt://host:port (or tcp://host:port)",
+                "mqtt.url: `{}` must be mqtt://host:port (or tcp://host:port), or mqtts://host:port for TLS",
                 self.mqtt.url
             ),
+        );
+        for (key, file) in [
+            ("mqtt.ca_file", &self.mqtt.ca_file),
+            ("mqtt.client_cert_file", &self.mqtt.client_cert_file),
+            ("mqtt.client_key_file", &self.mqtt.client_key_file),
+        ] {
+            check(
+                file.is_none() || self.mqtt.is_tls(),
+                format!("{key}: applies to an mqtts:// url only"),
+            );
+        }
+        check(
+            self.mqtt.client_cert_file.is_some() == self.mqtt.client_key_file.is_some(),
+            "mqtt.client_cert_file, mqtt.client_key_file: set both or neither".into(),
+        );
+        check(
+            !self.mqtt.is_tls() || matches!(self.mqtt.mode, MqttMode::External | MqttMode::Off),
+            "mqtt.url: mqtts:// is for an external broker (mqtt.mode = external)".into(),
         );
         check(
             !self.mqtt.client_id.is_empty() && self.mqtt.client_id.len() <= 64,
@@ -719,11 +784,27 @@ impl Settings {
             "alerts.queue_capacity: must be within 1..=1000000".into(),
         );
         if let Some(smtp) = &self.smtp.url {
+            let smtp = smtp.expose();
             check(
                 ["smtp://", "smtps://", "smtp+starttls://"]
                     .iter()
-                    .any(|p| smtp.expose().starts_with(p)),
+                    .any(|p| smtp.starts_with(p)),
                 "smtp.url: must start with smtp://, smtp+starttls:// or smtps://".into(),
+            );
+            // The scheme alone chooses TLS: `?tls=opportunistic` would fall back to plain text.
+            check(
+                !url::Url::parse(smtp).is_ok_and(|url| url.query_pairs().any(|(k, _)| k == "tls")),
+                "smtp.url: no `tls` parameter; use smtp+starttls:// (STARTTLS required) or smtps://"
+                    .into(),
+            );
+            check(
+                self.smtp.ca_file.is_none() || !smtp.starts_with("smtp://"),
+                "smtp.ca_file: applies to smtps:// and smtp+starttls:// only".into(),
+            );
+        } else {
+            check(
+                self.smtp.ca_file.is_none(),
+                "smtp.ca_file: set without smtp.url".into(),
             );
         }
         check(

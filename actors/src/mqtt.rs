@@ -51,6 +51,8 @@ pub struct MqttIngestConfig {
     /// Subscribe to `devices/+/telemetry`. Off with the embedded broker, which hands telemetry
     /// to the pipeline itself ([`store_message`]) and answers the device only once it is stored.
     pub subscribe_telemetry: bool,
+    /// TLS for both connections (`mqtts://`); `None`: plain TCP.
+    pub tls: Option<rumqttc::TlsConfiguration>,
 }
 
 /// Counters for status and metrics.
@@ -158,6 +160,9 @@ pub fn start_with(
         if let Some((user, password)) = &config.credentials {
             options.set_credentials(user.clone(), password.clone());
         }
+        if let Some(tls) = &config.tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(tls.clone()));
+        }
         options
     };
     let (client, status_loop) =
@@ -250,11 +255,24 @@ async fn receive(
     let mut backoff = Backoff::default();
     // Counts connections: a packet id is only meaningful on the connection it came on.
     let mut generation = 0u64;
+    // A failed TLS handshake is a set-up problem an operator must see: warned once per error.
+    let mut tls_failure: Option<String> = None;
     loop {
         eventloop.network = None;
         match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {}
+            Ok(Event::Incoming(Packet::ConnAck(_))) => tls_failure = None,
             Ok(_) => continue,
+            Err(rumqttc::ConnectionError::Tls(err)) => {
+                let text = err.to_string();
+                if tls_failure.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(error = %text,
+                        "MQTT: TLS with the broker failed (is its certificate from mqtt.ca_file's CA, \
+                         for mqtt.url's host? does it accept mqtt.client_cert_file?); retrying");
+                    tls_failure = Some(text);
+                }
+                backoff.wait().await;
+                continue;
+            }
             Err(err) => {
                 tracing::debug!(error = %err, "MQTT broker not reachable; retrying");
                 backoff.wait().await;

@@ -33,6 +33,7 @@ impl Commands {
         port: u16,
         client_id: String,
         credentials: Option<(String, String)>,
+        tls: Option<rumqttc::TlsConfiguration>,
         ack_timeout: Duration,
     ) -> Self {
         let mut options = MqttOptions::new(client_id, host, port);
@@ -41,6 +42,9 @@ impl Commands {
             .set_clean_session(true);
         if let Some((user, password)) = credentials {
             options.set_credentials(user, password);
+        }
+        if let Some(tls) = tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(tls));
         }
         let (requests, inbox) = mpsc::channel(256);
         actix::spawn(drive(options, inbox, ack_timeout));

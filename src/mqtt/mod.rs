@@ -151,11 +151,14 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
         .clone()
         .zip(config.password.as_ref().map(|p| p.expose().to_string()));
     let dynsec_ready = config.dynsec && credentials.is_some();
+    // mqtts://: one TLS configuration for every connection to the broker (ingest, status,
+    // commands, dynsec, the probe); a bad CA or client certificate file stops start-up here.
+    let tls = crate::client_tls::mqtt_client_config(config)?.map(rumqttc::TlsConfiguration::Rustls);
     let mut embedded_port = port;
     let external = match config.mode {
         MqttMode::External => true,
         MqttMode::Embedded => false,
-        _ => match probe::probe(&host, port).await {
+        _ => match probe::probe(&host, port, tls.as_ref()).await {
             probe::Answer::Nothing => false,
             answer => {
                 if dynsec_ready && answer == probe::Answer::RefusesAnonymous {
@@ -184,6 +187,7 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
         max_packet_bytes: settings.ingest.max_body_bytes,
         limits: settings.ingest.limits(),
         subscribe_telemetry: true,
+        tls: tls.clone(),
     };
     let commands_client_id = format!("{}-commands", config.client_id);
     let ack_timeout = std::time::Duration::from_secs(config.command_ack_timeout_secs);
@@ -191,7 +195,7 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
         let (device_auth, warning) = if config.dynsec {
             // Chosen by the operator; still, say so if the broker lets anyone in.
             let open = config.mode == MqttMode::External
-                && probe::probe(&host, port).await == probe::Answer::AcceptsAnonymous;
+                && probe::probe(&host, port, tls.as_ref()).await == probe::Answer::AcceptsAnonymous;
             let warning = open.then(|| {
                 let warning = "the external broker accepts anonymous logins: anyone may publish \
                                as any device (set allow_anonymous false)";
@@ -214,6 +218,7 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
                     port,
                     client_id: config.client_id.clone(),
                     credentials: credentials.clone(),
+                    tls: tls.clone(),
                 },
                 platform.db.clone(),
             )
@@ -232,6 +237,7 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
                 port,
                 commands_client_id,
                 credentials,
+                tls,
                 ack_timeout,
             ),
             ingest: insa_actors::mqtt::start(platform.pipeline.clone(), ingest),
@@ -271,6 +277,8 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
         ingest.port = addr.port();
         ingest.credentials = Some(internal.clone());
         ingest.subscribe_telemetry = false;
+        // In-process broker: the platform's own connections stay on loopback, without TLS.
+        ingest.tls = None;
         if config.dynsec {
             tracing::warn!("mqtt.dynsec applies to an external Mosquitto; the embedded broker checks API keys itself");
         }
@@ -296,6 +304,7 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
                 addr.port(),
                 commands_client_id,
                 Some(internal),
+                None,
                 ack_timeout,
             ),
             ingest: insa_actors::mqtt::start_with(platform.pipeline.clone(), ingest, stats),

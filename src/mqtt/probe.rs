@@ -31,8 +31,8 @@ impl Answer {
     }
 }
 
-/// Connects to `host:port` and tries an anonymous MQTT login.
-pub async fn probe(host: &str, port: u16) -> Answer {
+/// Connects to `host:port` and tries an anonymous MQTT login (over `tls` when given).
+pub async fn probe(host: &str, port: u16, tls: Option<&rumqttc::TlsConfiguration>) -> Answer {
     let tcp = tokio::time::timeout(
         Duration::from_millis(500),
         tokio::net::TcpStream::connect((host, port)),
@@ -44,6 +44,9 @@ pub async fn probe(host: &str, port: u16) -> Answer {
     let client_id = format!("insa-iiot-probe-{}", uuid::Uuid::new_v4().simple());
     let mut options = MqttOptions::new(client_id, host, port);
     options.set_keep_alive(Duration::from_secs(5));
+    if let Some(tls) = tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(tls.clone()));
+    }
     let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 1);
     let answer = async {
         loop {

@@ -83,7 +83,7 @@ fn connack(event: &Event) -> Option<rumqttc::ConnectReturnCode> {
 }
 
 /// Waits until the platform's own subscriber is connected to the broker.
-async fn subscribed(app: &TestApp) {
+pub(crate) async fn subscribed(app: &TestApp) {
     eventually(Duration::from_secs(10), "platform subscribed", || async {
         let status = app.get("/api/v1/status", As::Nobody).await;
         (status.body["mqtt"]["connected"] == true).then_some(())
@@ -359,6 +359,8 @@ async fn status_changes_are_published_retained() {
 pub(crate) struct Mosquitto {
     child: std::process::Child,
     pub(crate) port: u16,
+    /// Its log lines so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _conf: tempfile::TempDir,
 }
 
@@ -378,7 +380,7 @@ impl Mosquitto {
     /// Mosquitto with the configuration `conf(port)`, on a port that was free a moment ago:
     /// Mosquitto cannot bind port 0 and say which port it got, so when another process took the
     /// port meanwhile, another port is tried.
-    fn on_free_port(conf: impl Fn(u16) -> String) -> Option<Self> {
+    pub(crate) fn on_free_port(conf: impl Fn(u16) -> String) -> Option<Self> {
         for _ in 0..5 {
             match Self::on_port(crate::helpers::free_port(), &conf) {
                 Ok(broker) => return Some(broker),
@@ -404,6 +406,8 @@ impl Mosquitto {
             .map_err(|_| Launch::NotInstalled)?;
         let stderr = child.stderr.take().expect("mosquitto's stderr");
         let (running, said) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::<std::sync::Mutex<Vec<String>>>::default();
+        let kept = log.clone();
         // Reads its log to the end, so that it never waits on a full pipe.
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr)
@@ -413,12 +417,14 @@ impl Mosquitto {
                 if line.ends_with(" running") {
                     let _ = running.send(());
                 }
+                kept.lock().expect("mosquitto's log").push(line);
             }
         });
         match said.recv_timeout(Duration::from_secs(10)) {
             Ok(()) => Ok(Self {
                 child,
                 port,
+                log,
                 _conf: dir,
             }),
             Err(_) => {
@@ -427,6 +433,13 @@ impl Mosquitto {
                 Err(Launch::Stopped)
             }
         }
+    }
+}
+
+impl Mosquitto {
+    /// The lines Mosquitto logged so far.
+    pub(crate) fn log(&self) -> Vec<String> {
+        self.log.lock().expect("mosquitto's log").clone()
     }
 }
 
