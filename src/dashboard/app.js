@@ -1,5 +1,6 @@
 // insa-iiot dashboard: plain JavaScript over the REST API (/api/v1) and the live feed (/api/v1/ws).
-// Views: login, devices, one device (latest values, last-hour charts), alerts, rules.
+// Views: login, devices, one device (latest values, last-hour charts, certificates for engineers),
+// alerts, rules, reports.
 'use strict';
 
 const ROLES = ['viewer', 'operator', 'engineer', 'admin'];
@@ -550,6 +551,194 @@ class Chart {
   }
 }
 
+// ---------------------------------------------------------------- device certificates
+
+// A certificate with this many days left, or fewer, has its expiry highlighted.
+const EXPIRY_WARNING_DAYS = 30;
+
+// "12ab34cd…9f0e": enough of a serial to tell certificates apart; the whole one in the title.
+function shortSerial(serial) {
+  return serial.length > 14 ? `${serial.slice(0, 8)}…${serial.slice(-4)}` : serial;
+}
+
+function expiresIn(cert) {
+  const days = Math.abs(cert.expires_in_days);
+  const plural = days === 1 ? '' : 's';
+  if (cert.status === 'expired' || cert.expires_in_days < 0) return days ? `expired ${days} day${plural} ago` : 'expired today';
+  return days ? `expires in ${days} day${plural}` : 'expires today';
+}
+
+// The device's certificates (engineers and admins only): the list, issuing one, revoking one.
+// An issued certificate is shown once, as files to save; a generated private key lives only in
+// the result box and is dropped (its object URLs revoked) when the box is closed or the view left.
+function certificatePanel(deviceId) {
+  const base = `/devices/${encodeURIComponent(deviceId)}/certificates`;
+  const list = h('div', { class: 'table-wrap' }, h('div', { class: 'empty' }, 'Loading certificates…'));
+  const problem = h('div', { class: 'problem', id: 'cert-problem' });
+  const result = h('div', { class: 'cert-result', id: 'cert-result', hidden: true });
+  let urls = [];
+
+  // Forgets the last issued certificate and key: the links go, the object URLs are released.
+  function dropResult() {
+    for (const url of urls) URL.revokeObjectURL(url);
+    urls = [];
+    result.replaceChildren();
+    result.hidden = true;
+  }
+  onLeave(dropResult);
+
+  const fileLink = (id, name, text, label) => {
+    const url = URL.createObjectURL(new Blob([text], { type: 'application/x-pem-file' }));
+    urls.push(url);
+    return h('a', { class: 'file', id, href: url, download: name }, label);
+  };
+
+  function showResult(issued) {
+    dropResult();
+    const links = [fileLink('cert-download-cert', 'device.pem', issued.certificate_pem, 'device.pem (certificate)')];
+    if (issued.private_key_pem) links.push(fileLink('cert-download-key', 'device.key', issued.private_key_pem, 'device.key (private key)'));
+    links.push(fileLink('cert-download-ca', 'ca.pem', issued.ca_pem, 'ca.pem (platform CA)'));
+    result.replaceChildren(
+      h('div', { class: 'cert-result-head' },
+        h('strong', {}, `Certificate ${shortSerial(issued.serial)} issued`),
+        h('span', { class: 'meta' }, `valid until ${formatTime(issued.not_after)}`)),
+      issued.private_key_pem
+        ? h('p', { class: 'warning', id: 'cert-warning' },
+          issued.warning || 'Save the private key now: it is not stored and cannot be retrieved later.',
+          ' This box is shown once: closing it or leaving the page forgets the key.')
+        : h('p', { class: 'meta' }, 'Signed from your request: the device keeps its own key.'),
+      h('div', { class: 'actions files' }, links),
+      h('div', { class: 'actions' },
+        h('button', { type: 'button', class: 'quiet', id: 'cert-result-close', onclick: dropResult }, 'Done, close')),
+    );
+    result.hidden = false;
+  }
+
+  // The issue form, hidden until asked for.
+  const days = h('input', { id: 'cert-days', type: 'number', min: 1, step: 1, inputmode: 'numeric', placeholder: 'default' });
+  const csr = h('textarea', {
+    id: 'cert-csr',
+    rows: 5,
+    spellcheck: 'false',
+    placeholder: '-----BEGIN CERTIFICATE REQUEST-----\n(optional: leave empty and the platform generates the key)',
+  });
+  const submit = h('button', { type: 'submit', id: 'cert-issue' }, 'Issue');
+  const form = h('form', { class: 'cert-form', id: 'cert-form', hidden: true },
+    h('label', { class: 'field' }, h('span', {}, 'Valid days (optional)'), days),
+    h('label', { class: 'field csr' }, h('span', {}, 'Certificate signing request, PEM (optional)'), csr),
+    h('div', { class: 'actions' },
+      submit,
+      h('button', { type: 'button', class: 'quiet', onclick: () => { form.hidden = true; open.hidden = false; } }, 'Cancel')));
+  const open = h('button', {
+    type: 'button',
+    id: 'cert-open',
+    onclick: () => {
+      problem.textContent = '';
+      form.hidden = false;
+      open.hidden = true;
+      days.focus();
+    },
+  }, 'Issue certificate');
+
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    problem.textContent = '';
+    const body = {};
+    const wanted = days.value.trim();
+    if (wanted) {
+      const n = Number(wanted);
+      if (!Number.isInteger(n) || n < 1) {
+        problem.textContent = 'Valid days: a whole number of days, at least 1.';
+        return;
+      }
+      body.valid_days = n;
+    }
+    if (csr.value.trim()) body.csr_pem = csr.value.trim();
+    submit.disabled = true;
+    try {
+      const issued = await api(base, { method: 'POST', body });
+      form.hidden = true;
+      open.hidden = false;
+      days.value = '';
+      csr.value = '';
+      showResult(issued);
+      await load();
+    } catch (err) {
+      problem.textContent = `Could not issue a certificate: ${err.message}`;
+    } finally {
+      submit.disabled = false;
+    }
+  });
+
+  // A revoke button that asks once more before it acts.
+  function revokeButton(cert) {
+    const cell = h('div', { class: 'actions' });
+    const ask = () => cell.replaceChildren(
+      h('span', { class: 'meta' }, 'Revoke? Its devices are disconnected.'),
+      h('button', {
+        type: 'button',
+        class: 'danger',
+        dataset: { action: 'confirm-revoke' },
+        onclick: async (event) => {
+          event.target.disabled = true;
+          try {
+            await api(`${base}/${encodeURIComponent(cert.id)}`, { method: 'DELETE' });
+            await load();
+          } catch (err) {
+            toast(`Could not revoke: ${err.message}`);
+            idle();
+          }
+        },
+      }, 'Yes, revoke'),
+      h('button', { type: 'button', class: 'quiet', dataset: { action: 'cancel-revoke' }, onclick: () => idle() }, 'Cancel'));
+    const idle = () => cell.replaceChildren(
+      h('button', { type: 'button', class: 'danger', dataset: { action: 'revoke' }, onclick: ask }, 'Revoke'));
+    idle();
+    return cell;
+  }
+
+  async function load() {
+    let page;
+    try {
+      page = await api(`${base}${query({ limit: 100 })}`);
+    } catch (err) {
+      list.replaceChildren(h('div', { class: 'empty' }, `Could not load the certificates: ${err.message}`));
+      return;
+    }
+    if (!page.certificates.length) {
+      list.replaceChildren(h('div', { class: 'empty' }, 'No certificates yet.'));
+      return;
+    }
+    const rows = page.certificates.map((cert) => {
+      const attention = cert.status !== 'active' || cert.expires_in_days <= EXPIRY_WARNING_DAYS;
+      return h('tr', { dataset: { certId: cert.id, status: cert.status } },
+        h('td', { class: 'serial', title: `${cert.serial}\nSHA-256 ${cert.fingerprint_sha256}` }, shortSerial(cert.serial)),
+        h('td', { class: 'cert-status' }, pill(cert.status)),
+        h('td', { class: attention ? 'expiry attention' : 'expiry' },
+          formatTime(cert.not_after).slice(0, 10),
+          h('span', { class: 'in' }, cert.status === 'revoked' ? `revoked ${formatTime(cert.revoked_at)}` : expiresIn(cert))),
+        h('td', {}, cert.key_source === 'csr' ? 'device (CSR)' : 'generated'),
+        h('td', { class: 'issued' }, formatTime(cert.created_at)),
+        h('td', {}, cert.status === 'active' ? revokeButton(cert) : null));
+    });
+    list.replaceChildren(h('table', { id: 'certificates' },
+      h('thead', {}, h('tr', {},
+        ['Serial', 'Status', 'Expires', 'Key', 'Issued', ''].map((t) => h('th', { class: t === 'Issued' ? 'issued' : null }, t)))),
+      h('tbody', {}, rows)));
+    if (page.total > page.certificates.length) {
+      list.append(h('div', { class: 'empty' }, `The newest ${page.certificates.length} of ${page.total}.`));
+    }
+  }
+
+  const el = h('section', { class: 'certs', id: 'device-certificates' },
+    h('div', { class: 'toolbar' }, open, h('a', { href: '/api/v1/ca', download: 'ca.pem', class: 'meta' }, 'Platform CA (ca.pem)')),
+    form,
+    problem,
+    result,
+    list);
+  return { el, load };
+}
+
 async function showDevice(id) {
   const since = new Date(Date.now() - HOUR_MS).toISOString();
   const until = new Date(Date.now() + 60000).toISOString();
@@ -609,6 +798,8 @@ async function showDevice(id) {
     : h('div', { class: 'empty' }, 'No active alerts.'));
   const reloadAlerts = async () => renderAlerts((await api(`/alerts${query({ device_id: id, status: 'active', limit: 50 })}`)).alerts);
   renderAlerts(alerts.alerts);
+  // Certificates are an engineer's business: nobody else gets the panel (or its request).
+  const certs = may('engineer') ? certificatePanel(id) : null;
 
   view().replaceChildren(
     h('div', { class: 'device-head' }, h('h1', {}, device.name), status, seen),
@@ -619,10 +810,13 @@ async function showDevice(id) {
     charts,
     h('h2', {}, 'Active alerts'),
     alertList,
+    certs && h('h2', {}, 'Certificates'),
+    certs && certs.el,
   );
   if (!cards.size) values.append(h('div', { class: 'empty' }, 'No readings yet.'));
   const drawAll = () => plots.forEach((plot) => plot.draw());
   drawAll();
+  if (certs) certs.load();
 
   live.watch([id]);
   live.listen((message) => {

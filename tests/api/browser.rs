@@ -22,6 +22,8 @@ const WAIT: Duration = Duration::from_secs(20);
 struct Driver {
     process: Child,
     _profile: tempfile::TempDir,
+    /// Where the browser saves downloads (without asking).
+    downloads: tempfile::TempDir,
 }
 
 impl Drop for Driver {
@@ -65,6 +67,7 @@ async fn browser() -> Option<(Driver, Client)> {
     let driver = Driver {
         process,
         _profile: profile,
+        downloads: tempfile::tempdir().expect("downloads dir"),
     };
     let mut capabilities = serde_json::Map::new();
     capabilities.insert("browserName".into(), json!("chrome"));
@@ -77,6 +80,8 @@ async fn browser() -> Option<(Driver, Client)> {
                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
                      format!("--window-size={}", std::env::var("INSA_WINDOW").unwrap_or_else(|_| "1280,900".into())),
                      format!("--user-data-dir={}", driver._profile.path().display())],
+            "prefs": {"download.default_directory": driver.downloads.path(),
+                      "download.prompt_for_download": false},
         }),
     );
     let url = format!("http://127.0.0.1:{port}");
@@ -393,5 +398,260 @@ async fn a_viewer_runs_a_pdf_report_in_the_background_and_gets_a_download() {
         .await
         .expect("text");
     assert!(problem.is_empty(), "{problem}");
+    client.close().await.expect("close the browser");
+}
+
+/// A file the browser saved, once it is complete (Chromium writes `name.crdownload` first).
+async fn downloaded(driver: &Driver, name: &str) -> String {
+    let path = driver.downloads.path().join(name);
+    eventually(WAIT, &format!("the browser saved {name}"), || {
+        let path = path.clone();
+        async move {
+            std::fs::read_to_string(path)
+                .ok()
+                .filter(|text| !text.is_empty())
+        }
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn an_engineer_issues_a_device_certificate_saves_its_key_and_revokes_it() {
+    let Some((driver, client)) = browser().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let token = app.admin_token().await;
+    let (wellhead, _) = site(&app, &token).await;
+    let certificates = format!("/api/v1/devices/{wellhead}/certificates");
+    // Older certificates: one revoked, one ten days from expiry; the panel points both out.
+    let revoked = app
+        .post(&certificates, As::Bearer(&token), &json!({}))
+        .await;
+    assert_eq!(revoked.status, StatusCode::CREATED, "{revoked:?}");
+    let revoked_id = revoked.body["id"].as_str().expect("an id").to_string();
+    let reply = app
+        .delete(&format!("{certificates}/{revoked_id}"), As::Bearer(&token))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let old = app
+        .post(
+            &certificates,
+            As::Bearer(&token),
+            &json!({"valid_days": 10}),
+        )
+        .await;
+    assert_eq!(old.status, StatusCode::CREATED, "{old:?}");
+    let old_id = old.body["id"].as_str().expect("an id").to_string();
+    let (engineer, password, engineer_token) = app.user_with_role(&token, "engineer").await;
+    let me = app
+        .get("/api/v1/auth/me", As::Bearer(&engineer_token))
+        .await;
+    assert!(me.body["id"].is_string(), "{me:?}");
+
+    log_in(&client, &app, &engineer, &password).await;
+    wait_text(&client, "#who", &format!("{engineer} · engineer")).await;
+    click(&client, &format!("tr[data-device-id='{wellhead}'] a")).await;
+    let old_row = format!("tr[data-cert-id='{old_id}']");
+    wait_text(&client, &format!("{old_row} .cert-status"), "active").await;
+    let expiry = wait_attr(&client, &format!("{old_row} td.expiry"), "class").await;
+    assert!(
+        expiry.contains("attention"),
+        "ten days left is highlighted: {expiry}"
+    );
+    let left = client
+        .find(Locator::Css(&format!("{old_row} td.expiry")))
+        .await
+        .expect("the expiry")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        left.contains("expires in 9 days") || left.contains("expires in 10 days"),
+        "{left}"
+    );
+    let gone = format!("tr[data-cert-id='{revoked_id}']");
+    wait_text(&client, &format!("{gone} .cert-status"), "revoked").await;
+    let expiry = wait_attr(&client, &format!("{gone} td.expiry"), "class").await;
+    assert!(
+        expiry.contains("attention"),
+        "revoked is highlighted: {expiry}"
+    );
+
+    // Issue one with a generated key: the result offers the three files once, with the warning.
+    click(&client, "#cert-open").await;
+    click(&client, "#cert-issue").await;
+    let key_link = "#cert-download-key";
+    let href = wait_attr(&client, key_link, "href").await;
+    assert!(href.starts_with("blob:"), "{href}");
+    assert_eq!(wait_attr(&client, key_link, "download").await, "device.key");
+    assert_eq!(
+        wait_attr(&client, "#cert-download-cert", "download").await,
+        "device.pem"
+    );
+    assert_eq!(
+        wait_attr(&client, "#cert-download-ca", "download").await,
+        "ca.pem"
+    );
+    let warning = client
+        .find(Locator::Css("#cert-warning"))
+        .await
+        .expect("the warning")
+        .text()
+        .await
+        .expect("text");
+    assert!(warning.contains("cannot be retrieved later"), "{warning}");
+    // The page's CSP allows only this origin to be fetched (a blob: URL included), so the key's
+    // blob is read the way a user reads it: the browser saves the file.
+    click(&client, key_link).await;
+    let key = downloaded(&driver, "device.key").await;
+    assert!(key.contains("-----BEGIN PRIVATE KEY-----"), "{key}");
+    click(&client, "#cert-download-cert").await;
+    let pem = downloaded(&driver, "device.pem").await;
+    assert!(pem.contains("-----BEGIN CERTIFICATE-----"), "{pem}");
+
+    let list = app.get(&certificates, As::Bearer(&token)).await;
+    assert_eq!(list.body["total"], 3, "{list:?}");
+    let issued = &list.body["certificates"][0];
+    assert_eq!(issued["key_source"], "generated");
+    assert_eq!(issued["created_by"], me.body["id"], "{me:?}");
+    let id = issued["id"].as_str().expect("an id").to_string();
+    let row = format!("tr[data-cert-id='{id}']");
+    wait_text(&client, &format!("{row} .cert-status"), "active").await;
+    let expiry = wait_attr(&client, &format!("{row} td.expiry"), "class").await;
+    assert!(!expiry.contains("attention"), "a year left: {expiry}");
+    client
+        .execute(
+            "document.getElementById('device-certificates').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .expect("scroll to the certificates");
+    screenshot(&client, "dashboard-certificates.png").await;
+
+    // Closing the result forgets the key: no link to it is left on the page.
+    click(&client, "#cert-result-close").await;
+    eventually(WAIT, "the key's link is gone", || async {
+        let links = client.find_all(Locator::Css(key_link)).await.ok()?;
+        links.is_empty().then_some(())
+    })
+    .await;
+
+    // Revoke asks first: the first click changes nothing.
+    click(&client, &format!("{row} button[data-action='revoke']")).await;
+    client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(&format!(
+            "{row} button[data-action='confirm-revoke']"
+        )))
+        .await
+        .expect("the confirm button");
+    let reply = app.get(&certificates, As::Bearer(&token)).await;
+    assert_eq!(reply.body["certificates"][0]["status"], "active");
+    click(
+        &client,
+        &format!("{row} button[data-action='confirm-revoke']"),
+    )
+    .await;
+    wait_text(&client, &format!("{row} .cert-status"), "revoked").await;
+    let reply = app.get(&certificates, As::Bearer(&token)).await;
+    assert_eq!(reply.body["certificates"][0]["status"], "revoked");
+    assert_eq!(
+        reply.body["certificates"][1]["status"], "active",
+        "the other one stays"
+    );
+    let buttons = client
+        .find_all(Locator::Css(&format!("{row} button")))
+        .await
+        .expect("query");
+    assert!(buttons.is_empty(), "a revoked certificate has no buttons");
+
+    // From the device's own request, for 20 days: no key to save, and the expiry stands out.
+    // A request that is not one is refused, and the form says why.
+    click(&client, "#cert-open").await;
+    let csr_box = client
+        .find(Locator::Css("#cert-csr"))
+        .await
+        .expect("the CSR box");
+    csr_box
+        .send_keys("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")
+        .await
+        .expect("type");
+    click(&client, "#cert-issue").await;
+    let problem = eventually(WAIT, "the refusal is shown", || async {
+        let text = client
+            .find(Locator::Css("#cert-problem"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (!text.is_empty()).then_some(text)
+    })
+    .await;
+    assert!(problem.contains("csr_pem"), "{problem}");
+    let device_key = rcgen::KeyPair::generate().expect("a key");
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .expect("params")
+        .serialize_request(&device_key)
+        .expect("a CSR")
+        .pem()
+        .expect("PEM");
+    csr_box.clear().await.expect("clear");
+    csr_box.send_keys(&csr).await.expect("type");
+    client
+        .find(Locator::Css("#cert-days"))
+        .await
+        .expect("the days")
+        .send_keys("20")
+        .await
+        .expect("type");
+    click(&client, "#cert-issue").await;
+    wait_attr(&client, "#cert-download-cert", "href").await;
+    let links = client
+        .find_all(Locator::Css(key_link))
+        .await
+        .expect("query");
+    assert!(links.is_empty(), "no key to save: the device kept its own");
+    let list = app.get(&certificates, As::Bearer(&token)).await;
+    let from_csr = &list.body["certificates"][0];
+    assert_eq!(from_csr["key_source"], "csr", "{list:?}");
+    let days = from_csr["expires_in_days"].as_i64().expect("days");
+    assert!((19..=20).contains(&days), "{from_csr}");
+    let row = format!(
+        "tr[data-cert-id='{}']",
+        from_csr["id"].as_str().expect("an id")
+    );
+    wait_text(&client, &format!("{row} .cert-status"), "active").await;
+    let expiry = wait_attr(&client, &format!("{row} td.expiry"), "class").await;
+    assert!(expiry.contains("attention"), "20 days left: {expiry}");
+
+    // A viewer's device page has no certificates panel, and asks nothing about certificates.
+    click(&client, "#logout").await;
+    let (viewer, password, _) = app.user_with_role(&token, "viewer").await;
+    log_in(&client, &app, &viewer, &password).await;
+    wait_text(&client, "#who", &format!("{viewer} · viewer")).await;
+    click(&client, &format!("tr[data-device-id='{wellhead}'] a")).await;
+    client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#device-alerts"))
+        .await
+        .expect("the device page");
+    let panel = client
+        .find_all(Locator::Css("#device-certificates"))
+        .await
+        .expect("query");
+    assert!(panel.is_empty(), "a viewer sees no certificates panel");
+    let asked = client
+        .execute(
+            "return performance.getEntriesByType('resource').map((e) => e.name) \
+             .filter((name) => name.includes('/certificates'));",
+            vec![],
+        )
+        .await
+        .expect("the page's requests");
+    assert_eq!(asked, json!([]), "a viewer's page asks for no certificates");
     client.close().await.expect("close the browser");
 }
