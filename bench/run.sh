@@ -34,9 +34,9 @@ mqtt_env=(INSA__MQTT__MODE=external INSA__MQTT__URL=mqtt://127.0.0.1:$mqtt_port)
 
 run() { # $1 = insa-bench arguments
   psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
-  (cd "$work" && env INSA__DATABASE__URL=$pg INSA__AUTH__ADMIN_PASSWORD=bench-password-1 \
+  (cd "$work" && exec env INSA__DATABASE__URL=$pg INSA__AUTH__ADMIN_PASSWORD=bench-password-1 \
      "${mqtt_env[@]}" RUST_LOG=warn \
-     exec "$platform_bin" >"$work/platform.log" 2>&1) &
+     "$platform_bin" >"$work/platform.log" 2>&1) &
   platform=$!
   for _ in $(seq 1 100); do curl -sf http://127.0.0.1:5002/health >/dev/null && break; sleep 0.1; done
   DATABASE_URL=$pg INSA_BENCH_PASSWORD=bench-password-1 \
@@ -60,7 +60,10 @@ fi
 if [ "$set_" = mqtts ] || [ "$set_" = all ]; then
   mqtt_env=(INSA__MQTT__MODE=embedded INSA__MQTT__URL=mqtt://127.0.0.1:18884
             INSA__MQTT__TLS__ENABLED=true INSA__MQTT__TLS__PORT=18885)
-  run "mqtts --plain-port 18884 --tls-port 18885 --devices 1000 --rate 5000 --rounds 3 --duration $secs"
+  # A load both keep up with (latency), then more than either can store (throughput).
+  for rate in 5000 20000; do
+    run "mqtts --plain-port 18884 --tls-port 18885 --devices 1000 --rate $rate --rounds 3 --duration $secs"
+  done
   mqtt_env=(INSA__MQTT__MODE=external INSA__MQTT__URL=mqtt://127.0.0.1:$mqtt_port)
 fi
 if [ "$set_" = reports ] || [ "$set_" = all ]; then
