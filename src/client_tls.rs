@@ -95,11 +95,6 @@ fn read_private_key(
     PrivateKeyDer::from_pem_slice(&pem).map_err(|_| ClientTlsError::NoKey { key, path: shown })
 }
 
-/// rustls on ring, the platform's one TLS stack.
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// The TLS client configuration of every platform connection to the broker, for an `mqtts://`
 /// url (`None` for plain MQTT): TLS 1.2/1.3, the broker's certificate checked against
 /// `mqtt.ca_file` (else the public webpki roots) and its name against the url's host, and the
@@ -114,7 +109,7 @@ pub fn mqtt_client_config(
         Some(path) => read_roots("mqtt.ca_file", path)?,
         None => RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     };
-    let builder = ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(crate::tls::platform_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|err| ClientTlsError::Unusable {
             key: "mqtt.url",
@@ -130,12 +125,7 @@ pub fn mqtt_client_config(
                 ClientTlsError::KeyMismatch {
                     key_path: key_file.display().to_string(),
                     cert_path: cert_file.display().to_string(),
-                    why: match err {
-                        rustls::Error::InconsistentKeys(_) => {
-                            "the key does not match the certificate"
-                        }
-                        _ => "unsupported or malformed key",
-                    },
+                    why: crate::tls::key_error_kind(&err),
                 }
             })?
         }

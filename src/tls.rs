@@ -154,7 +154,7 @@ fn read_certified_key(
 }
 
 /// What went wrong with a key, without anything taken from the key itself.
-fn key_error_kind(err: &rustls::Error) -> &'static str {
+pub(crate) fn key_error_kind(err: &rustls::Error) -> &'static str {
     match err {
         rustls::Error::InconsistentKeys(_) => "the key does not match the certificate",
         _ => "unsupported or malformed key",

@@ -133,7 +133,68 @@ async fn issue(app: &TestApp, token: &str, device: &str, files: &Files, name: &s
     body
 }
 
-/// `mosquitto_pub` over MQTTS with a client certificate (QoS 1: it ends once acknowledged).
+/// How a Mosquitto client logs in over MQTTS (trusting the platform's CA).
+enum Login<'a> {
+    /// `{name}.pem` and `{name}.key`.
+    Certificate(&'a str),
+    /// Username (the key's id) and the key.
+    Key(&'a str, &'a str),
+    Nothing,
+}
+
+/// `mosquitto_pub` / `mosquitto_sub` arguments: the MQTTS port, the CA, the login, the client
+/// id, then `rest`.
+fn client_args(
+    port: u16,
+    files: &Files,
+    login: Login,
+    client_id: &str,
+    rest: &[&str],
+) -> Vec<String> {
+    let mut args = vec![
+        "-h".to_string(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string(),
+        "--cafile".into(),
+        files.arg("ca.pem"),
+        "-i".into(),
+        client_id.into(),
+    ];
+    match login {
+        Login::Certificate(name) => args.extend([
+            "--cert".into(),
+            files.arg(&format!("{name}.pem")),
+            "--key".into(),
+            files.arg(&format!("{name}.key")),
+        ]),
+        Login::Key(user, key) => args.extend(["-u".into(), user.into(), "-P".into(), key.into()]),
+        Login::Nothing => {}
+    }
+    args.extend(rest.iter().map(|a| a.to_string()));
+    args
+}
+
+/// `mosquitto_pub` of one reading at QoS 1 (it ends once acknowledged).
+async fn publish(
+    port: u16,
+    files: &Files,
+    login: Login<'_>,
+    client_id: &str,
+    topic: &str,
+    extra: &[&str],
+) -> Output {
+    let reading = json!({"pressure": 42.5}).to_string();
+    let mut rest = vec!["-t", topic, "-q", "1", "-m", &reading];
+    rest.extend(extra);
+    run(
+        "mosquitto_pub",
+        client_args(port, files, login, client_id, &rest),
+    )
+    .await
+}
+
+/// `mosquitto_pub` over MQTTS with a client certificate.
 async fn publish_with_cert(
     port: u16,
     files: &Files,
@@ -142,28 +203,15 @@ async fn publish_with_cert(
     topic: &str,
     extra: &[&str],
 ) -> Output {
-    let mut args = vec![
-        "-h".into(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        port.to_string(),
-        "--cafile".into(),
-        files.arg("ca.pem"),
-        "--cert".into(),
-        files.arg(&format!("{cert}.pem")),
-        "--key".into(),
-        files.arg(&format!("{cert}.key")),
-        "-i".into(),
-        client_id.into(),
-        "-t".into(),
-        topic.into(),
-        "-q".into(),
-        "1".into(),
-        "-m".into(),
-        json!({"pressure": 42.5}).to_string(),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    run("mosquitto_pub", args).await
+    publish(
+        port,
+        files,
+        Login::Certificate(cert),
+        client_id,
+        topic,
+        extra,
+    )
+    .await
 }
 
 /// `openssl s_client` with a client certificate, TLS 1.2 (the server judges the certificate
@@ -351,33 +399,15 @@ async fn a_certificate_cannot_publish_or_subscribe_under_another_device() {
     .await;
     assert!(!out.status.success(), "{}", text(&out));
     // Nor may it listen to B's commands.
-    let out = run(
-        "mosquitto_sub",
-        vec![
-            "-h".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-            "--cafile".into(),
-            files.arg("ca.pem"),
-            "--cert".into(),
-            files.arg("a.pem"),
-            "--key".into(),
-            files.arg("a.key"),
-            "-i".into(),
-            a.clone(),
-            "-d".into(),
-            "-V".into(),
-            "mqttv5".into(),
-            "-t".into(),
-            format!("devices/{b}/commands"),
-            "-C".into(),
-            "1".into(),
-            "-W".into(),
-            "3".into(),
-        ],
-    )
-    .await;
+    let commands = format!("devices/{b}/commands");
+    let args = client_args(
+        port,
+        &files,
+        Login::Certificate("a"),
+        &a,
+        &["-d", "-V", "mqttv5", "-t", &commands, "-C", "1", "-W", "3"],
+    );
+    let out = run("mosquitto_sub", args).await;
     assert!(
         text(&out).contains("denied"),
         "the subscription was not refused: {}",
@@ -406,26 +436,18 @@ struct Listener {
 impl Listener {
     async fn start(port: u16, files: &Files, cert: &str, device: &str) -> Self {
         // Line-buffered, so its debug lines arrive as they are printed.
+        let topic = format!("devices/{device}/commands");
+        let args = client_args(
+            port,
+            files,
+            Login::Certificate(cert),
+            device,
+            &["-d", "-t", &topic],
+        );
         let mut child = Command::new("stdbuf")
-            .args([
-                "-oL",
-                "mosquitto_sub",
-                "-d",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "--cafile",
-                &files.arg("ca.pem"),
-                "--cert",
-                &files.arg(&format!("{cert}.pem")),
-                "--key",
-                &files.arg(&format!("{cert}.key")),
-                "-i",
-                device,
-                "-t",
-                &format!("devices/{device}/commands"),
-            ])
+            .arg("-oL")
+            .arg("mosquitto_sub")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -708,52 +730,11 @@ async fn with_the_plain_port_closed_devices_use_mqtts_with_a_key_or_a_certificat
     // Nothing listens on the plain port.
     assert!(std::net::TcpStream::connect(("127.0.0.1", plain)).is_err());
     // An API key over TLS, no client certificate.
-    let out = run(
-        "mosquitto_pub",
-        vec![
-            "-h".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-            "--cafile".into(),
-            files.arg("ca.pem"),
-            "-u".into(),
-            key_id,
-            "-P".into(),
-            key,
-            "-i".into(),
-            id.clone(),
-            "-t".into(),
-            format!("devices/{id}/telemetry"),
-            "-q".into(),
-            "1".into(),
-            "-m".into(),
-            json!({"pressure": 1.5}).to_string(),
-        ],
-    )
-    .await;
+    let topic = format!("devices/{id}/telemetry");
+    let out = publish(port, &files, Login::Key(&key_id, &key), &id, &topic, &[]).await;
     assert!(out.status.success(), "{}", text(&out));
     // No key and no certificate: not authorised.
-    let out = run(
-        "mosquitto_pub",
-        vec![
-            "-h".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-            "--cafile".into(),
-            files.arg("ca.pem"),
-            "-i".into(),
-            id.clone(),
-            "-t".into(),
-            format!("devices/{id}/telemetry"),
-            "-q".into(),
-            "1".into(),
-            "-m".into(),
-            json!({"pressure": 2.5}).to_string(),
-        ],
-    )
-    .await;
+    let out = publish(port, &files, Login::Nothing, &id, &topic, &[]).await;
     assert!(!out.status.success(), "{}", text(&out));
     eventually(
         Duration::from_secs(5),
