@@ -1,6 +1,7 @@
 //! MQTTS on the embedded broker and device certificates from the platform's CA, driven by clients
 //! that are not ours: `mosquitto_pub` / `mosquitto_sub` (TLS, client certificates) and
-//! `openssl` (CSRs, a foreign CA, `s_client` to see why a handshake is refused).
+//! `openssl` (CSRs, a foreign CA, `s_client` to see why a handshake is refused), and paho-mqtt
+//! (scripts/mqtt-tls-publish.py).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -742,4 +743,86 @@ async fn with_the_plain_port_closed_devices_use_mqtts_with_a_key_or_a_certificat
         || async { (app.stored_rows(&token, &id).await == 1).then_some(()) },
     )
     .await;
+}
+
+/// Whether python3 with paho-mqtt is there; a failure where it must be (`INSA_TLS_PEERS=required`,
+/// as `.ci/run` sets after `scripts/ensure-python-peers.sh`).
+fn paho_present() -> bool {
+    let found = Command::new("python3")
+        .args(["-c", "import paho.mqtt.client"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("INSA_TLS_PEERS").as_deref() != Ok("required"),
+            "python3 with paho-mqtt is required here (INSA_TLS_PEERS=required): \
+             run scripts/ensure-python-peers.sh"
+        );
+        eprintln!("skipped: python3 with paho-mqtt is not installed");
+    }
+    found
+}
+
+/// One QoS 1 reading published by paho-mqtt over MQTTS with the certificate `{cert}.pem/.key`.
+async fn paho_publish(port: u16, files: &Files, cert: &str, device: &str) -> Output {
+    let script = format!("{}/scripts/mqtt-tls-publish.py", env!("CARGO_MANIFEST_DIR"));
+    run(
+        "python3",
+        vec![
+            script,
+            "--port".into(),
+            port.to_string(),
+            "--cafile".into(),
+            files.arg("ca.pem"),
+            "--cert".into(),
+            files.arg(&format!("{cert}.pem")),
+            "--key".into(),
+            files.arg(&format!("{cert}.key")),
+            "--client-id".into(),
+            format!("{device}-paho"),
+            "--topic".into(),
+            format!("devices/{device}/telemetry"),
+            "--message".into(),
+            json!({"pressure": 7.5}).to_string(),
+        ],
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn a_paho_client_publishes_with_its_certificate_and_cannot_once_it_is_revoked() {
+    if !clients_present() || !paho_present() {
+        return;
+    }
+    let app = mqtts_app(|_| {}).await;
+    let port = app.mqtts_port.expect("MQTTS on");
+    let token = app.admin_token().await;
+    let files = Files::new();
+    fetch_ca(&app, &files).await;
+    let id = device(&app, &token).await;
+    let issued = issue(&app, &token, &id, &files, "device").await;
+
+    let out = paho_publish(port, &files, "device", &id).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "acknowledged",
+        "{}",
+        text(&out)
+    );
+    assert_eq!(app.stored_rows(&token, &id).await, 1);
+
+    let cert_id = issued["id"].as_str().expect("id");
+    let revoked = app
+        .delete(
+            &format!("/api/v1/devices/{id}/certificates/{cert_id}"),
+            As::Bearer(&token),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{revoked:?}");
+    let out = paho_publish(port, &files, "device", &id).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(app.stored_rows(&token, &id).await, 1);
 }
