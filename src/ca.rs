@@ -395,10 +395,6 @@ impl ActiveCertificates {
         self.by_serial.get(serial).map(|c| *c)
     }
 
-    pub fn is_active(&self, cert_id: Uuid) -> bool {
-        self.by_serial.iter().any(|c| c.cert_id == cert_id)
-    }
-
     pub fn revoke(&self, cert_id: Uuid) {
         self.by_serial.retain(|_, c| c.cert_id != cert_id);
     }

@@ -120,7 +120,7 @@ fn describe() {
     );
     describe_counter!(
         "insa_mqtts_handshakes_total",
-        "MQTTS handshakes on the embedded broker, by outcome (ok, refused, timeout)"
+        "MQTTS handshakes on the embedded broker, by outcome (ok, refused, timeout, busy)"
     );
     describe_counter!(
         "insa_tls_reloads_total",

@@ -285,6 +285,9 @@ pub struct MqttTlsSettings {
     pub hostnames: Vec<String>,
     /// A connection must finish its TLS handshake within this long.
     pub handshake_timeout_secs: u64,
+    /// TLS handshakes in progress at once; a connection beyond is closed at once (the device
+    /// retries), so a flood of half-open connections cannot hold the listener.
+    pub max_handshakes: usize,
 }
 
 impl Default for MqttTlsSettings {
@@ -296,6 +299,7 @@ impl Default for MqttTlsSettings {
             key_file: None,
             hostnames: vec!["localhost".into(), "127.0.0.1".into()],
             handshake_timeout_secs: 10,
+            max_handshakes: 256,
         }
     }
 }
@@ -745,6 +749,10 @@ impl Settings {
         check(
             (1..=120).contains(&mqtt_tls.handshake_timeout_secs),
             "mqtt.tls.handshake_timeout_secs: must be 1..=120".into(),
+        );
+        check(
+            (1..=100_000).contains(&mqtt_tls.max_handshakes),
+            "mqtt.tls.max_handshakes: must be 1..=100000".into(),
         );
         check(
             !mqtt_tls.hostnames.is_empty()

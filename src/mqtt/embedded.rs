@@ -299,8 +299,7 @@ impl EmbeddedBroker {
                     if let Some((tls_listener, config)) = tls {
                         tokio::spawn(super::mqtts::serve(
                             tls_listener,
-                            config.server,
-                            config.handshake_timeout,
+                            config,
                             tunnel_addr,
                             peers,
                             certificates,
@@ -369,14 +368,7 @@ async fn bind_all(
             let bound = tokio::net::TcpListener::bind(config.addr)
                 .await
                 .with_context(|| format!("MQTTS: cannot listen on {}", config.addr))?;
-            Some((
-                bound,
-                MqttsConfig {
-                    addr: config.addr,
-                    server: config.server.clone(),
-                    handshake_timeout: config.handshake_timeout,
-                },
-            ))
+            Some((bound, config.clone()))
         }
         None => None,
     };

@@ -394,5 +394,6 @@ fn mqtts_config(
         addr,
         server: Arc::new(server),
         handshake_timeout: std::time::Duration::from_secs(tls.handshake_timeout_secs),
+        max_handshakes: tls.max_handshakes,
     }))
 }

@@ -159,18 +159,21 @@ pub struct MqttsConfig {
     pub addr: SocketAddr,
     pub server: Arc<ServerConfig>,
     pub handshake_timeout: Duration,
+    /// Handshakes in progress at once.
+    pub max_handshakes: usize,
 }
 
 /// Accepts MQTTS connections on `listener` and hands each, decrypted, to the broker at `tunnel`.
 pub async fn serve(
     listener: TcpListener,
-    config: Arc<ServerConfig>,
-    handshake_timeout: Duration,
+    config: MqttsConfig,
     tunnel: SocketAddr,
     peers: Arc<Peers>,
     certificates: Arc<ActiveCertificates>,
 ) {
-    let acceptor = TlsAcceptor::from(config);
+    let acceptor = TlsAcceptor::from(config.server);
+    let handshake_timeout = config.handshake_timeout;
+    let handshaking = Arc::new(tokio::sync::Semaphore::new(config.max_handshakes));
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -181,6 +184,12 @@ pub async fn serve(
                 continue;
             }
         };
+        // A slot for the handshake, or the connection is closed now.
+        let Ok(slot) = handshaking.clone().try_acquire_owned() else {
+            handshakes("busy");
+            drop(stream);
+            continue;
+        };
         let (acceptor, peers, certificates) =
             (acceptor.clone(), peers.clone(), certificates.clone());
         tokio::spawn(async move {
@@ -188,7 +197,7 @@ pub async fn serve(
                 stream,
                 remote,
                 acceptor,
-                handshake_timeout,
+                (handshake_timeout, slot),
                 tunnel,
                 peers,
                 certificates,
@@ -202,13 +211,14 @@ async fn connection(
     stream: TcpStream,
     remote: SocketAddr,
     acceptor: TlsAcceptor,
-    handshake_timeout: Duration,
+    (handshake_timeout, slot): (Duration, tokio::sync::OwnedSemaphorePermit),
     tunnel: SocketAddr,
     peers: Arc<Peers>,
     certificates: Arc<ActiveCertificates>,
 ) {
     let _ = stream.set_nodelay(true);
     let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+    drop(slot);
     let tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(err)) => {

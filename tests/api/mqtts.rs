@@ -826,3 +826,38 @@ async fn a_paho_client_publishes_with_its_certificate_and_cannot_once_it_is_revo
     assert!(!out.status.success(), "{}", text(&out));
     assert_eq!(app.stored_rows(&token, &id).await, 1);
 }
+
+#[actix_web::test]
+async fn connections_beyond_the_handshake_limit_are_closed_until_a_slot_frees() {
+    if !clients_present() {
+        return;
+    }
+    let app = mqtts_app(|s| {
+        s.mqtt.tls.max_handshakes = 1;
+        s.mqtt.tls.handshake_timeout_secs = 30;
+    })
+    .await;
+    let port = app.mqtts_port.expect("MQTTS on");
+    let token = app.admin_token().await;
+    let files = Files::new();
+    fetch_ca(&app, &files).await;
+    let id = device(&app, &token).await;
+    issue(&app, &token, &id, &files, "device").await;
+    let topic = format!("devices/{id}/telemetry");
+
+    // A connection that never starts its handshake holds the one slot (accepted first: it is
+    // first in the listener's queue).
+    let idle = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let out = publish_with_cert(port, &files, "device", &id, &topic, &[]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(app.stored_rows(&token, &id).await, 0);
+
+    // The slot frees when that connection goes.
+    drop(idle);
+    eventually(Duration::from_secs(10), "a handshake slot", || async {
+        let out = publish_with_cert(port, &files, "device", &id, &topic, &[]).await;
+        out.status.success().then_some(())
+    })
+    .await;
+    assert_eq!(app.stored_rows(&token, &id).await, 1);
+}
