@@ -861,3 +861,42 @@ async fn connections_beyond_the_handshake_limit_are_closed_until_a_slot_frees() 
     .await;
     assert_eq!(app.stored_rows(&token, &id).await, 1);
 }
+
+#[actix_web::test]
+async fn with_an_https_certificate_mqtts_is_on_and_presents_it() {
+    if !clients_present() {
+        return;
+    }
+    let Some(pki) = crate::pki::Pki::requiring("INSA_TLS_CLIENTS") else {
+        return;
+    };
+    pki.issue("served", 1, crate::pki::KeyForm::Pkcs8);
+    // HTTPS configured, nothing said of MQTTS: it comes on with the same certificate.
+    let mut app = spawn_app_with(|s| {
+        crate::helpers::with_mqtt(s);
+        s.mqtt.mode = insa_iiot::settings::MqttMode::Embedded;
+        s.mqtt.url = "mqtt://127.0.0.1:0".into();
+        s.server.tls.cert_file = Some(pki.path("served.pem"));
+        s.server.tls.key_file = Some(pki.path("served.key"));
+    })
+    .await;
+    let site_ca = std::fs::read(pki.path("ca.pem")).expect("CA");
+    app.client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&site_ca).expect("CA"))
+        .build()
+        .expect("client");
+    let port = app.mqtts_port.expect("MQTTS on with the HTTPS certificate");
+    let token = app.admin_token().await;
+    let files = Files::new();
+    let id = device(&app, &token).await;
+    issue(&app, &token, &id, &files, "device").await;
+    // The device trusts the site CA (which signed the HTTPS certificate) for the broker, and
+    // logs in with its certificate from the platform's CA.
+    files.write("ca.pem", &String::from_utf8_lossy(&site_ca));
+    let served = handshake_with(port, &files, "device").await;
+    assert!(served.contains("subject=CN = served"), "{served}");
+    let topic = format!("devices/{id}/telemetry");
+    let out = publish_with_cert(port, &files, "device", &id, &topic, &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(app.stored_rows(&token, &id).await, 1);
+}
