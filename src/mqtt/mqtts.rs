@@ -257,21 +257,31 @@ async fn connection(
             certificate,
         },
     );
-    pipe(tls, upstream).await;
-    peers.remove(&local);
+    // Forgotten before the loopback socket closes, so its port is never found again in `peers`.
+    pipe(tls, upstream, || {
+        peers.remove(&local);
+    })
+    .await;
 }
 
 /// Copies both ways until either side closes, then closes both: when the broker ends a session
 /// (a revoked certificate), the device's connection ends with it.
-async fn pipe(tls: tokio_rustls::server::TlsStream<TcpStream>, upstream: TcpStream) {
+/// `ended` runs once copying stops, before either socket is closed.
+async fn pipe(
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    upstream: TcpStream,
+    ended: impl FnOnce(),
+) {
     use tokio::io::AsyncWriteExt;
     let (mut device_in, mut device_out) = tokio::io::split(tls);
     let (mut broker_in, mut broker_out) = upstream.into_split();
-    tokio::select! {
-        _ = tokio::io::copy(&mut device_in, &mut broker_out) => {}
-        _ = tokio::io::copy(&mut broker_in, &mut device_out) => {
-            let _ = device_out.shutdown().await;
-        }
+    let broker_closed = tokio::select! {
+        _ = tokio::io::copy(&mut device_in, &mut broker_out) => false,
+        _ = tokio::io::copy(&mut broker_in, &mut device_out) => true,
+    };
+    ended();
+    if broker_closed {
+        let _ = device_out.shutdown().await;
     }
 }
 
