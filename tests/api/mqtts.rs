@@ -900,3 +900,77 @@ async fn with_an_https_certificate_mqtts_is_on_and_presents_it() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(app.stored_rows(&token, &id).await, 1);
 }
+
+/// Start-up with `ca.cert_file` / `ca.key_file` set: the error when it fails.
+async fn ca_start_error(cert: PathBuf, key: PathBuf) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = crate::helpers::test_settings(dir.path()).await;
+    settings.ca.cert_file = Some(cert);
+    settings.ca.key_file = Some(key);
+    match insa_iiot::startup::Application::build(settings).await {
+        Ok(_) => panic!("started with a CA that cannot sign"),
+        Err(err) => format!("{err:#}"),
+    }
+}
+
+#[actix_web::test]
+async fn a_site_ca_issues_the_device_certificates_and_a_wrong_one_stops_start_up() {
+    if !clients_present() {
+        return;
+    }
+    let Some(pki) = crate::pki::Pki::requiring("INSA_TLS_CLIENTS") else {
+        return;
+    };
+    pki.issue("served", 1, crate::pki::KeyForm::Pkcs8);
+    let app = mqtts_app(|s| {
+        s.ca.cert_file = Some(pki.path("ca.pem"));
+        s.ca.key_file = Some(pki.path("ca.key"));
+    })
+    .await;
+    // The site's CA is the one answered, and the one that signs.
+    let files = Files::new();
+    fetch_ca(&app, &files).await;
+    assert_eq!(
+        std::fs::read_to_string(files.path("ca.pem")).expect("fetched"),
+        std::fs::read_to_string(pki.path("ca.pem")).expect("site CA")
+    );
+    let token = app.admin_token().await;
+    let id = device(&app, &token).await;
+    issue(&app, &token, &id, &files, "device").await;
+    let verified = run(
+        "openssl",
+        vec![
+            "verify".into(),
+            "-CAfile".into(),
+            pki.path("ca.pem").display().to_string(),
+            "-purpose".into(),
+            "sslclient".into(),
+            files.arg("device.pem"),
+        ],
+    )
+    .await;
+    assert!(verified.status.success(), "{}", text(&verified));
+    let port = app.mqtts_port.expect("MQTTS on");
+    let topic = format!("devices/{id}/telemetry");
+    let out = publish_with_cert(port, &files, "device", &id, &topic, &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A key that is not the CA's, and a certificate that is not a CA: named, key never quoted.
+    let err = ca_start_error(pki.path("ca.pem"), pki.path("served.key")).await;
+    assert!(
+        err.contains("ca.key_file") && err.contains("is not the key of the CA"),
+        "{err}"
+    );
+    let key_line = std::fs::read_to_string(pki.path("served.key"))
+        .expect("key")
+        .lines()
+        .nth(1)
+        .expect("a key line")
+        .to_string();
+    assert!(!err.contains(&key_line), "{err}");
+    let err = ca_start_error(pki.path("served.pem"), pki.path("served.key")).await;
+    assert!(
+        err.contains("ca.cert_file") && err.contains("is not a CA certificate"),
+        "{err}"
+    );
+}
