@@ -1,4 +1,5 @@
-//! The command line: `insa-iiot` serves; `migrate` and `user ...` are for operators.
+//! The command line: `insa-iiot` serves; `migrate`, `user ...`, `backup` and `restore` are for
+//! operators.
 
 use clap::{Parser, Subcommand};
 use insa_entities::Role;
@@ -27,6 +28,20 @@ pub enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Write a backup of the database to a new file (SQLite: while the platform runs;
+    /// PostgreSQL: with pg_dump).
+    Backup {
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
+    /// Replace the whole database with a backup. Stop the platform first.
+    Restore {
+        #[arg(long)]
+        from: std::path::PathBuf,
+        /// Confirms the database is to be replaced.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +76,30 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!(
                 "database at {} is up to date",
                 crate::redact::redact_url(settings.database.url.expose())
+            );
+            Ok(())
+        }
+        Command::Backup { to } => {
+            let written = crate::backup::backup(&settings.database, &to).await?;
+            println!(
+                "backup written to {} ({} bytes)",
+                to.display(),
+                written.bytes
+            );
+            Ok(())
+        }
+        Command::Restore { from, yes } => {
+            if !yes {
+                anyhow::bail!(
+                    "restore replaces the whole database with {}: stop the platform, then run \
+                     again with --yes",
+                    from.display()
+                );
+            }
+            crate::backup::restore(&settings.database, &from).await?;
+            println!(
+                "database restored from {}; it is migrated at the next start",
+                from.display()
             );
             Ok(())
         }

@@ -34,16 +34,22 @@ pub enum DbError {
     Migrate { url: String, source: DbErr },
 }
 
-/// Creates the folder a SQLite URL points into (`sqlite://data/x.db` -> `data/`) and the
-/// database file, both owner-only.
-fn ensure_sqlite_folder(url: &str) -> Result<(), DbError> {
+/// The file a SQLite URL names (`sqlite://data/x.db?mode=rwc` -> `data/x.db`); `None` for an
+/// in-memory database.
+pub fn sqlite_path(url: &str) -> Option<&str> {
     let path = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// Creates the folder a SQLite URL points into (`sqlite://data/x.db` -> `data/`) and the
+/// database file, both owner-only.
+fn ensure_sqlite_folder(url: &str) -> Result<(), DbError> {
+    let Some(path) = sqlite_path(url) else {
         return Ok(());
-    }
+    };
     let folder_error = |source| DbError::Folder {
         path: path.to_string(),
         source,

@@ -40,6 +40,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod body;
 pub mod ca;
 pub mod certificates;

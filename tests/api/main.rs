@@ -5,6 +5,7 @@ mod alerting;
 mod alerts;
 mod api_keys;
 mod auth;
+mod backup;
 mod browser;
 mod cli;
 mod database_tls;
