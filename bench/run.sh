@@ -5,8 +5,9 @@
 # ("ingest"), or HTTP single readings without and with 10 live-feed clients watching ("live"), or
 # report jobs of 0.5 M and 5 M points in every format ("reports"; files kept in target/bench-reports),
 # or 1000 devices over MQTTS with certificates against the same over plain MQTT with keys, on the
-# embedded broker ("mqtts").
-# Usage: bench/run.sh [seconds=20] [ingest|live|reports|mqtts|all=ingest]
+# embedded broker ("mqtts"), or the bytes each stored point takes on PostgreSQL and SQLite
+# ("storage": 2 M points seeded into a migrated, empty database).
+# Usage: bench/run.sh [seconds=20] [ingest|live|reports|mqtts|storage|all=ingest]
 # INSA_BENCH_PLATFORM=/path/to/insa-iiot runs that build of the platform instead of this tree's
 # (a release binary of an earlier commit, for a before/after comparison in the same session).
 set -euo pipefail
@@ -25,7 +26,8 @@ printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_infl
   "$mqtt_port" > "$work/mosquitto/mosquitto.conf"
 mosquitto -c "$work/mosquitto/mosquitto.conf" -d
 sleep 0.5
-trap 'pkill -f "$work/mosquitto/mosquitto.conf" || true; kill "${platform:-0}" 2>/dev/null || true' EXIT
+# (`kill 0` would end the whole process group: only a platform this script started is killed.)
+trap 'pkill -f "$work/mosquitto/mosquitto.conf" || true; [ -z "${platform:-}" ] || kill "$platform" 2>/dev/null || true' EXIT
 
 # 1000 devices with a connection each, twice (the tunnel to the embedded broker): more files.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -65,6 +67,16 @@ if [ "$set_" = mqtts ] || [ "$set_" = all ]; then
     run "mqtts --plain-port 18884 --tls-port 18885 --devices 1000 --rate $rate --rounds 3 --duration $secs"
   done
   mqtt_env=(INSA__MQTT__MODE=external INSA__MQTT__URL=mqtt://127.0.0.1:$mqtt_port)
+fi
+if [ "$set_" = storage ] || [ "$set_" = all ]; then
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+  (cd "$work" && INSA__DATABASE__URL=$pg RUST_LOG=warn "$platform_bin" migrate >/dev/null)
+  ./target/release/insa-bench storage --database-url "$pg" --points 2000000
+  sqlite="$work/storage.db"
+  (cd "$work" && INSA__DATABASE__URL="sqlite://$sqlite?mode=rwc" INSA__DATA_DIR="$work/data" \
+     RUST_LOG=warn "$platform_bin" migrate >/dev/null)
+  ./target/release/insa-bench storage --database-url "sqlite://$sqlite" --points 2000000 \
+    | grep -v '^| backend\|^| ---'
 fi
 if [ "$set_" = reports ] || [ "$set_" = all ]; then
   run "reports --devices 10 --points 500000 --keep target/bench-reports/small"

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 mod mqtts;
+mod storage;
 
 #[derive(Parser)]
 #[command(name = "insa-bench", about = "Benchmarks for insa-iiot")]
@@ -78,6 +79,16 @@ enum Command {
         rate: u64,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+    },
+    /// Bytes per stored data point: seeds points straight into a migrated, empty platform
+    /// database (PostgreSQL or SQLite) and measures the table and its indexes.
+    Storage {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        #[arg(long, default_value_t = 2_000_000)]
+        points: u64,
+        #[arg(long, default_value_t = 10)]
+        devices: usize,
     },
     /// Breach-to-webhook latency: a rule with a webhook on every device, breaches sent one at a
     /// time (optionally under background HTTP load), the time from sending the breaching
@@ -213,6 +224,11 @@ async fn main() -> anyhow::Result<()> {
             rate,
             rounds,
         } => mqtts::run(common, mqtt_host, plain_port, tls_port, rate, rounds).await?,
+        Command::Storage {
+            database_url,
+            points,
+            devices,
+        } => storage::run(&database_url, points, devices).await?,
         Command::Actors {
             common,
             concurrency,
