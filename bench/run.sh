@@ -69,14 +69,20 @@ if [ "$set_" = mqtts ] || [ "$set_" = all ]; then
   mqtt_env=(INSA__MQTT__MODE=external INSA__MQTT__URL=mqtt://127.0.0.1:$mqtt_port)
 fi
 if [ "$set_" = storage ] || [ "$set_" = all ]; then
-  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
-  (cd "$work" && INSA__DATABASE__URL=$pg RUST_LOG=warn "$platform_bin" migrate >/dev/null)
-  ./target/release/insa-bench storage --database-url "$pg" --points 2000000
-  sqlite="$work/storage.db"
-  (cd "$work" && INSA__DATABASE__URL="sqlite://$sqlite?mode=rwc" INSA__DATA_DIR="$work/data" \
-     RUST_LOG=warn "$platform_bin" migrate >/dev/null)
-  ./target/release/insa-bench storage --database-url "sqlite://$sqlite" --points 2000000 \
-    | grep -v '^| backend\|^| ---'
+  # The platform's table, then candidate shapes, each in a fresh database.
+  for shape in current pk dict; do
+    psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+    (cd "$work" && INSA__DATABASE__URL=$pg RUST_LOG=warn "$platform_bin" migrate >/dev/null)
+    ./target/release/insa-bench storage --database-url "$pg" --points 2000000 --shape $shape \
+      | { [ $shape = current ] && cat || grep -v '^| backend\|^| ---'; }
+  done
+  for shape in current pk dict; do
+    sqlite="$work/storage-$shape.db"
+    (cd "$work" && INSA__DATABASE__URL="sqlite://$sqlite?mode=rwc" INSA__DATA_DIR="$work/data" \
+       RUST_LOG=warn "$platform_bin" migrate >/dev/null)
+    ./target/release/insa-bench storage --database-url "sqlite://$sqlite" --points 2000000 \
+      --shape $shape | grep -v '^| backend\|^| ---'
+  done
 fi
 if [ "$set_" = reports ] || [ "$set_" = all ]; then
   run "reports --devices 10 --points 500000 --keep target/bench-reports/small"

@@ -89,6 +89,9 @@ enum Command {
         points: u64,
         #[arg(long, default_value_t = 10)]
         devices: usize,
+        /// The table shape measured (`current`: the platform's own table).
+        #[arg(long, value_enum, default_value_t = storage::Shape::Current)]
+        shape: storage::Shape,
     },
     /// Breach-to-webhook latency: a rule with a webhook on every device, breaches sent one at a
     /// time (optionally under background HTTP load), the time from sending the breaching
@@ -228,7 +231,8 @@ async fn main() -> anyhow::Result<()> {
             database_url,
             points,
             devices,
-        } => storage::run(&database_url, points, devices).await?,
+            shape,
+        } => storage::run(&database_url, points, devices, shape).await?,
         Command::Actors {
             common,
             concurrency,

@@ -6,7 +6,7 @@
 //! ```text
 //! insa-iiot migrate   # with INSA__DATABASE__URL set to the same database
 //! insa-bench storage --database-url postgres://... --points 2000000
-//! insa-bench storage --database-url sqlite:///tmp/s.db --points 2000000
+//! insa-bench storage --database-url sqlite:///tmp/s.db --points 2000000 [--shape current|pk|dict]
 //! ```
 //! PostgreSQL: `pg_relation_size` (heap, with its TOAST and maps) and `pg_indexes_size`, after
 //! `VACUUM ANALYZE`. SQLite: the database file's growth, after `VACUUM` (one file holds the table
@@ -31,14 +31,83 @@ fn value(level: f64, second: u64, device: usize) -> f64 {
     ((level + level * 0.05 * phase.sin() + noise) * 1000.0).round() / 1000.0
 }
 
-pub async fn run(database_url: &str, points: u64, devices: usize) -> anyhow::Result<()> {
+/// A table shape to measure: `current` is the platform's `telemetry` table as migrated; the
+/// others are candidates, created beside it for the measurement only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// `telemetry` as it is: a surrogate id, the key as text, an index on (device, key, time).
+    Current,
+    /// No surrogate id: the primary key (device, key, time) is the only index (SQLite: a
+    /// `WITHOUT ROWID` table, the rows kept in key order).
+    Pk,
+    /// As `pk`, with the key and its unit through a dictionary (an integer per (key, unit)), the
+    /// quality as a small integer, columns ordered for alignment; SQLite: time as integer
+    /// microseconds.
+    Dict,
+}
+
+impl Shape {
+    fn table(self) -> &'static str {
+        match self {
+            Shape::Current => "telemetry",
+            Shape::Pk => "storage_pk",
+            Shape::Dict => "storage_dict",
+        }
+    }
+
+    fn create(self, postgres: bool) -> Option<&'static str> {
+        match (self, postgres) {
+            (Shape::Current, _) => None,
+            (Shape::Pk, true) => Some(
+                "CREATE TABLE storage_pk (timestamp timestamptz NOT NULL, device_id uuid NOT NULL, \
+                 key text NOT NULL, value float8, unit text, quality int4, metadata jsonb, \
+                 PRIMARY KEY (device_id, key, timestamp))",
+            ),
+            (Shape::Pk, false) => Some(
+                "CREATE TABLE storage_pk (timestamp TEXT NOT NULL, device_id BLOB NOT NULL, \
+                 key TEXT NOT NULL, value REAL, unit TEXT, quality INTEGER, metadata TEXT, \
+                 PRIMARY KEY (device_id, key, timestamp)) WITHOUT ROWID",
+            ),
+            (Shape::Dict, true) => Some(
+                "CREATE TABLE storage_dict (device_id uuid NOT NULL, timestamp timestamptz NOT NULL, \
+                 value float8, key_id int4 NOT NULL, quality int2, metadata jsonb, \
+                 PRIMARY KEY (device_id, key_id, timestamp))",
+            ),
+            (Shape::Dict, false) => Some(
+                "CREATE TABLE storage_dict (device_id BLOB NOT NULL, key_id INTEGER NOT NULL, \
+                 timestamp INTEGER NOT NULL, value REAL, quality INTEGER, metadata TEXT, \
+                 PRIMARY KEY (device_id, key_id, timestamp)) WITHOUT ROWID",
+            ),
+        }
+    }
+
+    fn columns(self) -> &'static str {
+        match self {
+            Shape::Current | Shape::Pk => {
+                "(timestamp, device_id, key, value, unit, quality, metadata)"
+            }
+            Shape::Dict => "(device_id, timestamp, value, key_id, quality, metadata)",
+        }
+    }
+}
+
+pub async fn run(
+    database_url: &str,
+    points: u64,
+    devices: usize,
+    shape: Shape,
+) -> anyhow::Result<()> {
     let readings = points / (KEYS.len() as u64 * devices as u64);
     let total = readings * KEYS.len() as u64 * devices as u64;
     let start = chrono::Utc::now() - chrono::Duration::seconds(readings as i64 + 3600);
     let ids: Vec<Uuid> = (0..devices).map(|_| Uuid::new_v4()).collect();
+    let table_name = shape.table();
     let seeded = Instant::now();
     let (table, indexes, backend) = if database_url.starts_with("postgres") {
         let pool = sqlx::PgPool::connect(database_url).await?;
+        if let Some(create) = shape.create(true) {
+            sqlx::query(create).execute(&pool).await?;
+        }
         for (n, id) in ids.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO devices (id, name, type, status, created_at, updated_at) \
@@ -57,28 +126,38 @@ pub async fn run(database_url: &str, points: u64, devices: usize) -> anyhow::Res
                 for second in written..written + batch {
                     let at = (start + chrono::Duration::seconds(second as i64))
                         .format("%Y-%m-%d %H:%M:%S+00");
-                    for (key, unit, level) in KEYS {
-                        let v = value(level, second, n);
-                        buf.push_str(&format!("{at}\t{id}\t{key}\t{v}\t{unit}\t100\t\\N\n"));
+                    for (k, (key, unit, level)) in KEYS.iter().enumerate() {
+                        let v = value(*level, second, n);
+                        match shape {
+                            Shape::Dict => {
+                                buf.push_str(&format!("{id}\t{at}\t{v}\t{k}\t100\t\\N\n"))
+                            }
+                            _ => {
+                                buf.push_str(&format!("{at}\t{id}\t{key}\t{v}\t{unit}\t100\t\\N\n"))
+                            }
+                        }
                     }
                 }
                 let mut conn = pool.acquire().await?;
                 let mut copy = conn
-                    .copy_in_raw("COPY telemetry (timestamp, device_id, key, value, unit, quality, metadata) FROM STDIN")
+                    .copy_in_raw(&format!("COPY {table_name} {} FROM STDIN", shape.columns()))
                     .await?;
                 copy.send(buf.into_bytes()).await?;
                 copy.finish().await?;
                 written += batch;
             }
         }
-        sqlx::query("VACUUM ANALYZE telemetry").execute(&pool).await?;
+        sqlx::query(&format!("VACUUM ANALYZE {table_name}"))
+            .execute(&pool)
+            .await?;
         let (table, indexes): (i64, i64) = sqlx::query_as(
-            "SELECT pg_relation_size('telemetry') + pg_relation_size('telemetry', 'fsm') \
-                    + pg_relation_size('telemetry', 'vm') \
+            "SELECT pg_relation_size($1::regclass) + pg_relation_size($1::regclass, 'fsm') \
+                    + pg_relation_size($1::regclass, 'vm') \
                     + COALESCE((SELECT pg_total_relation_size(reltoastrelid) FROM pg_class \
-                                WHERE oid = 'telemetry'::regclass AND reltoastrelid <> 0), 0), \
-                    pg_indexes_size('telemetry')",
+                                WHERE oid = $1::regclass AND reltoastrelid <> 0), 0), \
+                    pg_indexes_size($1::regclass)",
         )
+        .bind(table_name)
         .fetch_one(&pool)
         .await?;
         pool.close().await;
@@ -91,6 +170,9 @@ pub async fn run(database_url: &str, points: u64, devices: usize) -> anyhow::Res
             .unwrap_or_default()
             .to_string();
         let pool = sqlx::SqlitePool::connect(database_url).await?;
+        if let Some(create) = shape.create(false) {
+            sqlx::query(create).execute(&pool).await?;
+        }
         sqlx::query("VACUUM").execute(&pool).await?;
         let before = std::fs::metadata(&path).context("the SQLite file")?.len();
         for (n, id) in ids.iter().enumerate() {
@@ -106,21 +188,36 @@ pub async fn run(database_url: &str, points: u64, devices: usize) -> anyhow::Res
         for (n, id) in ids.iter().enumerate() {
             let mut written = 0;
             while written < readings {
-                // 7 bound values a row; SQLite takes 32766 per statement.
+                // At most 7 bound values a row; SQLite takes 32766 per statement.
                 let batch = (readings - written).min(1_500);
-                let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                    "INSERT INTO telemetry (timestamp, device_id, key, value, unit, quality, metadata) ",
-                );
+                let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+                    "INSERT INTO {table_name} {} ",
+                    shape.columns()
+                ));
                 let rows = (written..written + batch)
-                    .flat_map(|second| KEYS.iter().map(move |k| (second, *k)));
-                insert.push_values(rows, |mut row, (second, (key, unit, level))| {
-                    row.push_bind(start + chrono::Duration::seconds(second as i64))
-                        .push_bind(id)
-                        .push_bind(key)
-                        .push_bind(value(level, second, n))
-                        .push_bind(unit)
-                        .push_bind(100)
-                        .push_bind(Option::<String>::None);
+                    .flat_map(|second| KEYS.iter().enumerate().map(move |k| (second, k)));
+                insert.push_values(rows, |mut row, (second, (k, (key, unit, level)))| {
+                    let at = start + chrono::Duration::seconds(second as i64);
+                    let v = value(*level, second, n);
+                    match shape {
+                        Shape::Dict => {
+                            row.push_bind(id)
+                                .push_bind(at.timestamp_micros())
+                                .push_bind(v)
+                                .push_bind(k as i64)
+                                .push_bind(100)
+                                .push_bind(Option::<String>::None);
+                        }
+                        _ => {
+                            row.push_bind(at)
+                                .push_bind(id)
+                                .push_bind(*key)
+                                .push_bind(v)
+                                .push_bind(*unit)
+                                .push_bind(100)
+                                .push_bind(Option::<String>::None);
+                        }
+                    }
                 });
                 insert.build().execute(&pool).await?;
                 written += batch;
@@ -133,11 +230,11 @@ pub async fn run(database_url: &str, points: u64, devices: usize) -> anyhow::Res
     };
     let seconds = seeded.elapsed().as_secs_f64();
     let per = |bytes: f64| bytes / total as f64;
-    println!("| backend | points | seeded in s | table MB | indexes MB | bytes/point table | bytes/point indexes | bytes/point total |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| backend | shape | points | seeded in s | table MB | indexes MB | bytes/point table | bytes/point indexes | bytes/point total |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let whole = table + indexes.unwrap_or(0.0);
     println!(
-        "| {backend} | {total} | {seconds:.1} | {:.1} | {} | {} | {} | {:.1} |",
+        "| {backend} | {shape:?} | {total} | {seconds:.1} | {:.1} | {} | {} | {} | {:.1} |",
         table / 1e6,
         indexes.map_or("(in the file)".into(), |i| format!("{:.1}", i / 1e6)),
         indexes.map_or("-".into(), |_| format!("{:.1}", per(table))),
