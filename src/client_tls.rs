@@ -82,7 +82,7 @@ pub fn read_roots(key: &'static str, path: &Path) -> Result<RootCertStore, Clien
 }
 
 /// The private key of a PEM file; the parser's own error (which may quote the file) is dropped.
-fn read_private_key(
+pub fn read_private_key(
     key: &'static str,
     path: &Path,
 ) -> Result<PrivateKeyDer<'static>, ClientTlsError> {

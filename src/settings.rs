@@ -127,6 +127,11 @@ impl TlsSettings {
     pub fn files(&self) -> Option<(&Path, &Path)> {
         Some((self.cert_file.as_deref()?, self.key_file.as_deref()?))
     }
+
+    /// How often certificate files (HTTPS's, and MQTTS's own) are checked for a change.
+    pub fn reload_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.reload_check_secs.max(1))
+    }
 }
 
 impl ServerSettings {

@@ -287,7 +287,7 @@ fn serve(
     server = match tls {
         Some(cert) => {
             let config = crate::tls::server_config(cert.clone())?;
-            crate::tls::spawn_reloader(cert, &settings.server.tls);
+            crate::tls::spawn_reloader(cert, settings.server.tls.reload_interval());
             server.listen_rustls_0_23(listener, config)?
         }
         None => server.listen(listener)?,

@@ -67,10 +67,9 @@ impl AppState {
     /// it, before the HTTP answer).
     pub fn credentials_ended(&self, revoked: crate::auth::revocation::Revoked) {
         use crate::auth::revocation::Revoked;
-        match revoked {
-            Revoked::DeviceKeys(device_id) => self.certificates.remove_device(device_id),
-            Revoked::Certificate(cert_id) => self.certificates.revoke(cert_id),
-            _ => {}
+        // A certificate revoked through `certificates::revoke` has already left the allow-list.
+        if let Revoked::DeviceKeys(device_id) = revoked {
+            self.certificates.remove_device(device_id);
         }
         if let Some(mqtt) = self.mqtt.get() {
             match revoked {

@@ -8,20 +8,16 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-
-use crate::settings::TlsSettings;
 
 /// The certificate the HTTPS listener presents, swapped in place when the files are re-read, so
 /// one listener serves the old certificate until a reload succeeds and the new one after.
 #[derive(Debug)]
 pub struct ReloadingCert {
-    /// The settings the files come from (`server.tls`, `mqtt.tls`), for messages.
-    setting: &'static str,
+    /// The settings naming the two files (`server.tls.cert_file`, ...), for messages.
+    settings: [&'static str; 2],
     cert_file: PathBuf,
     key_file: PathBuf,
     provider: Arc<CryptoProvider>,
@@ -31,19 +27,23 @@ pub struct ReloadingCert {
 impl ReloadingCert {
     /// Reads the certificate chain and key; an unreadable or invalid file is an error naming it.
     pub fn load(cert_file: &Path, key_file: &Path) -> anyhow::Result<Self> {
-        Self::load_for("server.tls", cert_file, key_file)
+        Self::load_for(
+            ["server.tls.cert_file", "server.tls.key_file"],
+            cert_file,
+            key_file,
+        )
     }
 
     /// As [`Self::load`], for the files of the settings `setting` (named in errors).
     pub fn load_for(
-        setting: &'static str,
+        settings: [&'static str; 2],
         cert_file: &Path,
         key_file: &Path,
     ) -> anyhow::Result<Self> {
         let provider = platform_provider();
-        let current = read_certified_key(setting, cert_file, key_file, &provider)?;
+        let current = read_certified_key(settings, cert_file, key_file, &provider)?;
         Ok(Self {
-            setting,
+            settings,
             cert_file: cert_file.to_path_buf(),
             key_file: key_file.to_path_buf(),
             provider,
@@ -55,7 +55,7 @@ impl ReloadingCert {
     /// error the certificate in use stays.
     pub fn reload(&self) -> anyhow::Result<()> {
         let fresh = Arc::new(read_certified_key(
-            self.setting,
+            self.settings,
             &self.cert_file,
             &self.key_file,
             &self.provider,
@@ -113,39 +113,16 @@ pub fn server_config(cert: Arc<ReloadingCert>) -> anyhow::Result<ServerConfig> {
 /// Reads a PEM certificate chain and its PEM private key (PKCS#8, RSA or SEC1) into a pair rustls
 /// can serve. Errors name the file; nothing read from the key file is ever put in a message.
 fn read_certified_key(
-    setting: &str,
+    [cert_setting, key_setting]: [&'static str; 2],
     cert_file: &Path,
     key_file: &Path,
     provider: &CryptoProvider,
 ) -> anyhow::Result<CertifiedKey> {
-    let cert_pem = std::fs::read(cert_file)
-        .with_context(|| format!("{setting}.cert_file: cannot read {}", cert_file.display()))?;
-    let chain = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| {
-            anyhow::anyhow!(
-                "{setting}.cert_file: {} is not a PEM certificate chain ({err})",
-                cert_file.display()
-            )
-        })?;
-    if chain.is_empty() {
-        anyhow::bail!(
-            "{setting}.cert_file: {} holds no PEM certificate",
-            cert_file.display()
-        );
-    }
-    let key_pem = std::fs::read(key_file)
-        .with_context(|| format!("{setting}.key_file: cannot read {}", key_file.display()))?;
-    // The parser's own error may quote the file; only the file's name goes in the message.
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
-        anyhow::anyhow!(
-            "{setting}.key_file: {} holds no PEM private key (PKCS#8, RSA or SEC1)",
-            key_file.display()
-        )
-    })?;
+    let chain = crate::client_tls::read_certificates(cert_setting, cert_file)?;
+    let key = crate::client_tls::read_private_key(key_setting, key_file)?;
     CertifiedKey::from_der(chain, key, provider).map_err(|err| {
         anyhow::anyhow!(
-            "{setting}.key_file: {} is not a usable key for the certificate in {} ({})",
+            "{key_setting}: {} is not a usable key for the certificate in {} ({})",
             key_file.display(),
             cert_file.display(),
             key_error_kind(&err)
@@ -164,8 +141,7 @@ pub(crate) fn key_error_kind(err: &rustls::Error) -> &'static str {
 /// Re-reads the certificate on SIGHUP and whenever either file's modification time or length changes
 /// (checked every `reload_check_secs`). A failed reload is logged and the old certificate stays;
 /// the same files are not retried until they change again or SIGHUP asks.
-pub fn spawn_reloader(cert: Arc<ReloadingCert>, settings: &TlsSettings) {
-    let interval = Duration::from_secs(settings.reload_check_secs.max(1));
+pub fn spawn_reloader(cert: Arc<ReloadingCert>, interval: Duration) {
     // Registered before returning, so a SIGHUP from now on reloads rather than ends the process.
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => Some(signal),

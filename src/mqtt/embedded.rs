@@ -276,7 +276,7 @@ impl EmbeddedBroker {
                         register.add(hook, Box::new(auth.clone())).await;
                     }
                     register.start().await;
-                    let bound = bind_all(&listener, &listeners).await;
+                    let bound = bind_all(&listener, listeners).await;
                     let (plain, tunnel, tls) = match bound {
                         Ok(bound) => bound,
                         Err(err) => {
@@ -356,19 +356,19 @@ type Bound = (
 /// Binds the plain listener (if any), the loopback tunnel and the MQTTS port (if any).
 async fn bind_all(
     listener: &impl Fn(&str, SocketAddr) -> anyhow::Result<rmqtt::net::Listener>,
-    listeners: &Listeners,
+    listeners: Listeners,
 ) -> anyhow::Result<Bound> {
     let plain = match listeners.plain {
         Some(addr) => Some(listener("tcp", addr)?),
         None => None,
     };
     let tunnel = listener("mqtts-tunnel", SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    let tls = match &listeners.tls {
+    let tls = match listeners.tls {
         Some(config) => {
             let bound = tokio::net::TcpListener::bind(config.addr)
                 .await
                 .with_context(|| format!("MQTTS: cannot listen on {}", config.addr))?;
-            Some((bound, config.clone()))
+            Some((bound, config))
         }
         None => None,
     };

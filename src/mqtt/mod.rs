@@ -372,15 +372,17 @@ fn mqtts_config(
     let cert: Arc<dyn ResolvesServerCert> = match (tls.files(), &platform.https_cert) {
         (Some((cert_file, key_file)), _) => {
             let cert = Arc::new(crate::tls::ReloadingCert::load_for(
-                "mqtt.tls", cert_file, key_file,
+                ["mqtt.tls.cert_file", "mqtt.tls.key_file"],
+                cert_file,
+                key_file,
             )?);
-            crate::tls::spawn_reloader(cert.clone(), &settings.server.tls);
+            crate::tls::spawn_reloader(cert.clone(), settings.server.tls.reload_interval());
             cert
         }
         (None, Some(https)) => https.clone(),
-        (None, None) => Arc::new(mqtts::FixedCert(Arc::new(
+        (None, None) => Arc::new(rustls::sign::SingleCertAndKey::from(
             platform.ca.issue_server(&tls.hostnames)?,
-        ))),
+        )),
     };
     let server = mqtts::server_config(
         cert,

@@ -40,19 +40,6 @@ pub struct TlsPeer {
 /// Open MQTTS connections by the loopback address they reach the broker from.
 pub type Peers = DashMap<SocketAddr, TlsPeer>;
 
-/// The certificate the listener presents: re-read from files, or issued by the platform's CA.
-#[derive(Debug)]
-pub struct FixedCert(pub Arc<rustls::sign::CertifiedKey>);
-
-impl ResolvesServerCert for FixedCert {
-    fn resolve(
-        &self,
-        _client_hello: rustls::server::ClientHello<'_>,
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.0.clone())
-    }
-}
-
 /// Accepts a client certificate only when the CA verifies it and the platform still accepts it.
 #[derive(Debug)]
 struct DeviceCertVerifier {
