@@ -188,8 +188,8 @@ impl Postgres {
         Ok(Self {
             url: url.to_string(),
             password,
-            ca_file: settings.ca_file.clone(),
-            ssl_mode: settings.ssl_mode(),
+            ca_file: settings.tls_ca_file().map(Path::to_path_buf),
+            ssl_mode: settings.effective_ssl_mode(),
         })
     }
 
@@ -202,9 +202,9 @@ impl Postgres {
         }
         if let Some(ca_file) = &self.ca_file {
             command.env("PGSSLROOTCERT", ca_file);
-            if self.ssl_mode.is_none() {
-                command.env("PGSSLMODE", "verify-full");
-            }
+        }
+        if let Some(mode) = &self.ssl_mode {
+            command.env("PGSSLMODE", mode);
         }
         let out = match command.output() {
             Ok(out) => out,

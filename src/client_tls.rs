@@ -48,13 +48,25 @@ pub fn read_certificates(
     key: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, ClientTlsError> {
-    let shown = path.display().to_string();
-    let pem = std::fs::read(path).map_err(|source| ClientTlsError::Read {
+    certificates_in(key, path, &read_file(key, path)?)
+}
+
+fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, ClientTlsError> {
+    std::fs::read(path).map_err(|source| ClientTlsError::Read {
         key,
-        path: shown.clone(),
+        path: path.display().to_string(),
         source,
-    })?;
-    let certificates = CertificateDer::pem_slice_iter(&pem)
+    })
+}
+
+/// The certificates of `pem`, the contents of `path` (at least one).
+fn certificates_in(
+    key: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, ClientTlsError> {
+    let shown = path.display().to_string();
+    let certificates = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| ClientTlsError::BadCertificate {
             key,
@@ -68,8 +80,16 @@ pub fn read_certificates(
 
 /// The trust anchors of a PEM CA file: each certificate must be one rustls can use.
 pub fn read_roots(key: &'static str, path: &Path) -> Result<RootCertStore, ClientTlsError> {
+    roots_of(key, path, read_certificates(key, path)?)
+}
+
+fn roots_of(
+    key: &'static str,
+    path: &Path,
+    certificates: Vec<CertificateDer<'static>>,
+) -> Result<RootCertStore, ClientTlsError> {
     let mut roots = RootCertStore::empty();
-    for certificate in read_certificates(key, path)? {
+    for certificate in certificates {
         roots
             .add(certificate)
             .map_err(|err| ClientTlsError::Unusable {
@@ -134,20 +154,12 @@ pub fn mqtt_client_config(
     Ok(Some(Arc::new(config)))
 }
 
-/// The CA certificates of `smtp.ca_file` (DER), checked at start-up; `None` when unset.
-pub fn smtp_roots(
-    ca_file: Option<&Path>,
-) -> Result<Option<Vec<CertificateDer<'static>>>, ClientTlsError> {
-    let Some(path) = ca_file else {
-        return Ok(None);
-    };
-    // Usable as trust anchors, or refused now rather than at the first email.
-    read_roots("smtp.ca_file", path)?;
-    read_certificates("smtp.ca_file", path).map(Some)
-}
-
-/// Checks `database.ca_file` at start-up (readable, PEM certificates rustls can use), so a bad
-/// file is named instead of surfacing as a TLS failure of every connection.
-pub fn check_database_ca(path: &Path) -> Result<(), ClientTlsError> {
-    read_roots("database.ca_file", path).map(|_| ())
+/// `database.ca_file`, read once at start-up and checked (PEM certificates rustls can use), so a
+/// bad file is named instead of surfacing as a TLS failure of every connection: its PEM, which
+/// every connection of the pool verifies the server against.
+pub fn database_ca(path: &Path) -> Result<Vec<u8>, ClientTlsError> {
+    const KEY: &str = "database.ca_file";
+    let pem = read_file(KEY, path)?;
+    roots_of(KEY, path, certificates_in(KEY, path, &pem)?)?;
+    Ok(pem)
 }

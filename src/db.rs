@@ -84,19 +84,19 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         .connect_timeout(Duration::from_secs(settings.connect_timeout_secs))
         .acquire_timeout(Duration::from_secs(settings.connect_timeout_secs))
         .sqlx_logging(false);
-    if let (Some(ca_file), false) = (&settings.ca_file, settings.is_sqlite()) {
-        // The file is checked here so that a bad one is named, not a TLS failure of each
-        // connection. The pool (sea-orm's, and the sqlx pool taken from it for COPY) verifies
-        // the server against it; without `sslmode` in the url, verify-full (CA and host name).
-        crate::client_tls::check_database_ca(ca_file)?;
-        let ca_file = ca_file.clone();
-        let default_mode = settings.ssl_mode().is_none();
+    if let Some(ca_file) = settings.tls_ca_file() {
+        // Read and checked once here (a bad file is named, not a TLS failure of each
+        // connection); the pool (sea-orm's, and the sqlx pool taken from it for COPY) verifies
+        // the server against it, with `effective_ssl_mode` (verify-full unless the url says).
+        let pem = crate::client_tls::database_ca(ca_file)?;
+        let mode = settings
+            .effective_ssl_mode()
+            .and_then(|mode| mode.parse::<sqlx::postgres::PgSslMode>().ok());
         options.map_sqlx_postgres_opts(move |options| {
-            let options = options.ssl_root_cert(ca_file.clone());
-            if default_mode {
-                options.ssl_mode(sqlx::postgres::PgSslMode::VerifyFull)
-            } else {
-                options
+            let options = options.ssl_root_cert_from_pem(pem.clone());
+            match mode {
+                Some(mode) => options.ssl_mode(mode),
+                None => options,
             }
         });
     }
@@ -108,16 +108,16 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
                 .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
         });
-    Database::connect(options).await.map_err(|source| {
-        match (&settings.ca_file, settings.is_sqlite()) {
-            (Some(ca_file), false) => DbError::ConnectTls {
+    Database::connect(options)
+        .await
+        .map_err(|source| match settings.tls_ca_file() {
+            Some(ca_file) => DbError::ConnectTls {
                 url: shown,
                 ca_file: ca_file.display().to_string(),
                 source,
             },
-            _ => DbError::Connect { url: shown, source },
-        }
-    })
+            None => DbError::Connect { url: shown, source },
+        })
 }
 
 /// Connects and brings the schema up to date.

@@ -63,8 +63,9 @@ pub struct NotifierSettings {
     pub webhooks: WebhookSettings,
     /// How emails are sent.
     pub smtp: SmtpSettings,
-    /// The CA certificates of `smtp.ca_file`, read at start-up (`None`: the public roots).
-    pub smtp_roots: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
+    /// The transport for `smtp.url`, built once at start-up ([`smtp_transport`]; `None`: no
+    /// `smtp.url`, emails wait for one).
+    pub mailer: Option<Mailer>,
     /// Where the platform is reached: the links in emails.
     pub server: ServerSettings,
 }
@@ -239,50 +240,51 @@ fn sending_failed(err: &reqwest::Error) -> Outcome {
     }
 }
 
-/// lettre's connection URL for `smtp.url` (`smtp+starttls://` means STARTTLS required).
-fn smtp_connection_url(url: &str) -> String {
-    match url.strip_prefix("smtp+starttls://") {
-        Some(rest) if rest.contains('?') => format!("smtp://{rest}&tls=required"),
-        Some(rest) => format!("smtp://{rest}?tls=required"),
-        None => url.to_string(),
-    }
-}
+/// What sends emails.
+pub type Mailer = lettre::AsyncSmtpTransport<lettre::Tokio1Executor>;
 
-/// The transport for `smtp.url`: plain for `smtp://`; for `smtp+starttls://` STARTTLS is
-/// required (a server not offering it gets no message) and for `smtps://` TLS starts at once.
-/// Either way the server's certificate must chain to `roots` (else the public webpki roots) and
-/// name the url's host. Errors never quote the url (it may hold a password).
-fn smtp_transport(
-    url: &str,
-    roots: Option<&[rustls::pki_types::CertificateDer<'static>]>,
-    timeout: Duration,
-) -> Result<lettre::AsyncSmtpTransport<lettre::Tokio1Executor>, String> {
+/// The transport for `smtp.url` (`None` when unset), built once: plain for `smtp://`; for
+/// `smtp+starttls://` STARTTLS is required (a server not offering it gets no message) and for
+/// `smtps://` TLS starts at once. Either way the server's certificate must chain to the CAs of
+/// `smtp.ca_file` (else the public webpki roots) and name the url's host. Errors never quote
+/// the url (it may hold a password).
+pub fn smtp_transport(smtp: &SmtpSettings, timeout: Duration) -> anyhow::Result<Option<Mailer>> {
     use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
-    use lettre::{AsyncSmtpTransport, Tokio1Executor};
 
-    let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&smtp_connection_url(url))
-        .map_err(|err| format!("smtp.url: {err}"))?
+    let Some(url) = &smtp.url else {
+        return Ok(None);
+    };
+    let url = url.expose();
+    let parsed = url::Url::parse(url).map_err(|err| anyhow::anyhow!("smtp.url: {err}"))?;
+    // lettre knows `smtp://` and `smtps://`; STARTTLS is set below.
+    let lettre_url = match url.strip_prefix("smtp+starttls://") {
+        Some(rest) => format!("smtp://{rest}"),
+        None => url.to_string(),
+    };
+    let builder = Mailer::from_url(&lettre_url)
+        .map_err(|err| anyhow::anyhow!("smtp.url: {err}"))?
         .timeout(Some(timeout));
-    let parsed = url::Url::parse(url).map_err(|err| format!("smtp.url: {err}"))?;
     let tls: fn(TlsParameters) -> Tls = match parsed.scheme() {
         "smtps" => Tls::Wrapper,
         "smtp+starttls" => Tls::Required,
-        _ => return Ok(builder.build()),
+        _ => return Ok(Some(builder.build())),
     };
-    let host = parsed.host_str().ok_or("smtp.url: no host")?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| anyhow::anyhow!("smtp.url: no host"))?;
     let mut parameters = TlsParameters::builder(host.to_string());
-    if let Some(roots) = roots {
+    if let Some(ca_file) = &smtp.ca_file {
         parameters = parameters.certificate_store(CertificateStore::None);
-        for root in roots {
+        for root in crate::client_tls::read_certificates("smtp.ca_file", ca_file)? {
             let root = Certificate::from_der(root.to_vec())
-                .map_err(|err| format!("smtp.ca_file: {err}"))?;
+                .map_err(|err| anyhow::anyhow!("smtp.ca_file: {err}"))?;
             parameters = parameters.add_root_certificate(root);
         }
     }
     let parameters = parameters
         .build()
-        .map_err(|err| format!("smtp TLS: {err}"))?;
-    Ok(builder.tls(tls(parameters)).build())
+        .map_err(|err| anyhow::anyhow!("smtp TLS: {err}"))?;
+    Ok(Some(builder.tls(tls(parameters)).build()))
 }
 
 /// `[CRITICAL] High pressure on Wellhead 9`, or `[RESOLVED] ...`.
@@ -352,16 +354,8 @@ async fn email(state: &NotifierState, payload: &NotificationPayload) -> Outcome 
     use lettre::message::header::ContentType;
     use lettre::{AsyncTransport, Message};
 
-    let Some(url) = &state.settings.smtp.url else {
+    let Some(transport) = &state.settings.mailer else {
         return Outcome::Retry("smtp.url is not set".into());
-    };
-    let transport = match smtp_transport(
-        url.expose(),
-        state.settings.smtp_roots.as_deref(),
-        Duration::from_secs(state.settings.webhooks.timeout_secs),
-    ) {
-        Ok(transport) => transport,
-        Err(err) => return Outcome::Final(err),
     };
     let from = match state.settings.smtp.from.parse() {
         Ok(from) => from,

@@ -184,6 +184,18 @@ impl DatabaseSettings {
         self.url.expose().starts_with("sqlite:")
     }
 
+    /// The `sslmode` connections use: the url's, else `verify-full` when `ca_file` is set (the CA
+    /// and the host name checked), else none (the driver's default).
+    pub fn effective_ssl_mode(&self) -> Option<String> {
+        self.ssl_mode()
+            .or_else(|| self.ca_file.as_ref().map(|_| "verify-full".to_string()))
+    }
+
+    /// `ca_file`, for a PostgreSQL url (SQLite has no TLS).
+    pub fn tls_ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref().filter(|_| !self.is_sqlite())
+    }
+
     /// The `sslmode` of a PostgreSQL url (`verify-full`, ...), when it has one.
     pub fn ssl_mode(&self) -> Option<String> {
         let url = url::Url::parse(self.url.expose()).ok()?;

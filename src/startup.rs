@@ -44,7 +44,10 @@ impl Application {
             None => None,
         };
         // So are the CA files of the outgoing links.
-        let smtp_roots = crate::client_tls::smtp_roots(settings.smtp.ca_file.as_deref())?;
+        let mailer = crate::notify::smtp_transport(
+            &settings.smtp,
+            Duration::from_secs(settings.webhooks.timeout_secs),
+        )?;
         let db = crate::db::connect_and_migrate(&settings.database).await?;
         let created = crate::accounts::bootstrap_admin(&db, &settings.auth)
             .await
@@ -141,7 +144,7 @@ impl Application {
             settings: crate::notify::NotifierSettings {
                 webhooks: settings.webhooks.clone(),
                 smtp: settings.smtp.clone(),
-                smtp_roots,
+                mailer,
                 server: settings.server.clone(),
             },
             pipeline: state.pipeline.clone(),
