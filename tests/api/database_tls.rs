@@ -15,6 +15,7 @@ use crate::helpers::{spawn_app_with, test_settings, TestApp};
 use crate::pki::Pki;
 
 /// The server's certificate (`ssl_cert_file` of Debian's PostgreSQL).
+const REQUIRED_BY: &str = "INSA_TLS_PEERS";
 const SNAKEOIL: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
 
 /// Whether these tests apply: PostgreSQL at `DATABASE_URL` serving TLS with the snakeoil
@@ -28,8 +29,12 @@ async fn postgres_with_tls() -> bool {
         eprintln!("skipped: PostgreSQL only");
         return false;
     }
+    // On PostgreSQL, what is missing below fails the test where TLS peers are required.
     if !Path::new(SNAKEOIL).exists() {
-        eprintln!("skipped: no {SNAKEOIL} (the server's certificate)");
+        crate::pki::missing(
+            &format!("{SNAKEOIL} (the server's certificate)"),
+            REQUIRED_BY,
+        );
         return false;
     }
     let db = sea_orm::Database::connect(&url)
@@ -42,7 +47,7 @@ async fn postgres_with_tls() -> bool {
         .and_then(|row| row.try_get_by_index::<String>(0).ok());
     db.close().await.ok();
     if ssl.as_deref() != Some("on") {
-        eprintln!("skipped: the PostgreSQL server does not have ssl = on");
+        crate::pki::missing("a PostgreSQL server with ssl = on", REQUIRED_BY);
         return false;
     }
     true
@@ -132,7 +137,10 @@ async fn verify_ca_with_the_servers_ca_starts_and_stores_over_tls() {
     }
     // By name: sqlx 0.8.6 checks the host name in verify-ca too (docs/OPERATIONS.md).
     let Some(name) = certificate_name_on_loopback() else {
-        eprintln!("skipped: no DNS name of {SNAKEOIL} resolves to this machine");
+        crate::pki::missing(
+            &format!("a DNS name of {SNAKEOIL} resolving to this machine"),
+            REQUIRED_BY,
+        );
         return;
     };
     let app = spawn_app_with(|s| {
@@ -149,7 +157,10 @@ async fn verify_full_checks_the_host_name_and_is_the_default_with_a_ca_file() {
         return;
     }
     let Some(name) = certificate_name_on_loopback() else {
-        eprintln!("skipped: no DNS name of {SNAKEOIL} resolves to this machine");
+        crate::pki::missing(
+            &format!("a DNS name of {SNAKEOIL} resolving to this machine"),
+            REQUIRED_BY,
+        );
         return;
     };
     // By the certificate's name, with sslmode left to the default (verify-full).

@@ -16,22 +16,9 @@ use crate::helpers::{eventually, free_port, seed_device, spawn_app_with, As, Tes
 /// The clients these tests drive; `None` (and a message) when one is missing, a failure where
 /// they must be there (`INSA_TLS_CLIENTS=required`, as `.ci/run` sets).
 fn clients_present() -> bool {
-    for tool in ["openssl", "mosquitto_pub", "mosquitto_sub"] {
-        let found = Command::new("which")
-            .arg(tool)
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            assert!(
-                std::env::var("INSA_TLS_CLIENTS").as_deref() != Ok("required"),
-                "`{tool}` is required here (INSA_TLS_CLIENTS=required) but is not installed"
-            );
-            eprintln!("skipped: `{tool}` is not installed");
-            return false;
-        }
-    }
-    true
+    ["openssl", "mosquitto_pub", "mosquitto_sub"]
+        .iter()
+        .all(|tool| crate::pki::tool_available(tool, "INSA_TLS_CLIENTS"))
 }
 
 /// The platform with its embedded broker serving MQTTS (whatever `MQTT_URL` says: MQTTS is the
@@ -748,21 +735,7 @@ async fn with_the_plain_port_closed_devices_use_mqtts_with_a_key_or_a_certificat
 /// Whether python3 with paho-mqtt is there; a failure where it must be (`INSA_TLS_PEERS=required`,
 /// as `.ci/run` sets after `scripts/ensure-python-peers.sh`).
 fn paho_present() -> bool {
-    let found = Command::new("python3")
-        .args(["-c", "import paho.mqtt.client"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("INSA_TLS_PEERS").as_deref() != Ok("required"),
-            "python3 with paho-mqtt is required here (INSA_TLS_PEERS=required): \
-             run scripts/ensure-python-peers.sh"
-        );
-        eprintln!("skipped: python3 with paho-mqtt is not installed");
-    }
-    found
+    crate::pki::python_module_available("paho.mqtt.client", "INSA_TLS_PEERS")
 }
 
 /// One QoS 1 reading published by paho-mqtt over MQTTS with the certificate `{cert}.pem/.key`.

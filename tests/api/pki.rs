@@ -41,11 +41,34 @@ pub fn tool_available(tool: &str, required_by: &str) -> bool {
         .status()
         .is_ok();
     if !found {
-        assert!(
-            std::env::var(required_by).as_deref() != Ok("required"),
-            "`{tool}` is required here ({required_by}=required) but is not installed"
+        missing(&format!("`{tool}`"), required_by);
+    }
+    found
+}
+
+/// A test needs `what`, which is missing here: a failure where it is required (`required_by`
+/// set to `required`, as `.ci/run` sets), else a skip with a message.
+pub fn missing(what: &str, required_by: &str) {
+    assert!(
+        std::env::var(required_by).as_deref() != Ok("required"),
+        "{what} is required here ({required_by}=required) but missing"
+    );
+    eprintln!("skipped: {what} is missing");
+}
+
+/// Whether python3 can import `module`; else as [`missing`] says.
+pub fn python_module_available(module: &str, required_by: &str) -> bool {
+    let found = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !found {
+        missing(
+            &format!("python3 with {module} (scripts/ensure-python-peers.sh)"),
+            required_by,
         );
-        eprintln!("skipped: `{tool}` is not installed");
     }
     found
 }
