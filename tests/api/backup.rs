@@ -3,7 +3,6 @@
 //! was at the backup, row for row.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -13,31 +12,10 @@ use sea_orm::{
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{eventually, fresh_database_url, seed_device, spawn_app_with, As};
-
-fn insa(dir: &std::path::Path, url: &str, args: &[&str], path: Option<&str>) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_insa-iiot"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env_remove("INSA_ENV")
-        .env("INSA_SETTINGS_DIR", dir.join("no-settings"))
-        .env("INSA__DATA_DIR", dir.join("data"))
-        .env("INSA__DATABASE__URL", url)
-        .env("RUST_LOG", "warn");
-    if let Some(path) = path {
-        command.env("PATH", path);
-    }
-    command.output().expect("run insa-iiot")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use crate::cli::insa;
+use crate::helpers::{
+    eventually, fresh_database_url, printed as text, seed_device, spawn_app_with, As,
+};
 
 /// Every table: its row count and a hash of its rows (sorted), read on a new connection.
 async fn tables(url: &str) -> BTreeMap<String, (usize, String)> {
@@ -75,6 +53,7 @@ async fn tables(url: &str) -> BTreeMap<String, (usize, String)> {
 async fn a_restore_gives_back_every_table_as_it_was_at_the_backup() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = fresh_database_url(dir.path()).await;
+    let env = [("INSA__DATABASE__URL", url.as_str())];
     let app = spawn_app_with(|s| {
         s.database.url = insa_iiot::settings::Secret::new(url.clone());
     })
@@ -133,7 +112,7 @@ async fn a_restore_gives_back_every_table_as_it_was_at_the_backup() {
 
     let file = dir.path().join("site.backup");
     let file_arg = file.display().to_string();
-    let out = insa(dir.path(), &url, &["backup", "--to", &file_arg], None);
+    let out = insa(dir.path(), &env, &["backup", "--to", &file_arg]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("backup written"), "{}", text(&out));
     #[cfg(unix)]
@@ -146,7 +125,7 @@ async fn a_restore_gives_back_every_table_as_it_was_at_the_backup() {
         assert_eq!(mode & 0o777, 0o600, "the backup is owner-only");
     }
     // Never over an existing file.
-    let again = insa(dir.path(), &url, &["backup", "--to", &file_arg], None);
+    let again = insa(dir.path(), &env, &["backup", "--to", &file_arg]);
     assert!(!again.status.success(), "{}", text(&again));
     assert!(text(&again).contains("exists"), "{}", text(&again));
 
@@ -164,15 +143,10 @@ async fn a_restore_gives_back_every_table_as_it_was_at_the_backup() {
     assert_ne!(tables(&url).await, at_backup, "the check sees the changes");
 
     // Without --yes nothing is touched.
-    let refused = insa(dir.path(), &url, &["restore", "--from", &file_arg], None);
+    let refused = insa(dir.path(), &env, &["restore", "--from", &file_arg]);
     assert!(!refused.status.success(), "{}", text(&refused));
     assert!(text(&refused).contains("--yes"), "{}", text(&refused));
-    let out = insa(
-        dir.path(),
-        &url,
-        &["restore", "--from", &file_arg, "--yes"],
-        None,
-    );
+    let out = insa(dir.path(), &env, &["restore", "--from", &file_arg, "--yes"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(tables(&url).await, at_backup);
 
@@ -181,9 +155,8 @@ async fn a_restore_gives_back_every_table_as_it_was_at_the_backup() {
     std::fs::write(&bogus, "not a database").expect("write");
     let out = insa(
         dir.path(),
-        &url,
+        &env,
         &["restore", "--from", &bogus.display().to_string(), "--yes"],
-        None,
     );
     assert!(!out.status.success(), "{}", text(&out));
     assert_eq!(tables(&url).await, at_backup);
@@ -193,20 +166,23 @@ async fn a_restore_gives_back_every_table_as_it_was_at_the_backup() {
 async fn without_the_postgresql_client_tools_backup_says_what_to_install() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = fresh_database_url(dir.path()).await;
+    let env = [("INSA__DATABASE__URL", url.as_str())];
     if url.starts_with("sqlite") {
         eprintln!("not applicable on SQLite (its backup needs no tool)");
         return;
     }
-    let migrate = insa(dir.path(), &url, &["migrate"], None);
+    let migrate = insa(dir.path(), &env, &["migrate"]);
     assert!(migrate.status.success(), "{}", text(&migrate));
     let empty = dir.path().join("empty-path");
     std::fs::create_dir_all(&empty).expect("dir");
     let file = dir.path().join("pg.backup").display().to_string();
     let out = insa(
         dir.path(),
-        &url,
+        &[
+            ("INSA__DATABASE__URL", url.as_str()),
+            ("PATH", empty.to_str().expect("a path")),
+        ],
         &["backup", "--to", &file],
-        Some(&empty.display().to_string()),
     );
     assert!(!out.status.success(), "{}", text(&out));
     assert!(

@@ -4,9 +4,10 @@ use std::process::{Command, Output};
 
 use reqwest::StatusCode;
 
-use crate::helpers::{fresh_database_url, spawn_app_with};
+use crate::helpers::{fresh_database_url, printed as text, spawn_app_with};
 
-fn insa(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+/// `insa-iiot ARGS` run in `dir` with `env`, as an operator would (no settings files).
+pub fn insa(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_insa-iiot"));
     command
         .args(args)
@@ -19,14 +20,6 @@ fn insa(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Output {
         command.env(key, value);
     }
     command.output().expect("run insa-iiot")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[actix_web::test]

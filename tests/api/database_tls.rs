@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use insa_iiot::settings::{Secret, Settings};
-use insa_iiot::startup::Application;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::json;
 
@@ -170,20 +169,12 @@ async fn verify_full_checks_the_host_name_and_is_the_default_with_a_ca_file() {
 
     // By an address the certificate does not name: refused, whether said or by default.
     for mode in [Some("verify-full"), None] {
-        let err = start_error(|s| use_tls(s, "127.0.0.1", mode, SNAKEOIL.into())).await;
+        let err = crate::helpers::start_error("a database it cannot trust", |s| {
+            use_tls(s, "127.0.0.1", mode, SNAKEOIL.into())
+        })
+        .await;
         assert!(err.contains("cannot connect to the database"), "{err}");
         assert!(err.contains("not valid for name"), "{err}");
-    }
-}
-
-async fn start_error(customize: impl FnOnce(&mut Settings)) -> String {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = test_settings(dir.path()).await;
-    customize(&mut settings);
-    settings.validate().expect("valid settings");
-    match Application::build(settings).await {
-        Ok(_) => panic!("started with a database it cannot trust"),
-        Err(err) => format!("{err:#}"),
     }
 }
 
@@ -195,8 +186,10 @@ async fn a_server_certificate_from_another_ca_stops_start_up() {
     let Some(other) = Pki::requiring("INSA_TLS_CLIENTS") else {
         return;
     };
-    let err =
-        start_error(|s| use_tls(s, "127.0.0.1", Some("verify-ca"), other.path("ca.pem"))).await;
+    let err = crate::helpers::start_error("a database it cannot trust", |s| {
+        use_tls(s, "127.0.0.1", Some("verify-ca"), other.path("ca.pem"))
+    })
+    .await;
     assert!(err.contains("cannot connect to the database"), "{err}");
     assert!(err.contains("over TLS"), "{err}");
     assert!(err.contains("database.ca_file"), "{err}");
@@ -224,12 +217,11 @@ async fn database_ca_file_settings_are_checked() {
     settings.database.url =
         Secret::new("postgres://iiot@db.example.invalid/iiot?sslmode=verify-full");
     let missing = dir.path().join("missing-ca.pem");
-    settings.database.ca_file = Some(missing.clone());
-    settings.validate().expect("valid settings");
-    let err = match Application::build(settings).await {
-        Ok(_) => panic!("started with a missing database.ca_file"),
-        Err(err) => format!("{err:#}"),
-    };
+    let err = crate::helpers::start_error("a missing database.ca_file", |s| {
+        s.database.url = settings.database.url.clone();
+        s.database.ca_file = Some(missing.clone());
+    })
+    .await;
     assert!(err.contains("database.ca_file"), "{err}");
     assert!(err.contains(&missing.display().to_string()), "{err}");
 }

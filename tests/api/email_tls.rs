@@ -12,7 +12,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use insa_iiot::settings::{Secret, Settings};
-use insa_iiot::startup::Application;
 use serde_json::{json, Value};
 
 use crate::helpers::{eventually, spawn_app_with, test_settings, As, TestApp};
@@ -316,23 +315,11 @@ async fn starttls_is_required_never_skipped() {
     assert_eq!(hello.as_array().map(Vec::len), Some(2), "{hello}");
 }
 
-/// Start-up error of settings that are valid but name a bad file.
-async fn start_error(customize: impl FnOnce(&mut Settings)) -> String {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = test_settings(dir.path()).await;
-    customize(&mut settings);
-    settings.validate().expect("valid settings");
-    match Application::build(settings).await {
-        Ok(_) => panic!("started with a bad smtp.ca_file"),
-        Err(err) => format!("{err:#}"),
-    }
-}
-
 #[actix_web::test]
 async fn a_bad_smtp_ca_file_stops_start_up_naming_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("missing-ca.pem");
-    let err = start_error(|s| {
+    let err = crate::helpers::start_error("a bad smtp.ca_file", |s| {
         s.smtp.url = Some(Secret::new("smtps://mail.example.com"));
         s.smtp.ca_file = Some(missing.clone());
     })
@@ -342,7 +329,7 @@ async fn a_bad_smtp_ca_file_stops_start_up_naming_it() {
 
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a certificate\n").expect("write");
-    let err = start_error(|s| {
+    let err = crate::helpers::start_error("a bad smtp.ca_file", |s| {
         s.smtp.url = Some(Secret::new("smtp+starttls://mail.example.com"));
         s.smtp.ca_file = Some(garbage.clone());
     })

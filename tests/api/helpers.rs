@@ -120,6 +120,41 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The error that stops the platform's start-up with settings that are valid but name something
+/// unusable (a bad file, an untrusted server); `what` says what should have stopped it.
+pub async fn start_error(what: &str, customize: impl FnOnce(&mut Settings)) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = test_settings(dir.path()).await;
+    customize(&mut settings);
+    settings.validate().expect("valid settings");
+    match Application::build(settings).await {
+        Ok(_) => panic!("started despite {what}"),
+        Err(err) => format!("{err:#}"),
+    }
+}
+
+/// Runs a command off the test's runtime thread, its input closed.
+pub async fn run(program: &'static str, args: Vec<String>) -> std::process::Output {
+    actix_web::rt::task::spawn_blocking(move || {
+        std::process::Command::new(program)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run a command")
+    })
+    .await
+    .expect("command thread")
+}
+
+/// What a command printed: its output, then its errors.
+pub fn printed(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }

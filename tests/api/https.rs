@@ -2,14 +2,12 @@
 //! `curl` and `openssl s_client`, and re-reads its certificate (file change or SIGHUP) without
 //! dropping open connections.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use insa_iiot::settings::Settings;
-use insa_iiot::startup::Application;
 
-use crate::helpers::{eventually, spawn_app_with, test_settings, TestApp};
+use crate::helpers::{eventually, run, spawn_app_with, test_settings, TestApp};
 use crate::pki::{KeyForm, Pki};
 
 impl Pki {
@@ -33,19 +31,6 @@ impl Pki {
             .build()
             .expect("client")
     }
-}
-
-/// Runs a command off the test's runtime thread.
-async fn run(program: &'static str, args: Vec<String>) -> Output {
-    actix_web::rt::task::spawn_blocking(move || {
-        Command::new(program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run a command")
-    })
-    .await
-    .expect("command thread")
 }
 
 fn port(app: &TestApp) -> u16 {
@@ -259,14 +244,12 @@ async fn sighup_rereads_the_certificate() {
 }
 
 /// Start-up error for TLS files, which must name the file and never quote the key.
-async fn start_error(dir: &Path, cert: PathBuf, key: PathBuf) -> String {
-    let mut settings = test_settings(dir).await;
-    settings.server.tls.cert_file = Some(cert);
-    settings.server.tls.key_file = Some(key);
-    match Application::build(settings).await {
-        Ok(_) => panic!("started with bad TLS files"),
-        Err(err) => format!("{err:#}"),
-    }
+async fn start_error(cert: PathBuf, key: PathBuf) -> String {
+    crate::helpers::start_error("bad TLS files", |s| {
+        s.server.tls.cert_file = Some(cert);
+        s.server.tls.key_file = Some(key);
+    })
+    .await
 }
 
 #[actix_web::test]
@@ -274,10 +257,9 @@ async fn bad_tls_files_fail_start_up_naming_the_file() {
     let Some(pki) = Pki::new() else { return };
     pki.issue("served", 1, KeyForm::Pkcs8);
     pki.issue("other", 2, KeyForm::Pkcs8);
-    let dir = tempfile::tempdir().expect("tempdir");
 
     let missing = pki.path("missing.pem");
-    let err = start_error(dir.path(), missing.clone(), pki.path("served.key")).await;
+    let err = start_error(missing.clone(), pki.path("served.key")).await;
     assert!(err.contains("server.tls.cert_file"), "{err}");
     assert!(err.contains(&missing.display().to_string()), "{err}");
 
@@ -288,18 +270,18 @@ async fn bad_tls_files_fail_start_up_naming_the_file() {
         format!("-----BEGIN PRIVATE KEY-----\n{secret}!!\n-----END PRIVATE KEY-----\n"),
     )
     .expect("write");
-    let err = start_error(dir.path(), pki.path("served.pem"), garbage.clone()).await;
+    let err = start_error(pki.path("served.pem"), garbage.clone()).await;
     assert!(err.contains("server.tls.key_file"), "{err}");
     assert!(err.contains(&garbage.display().to_string()), "{err}");
     assert!(!err.contains(secret), "{err}");
 
-    let err = start_error(dir.path(), pki.path("served.pem"), pki.path("other.key")).await;
+    let err = start_error(pki.path("served.pem"), pki.path("other.key")).await;
     assert!(err.contains("does not match"), "{err}");
     let key_text = std::fs::read_to_string(pki.path("other.key")).expect("read key");
     let key_body = key_text.lines().nth(1).expect("a key line");
     assert!(!err.contains(key_body), "{err}");
 
-    let err = start_error(dir.path(), pki.path("served.key"), pki.path("served.key")).await;
+    let err = start_error(pki.path("served.key"), pki.path("served.key")).await;
     assert!(err.contains("holds no PEM certificate"), "{err}");
 }
 

@@ -12,7 +12,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use insa_iiot::settings::{MqttMode, Settings};
-use insa_iiot::startup::Application;
 use serde_json::json;
 
 use crate::helpers::{eventually, spawn_app_with, test_settings, with_mqtt, As, TestApp};
@@ -350,18 +349,6 @@ async fn a_broker_with_a_certificate_from_another_ca_is_not_used() {
     );
 }
 
-/// Start-up error of valid settings that name bad files.
-async fn start_error(customize: impl FnOnce(&mut Settings)) -> String {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = test_settings(dir.path()).await;
-    customize(&mut settings);
-    settings.validate().expect("valid settings");
-    match Application::build(settings).await {
-        Ok(_) => panic!("started with bad MQTT TLS files"),
-        Err(err) => format!("{err:#}"),
-    }
-}
-
 #[actix_web::test]
 async fn bad_mqtt_tls_files_stop_start_up_naming_them() {
     let Some(pki) = Pki::requiring("INSA_TLS_CLIENTS") else {
@@ -374,7 +361,7 @@ async fn bad_mqtt_tls_files_stop_start_up_naming_them() {
         s.mqtt.url = "mqtts://127.0.0.1:8883".into();
     };
     let missing: PathBuf = pki.path("missing-ca.pem");
-    let err = start_error(|s| {
+    let err = crate::helpers::start_error("bad MQTT TLS files", |s| {
         external(s);
         s.mqtt.ca_file = Some(missing.clone());
     })
@@ -382,7 +369,7 @@ async fn bad_mqtt_tls_files_stop_start_up_naming_them() {
     assert!(err.contains("mqtt.ca_file"), "{err}");
     assert!(err.contains(&missing.display().to_string()), "{err}");
 
-    let err = start_error(|s| {
+    let err = crate::helpers::start_error("bad MQTT TLS files", |s| {
         external(s);
         s.mqtt.ca_file = Some(pki.path("ca.pem"));
         s.mqtt.client_cert_file = Some(pki.path(&format!("{PLATFORM}.pem")));

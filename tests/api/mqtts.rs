@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, free_port, seed_device, spawn_app_with, As, TestApp};
+use crate::helpers::{
+    eventually, free_port, printed as text, run, seed_device, spawn_app_with, As, TestApp,
+};
 
 /// The clients these tests drive; `None` (and a message) when one is missing, a failure where
 /// they must be there (`INSA_TLS_CLIENTS=required`, as `.ci/run` sets).
@@ -55,27 +57,6 @@ impl Files {
     fn arg(&self, name: &str) -> String {
         self.path(name).display().to_string()
     }
-}
-
-/// Runs a command off the test's runtime thread.
-async fn run(program: &'static str, args: Vec<String>) -> Output {
-    actix_web::rt::task::spawn_blocking(move || {
-        Command::new(program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run a command")
-    })
-    .await
-    .expect("command thread")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The CA certificate as a device fetches it: no credentials.
@@ -589,72 +570,16 @@ async fn certificates_of_another_ca_or_expired_are_refused_at_the_handshake() {
     let id = device(&app, &token).await;
 
     // Another CA's certificate naming the device.
-    for args in [
-        vec![
-            "req",
-            "-x509",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=rogue CA",
-            "-keyout",
-            "rogue-ca.key",
-            "-out",
-            "rogue-ca.pem",
-        ],
-        vec![
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=DEVICE",
-            "-keyout",
-            "rogue.key",
-            "-out",
-            "rogue.csr",
-        ],
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            "rogue.csr",
-            "-CA",
-            "rogue-ca.pem",
-            "-CAkey",
-            "rogue-ca.key",
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-out",
-            "rogue.pem",
-        ],
-    ] {
-        let args: Vec<String> = args
-            .iter()
-            .map(|a| {
-                if a.contains('.') {
-                    files.arg(a)
-                } else {
-                    a.replace("DEVICE", &id)
-                }
-            })
-            .collect();
-        let out = run("openssl", args).await;
-        assert!(out.status.success(), "{}", text(&out));
+    let Some(rogue) = crate::pki::Pki::requiring("INSA_TLS_CLIENTS") else {
+        return;
+    };
+    rogue.issue_with(&id, 1, crate::pki::KeyForm::Pkcs8, crate::pki::CLIENT);
+    for (from, to) in [("pem", "rogue.pem"), ("key", "rogue.key")] {
+        std::fs::copy(rogue.path(&format!("{id}.{from}")), files.path(to)).expect("copy");
     }
     let refused = handshake_with(port, &files, "rogue").await;
-    // rustls answers an unknown issuer with the alert certificate_unknown.
-    assert!(refused.contains("alert certificate unknown"), "{refused}");
+    // rustls answers an issuer it does not know with the alert unknown_ca.
+    assert!(refused.contains("alert unknown ca"), "{refused}");
     let out = publish_with_cert(
         port,
         &files,
@@ -874,18 +799,6 @@ async fn with_an_https_certificate_mqtts_is_on_and_presents_it() {
     assert_eq!(app.stored_rows(&token, &id).await, 1);
 }
 
-/// Start-up with `ca.cert_file` / `ca.key_file` set: the error when it fails.
-async fn ca_start_error(cert: PathBuf, key: PathBuf) -> String {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut settings = crate::helpers::test_settings(dir.path()).await;
-    settings.ca.cert_file = Some(cert);
-    settings.ca.key_file = Some(key);
-    match insa_iiot::startup::Application::build(settings).await {
-        Ok(_) => panic!("started with a CA that cannot sign"),
-        Err(err) => format!("{err:#}"),
-    }
-}
-
 #[actix_web::test]
 async fn a_site_ca_issues_the_device_certificates_and_a_wrong_one_stops_start_up() {
     if !clients_present() {
@@ -929,7 +842,11 @@ async fn a_site_ca_issues_the_device_certificates_and_a_wrong_one_stops_start_up
     assert!(out.status.success(), "{}", text(&out));
 
     // A key that is not the CA's, and a certificate that is not a CA: named, key never quoted.
-    let err = ca_start_error(pki.path("ca.pem"), pki.path("served.key")).await;
+    let err = crate::helpers::start_error("a key not the CA's", |s| {
+        s.ca.cert_file = Some(pki.path("ca.pem"));
+        s.ca.key_file = Some(pki.path("served.key"));
+    })
+    .await;
     assert!(
         err.contains("ca.key_file") && err.contains("is not the key of the CA"),
         "{err}"
@@ -941,7 +858,11 @@ async fn a_site_ca_issues_the_device_certificates_and_a_wrong_one_stops_start_up
         .expect("a key line")
         .to_string();
     assert!(!err.contains(&key_line), "{err}");
-    let err = ca_start_error(pki.path("served.pem"), pki.path("served.key")).await;
+    let err = crate::helpers::start_error("a certificate not a CA", |s| {
+        s.ca.cert_file = Some(pki.path("served.pem"));
+        s.ca.key_file = Some(pki.path("served.key"));
+    })
+    .await;
     assert!(
         err.contains("ca.cert_file") && err.contains("is not a CA certificate"),
         "{err}"
