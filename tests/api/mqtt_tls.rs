@@ -14,9 +14,9 @@ use std::time::Duration;
 use insa_iiot::settings::{MqttMode, Settings};
 use serde_json::json;
 
-use crate::helpers::{eventually, spawn_app_with, test_settings, with_mqtt, As, TestApp};
+use crate::helpers::{eventually, run, spawn_app_with, test_settings, with_mqtt, As, TestApp};
 use crate::mqtt::{subscribed, Mosquitto};
-use crate::pki::{tool_available, KeyForm, Pki, CLIENT};
+use crate::pki::{mosquitto_args, tool_available, KeyForm, Login, Pki, CLIENT};
 
 /// The CN of the platform's client certificate: its username at the broker.
 const PLATFORM: &str = "insa-platform";
@@ -103,33 +103,10 @@ async fn device_with_certificate(app: &TestApp, token: &str, pki: &Pki, serial: 
 
 /// `mosquitto_pub` as the device `cert` (QoS 1): whether the broker took the publish.
 async fn publish_as(pki: &Pki, port: u16, cert: &str, topic: &str, payload: &str) -> bool {
-    let args: Vec<String> = vec![
-        "-h".into(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        port.to_string(),
-        "--cafile".into(),
-        pki.path("ca.pem").display().to_string(),
-        "--cert".into(),
-        pki.path(&format!("{cert}.pem")).display().to_string(),
-        "--key".into(),
-        pki.path(&format!("{cert}.key")).display().to_string(),
-        "-q".into(),
-        "1".into(),
-        "-t".into(),
-        topic.into(),
-        "-m".into(),
-        payload.into(),
-    ];
-    let out = actix_web::rt::task::spawn_blocking(move || {
-        Command::new("mosquitto_pub")
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run mosquitto_pub")
-    })
-    .await
-    .expect("mosquitto_pub thread");
+    let rest = ["-q", "1", "-t", topic, "-m", payload];
+    let login = Login::Certificate(pki.dir(), cert);
+    let args = mosquitto_args(port, &pki.path("ca.pem"), login, None, &rest);
+    let out = run("mosquitto_pub", args).await;
     if !out.status.success() {
         eprintln!(
             "mosquitto_pub: {}",
@@ -249,36 +226,15 @@ async fn a_device_without_a_certificate_from_the_ca_is_refused() {
     // The same CN, but a certificate of another CA: the handshake fails.
     other.issue_with(&id, 12, KeyForm::Pkcs8, CLIENT);
     other.share();
-    let forged = other.path(&format!("{id}.pem")).display().to_string();
-    let forged_key = other.path(&format!("{id}.key")).display().to_string();
-    let out = actix_web::rt::task::spawn_blocking({
-        let (port, ca, topic) = (
-            broker.port,
-            pki.path("ca.pem"),
-            format!("devices/{id}/telemetry"),
-        );
-        move || {
-            Command::new("mosquitto_pub")
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--cafile"])
-                .arg(ca)
-                .args([
-                    "--cert",
-                    &forged,
-                    "--key",
-                    &forged_key,
-                    "-q",
-                    "1",
-                    "-t",
-                    &topic,
-                ])
-                .args(["-m", r#"{"pressure": 1}"#])
-                .stdin(Stdio::null())
-                .output()
-                .expect("run mosquitto_pub")
-        }
-    })
-    .await
-    .expect("mosquitto_pub thread");
+    let topic = format!("devices/{id}/telemetry");
+    let args = mosquitto_args(
+        broker.port,
+        &pki.path("ca.pem"),
+        Login::Certificate(other.dir(), &id),
+        None,
+        &["-q", "1", "-t", &topic, "-m", r#"{"pressure": 1}"#],
+    );
+    let out = run("mosquitto_pub", args).await;
     assert!(!out.status.success(), "a forged certificate was accepted");
     // Refused for its certificate, at the handshake.
     eventually(
@@ -504,28 +460,16 @@ async fn dynamic_security_and_the_probe_work_over_mqtts() {
         Duration::from_secs(10),
         "the broker takes the key's reading",
         || {
-            let (key_id, key, topic, ca) = (
-                key_id.clone(),
-                key.clone(),
-                topic.clone(),
-                pki.path("ca.pem"),
+            let args = mosquitto_args(
+                broker.port,
+                &pki.path("ca.pem"),
+                Login::Key(&key_id, &key),
+                None,
+                &["-q", "1", "-t", &topic, "-m", r#"{"flow": 3}"#],
             );
-            let (app, token, id, port) = (&app, &token, &id, broker.port);
+            let (app, token, id) = (&app, &token, &id);
             async move {
-                let published = actix_web::rt::task::spawn_blocking(move || {
-                    Command::new("mosquitto_pub")
-                        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--cafile"])
-                        .arg(ca)
-                        .args(["-u", &key_id, "-P", &key, "-q", "1", "-t", &topic])
-                        .args(["-m", r#"{"flow": 3}"#])
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success())
-                })
-                .await
-                .expect("mosquitto_pub thread");
+                let published = run("mosquitto_pub", args).await.status.success();
                 if !published {
                     return None;
                 }

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::helpers::{
     eventually, free_port, printed as text, run, seed_device, spawn_app_with, As, TestApp,
 };
+use crate::pki::{mosquitto_args, Login};
 
 /// The clients these tests drive; `None` (and a message) when one is missing, a failure where
 /// they must be there (`INSA_TLS_CLIENTS=required`, as `.ci/run` sets).
@@ -102,17 +103,7 @@ async fn issue(app: &TestApp, token: &str, device: &str, files: &Files, name: &s
     body
 }
 
-/// How a Mosquitto client logs in over MQTTS (trusting the platform's CA).
-enum Login<'a> {
-    /// `{name}.pem` and `{name}.key`.
-    Certificate(&'a str),
-    /// Username (the key's id) and the key.
-    Key(&'a str, &'a str),
-    Nothing,
-}
-
-/// `mosquitto_pub` / `mosquitto_sub` arguments: the MQTTS port, the CA, the login, the client
-/// id, then `rest`.
+/// Mosquitto client arguments for the MQTTS port, trusting the platform's CA (`ca.pem`).
 fn client_args(
     port: u16,
     files: &Files,
@@ -120,28 +111,7 @@ fn client_args(
     client_id: &str,
     rest: &[&str],
 ) -> Vec<String> {
-    let mut args = vec![
-        "-h".to_string(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        port.to_string(),
-        "--cafile".into(),
-        files.arg("ca.pem"),
-        "-i".into(),
-        client_id.into(),
-    ];
-    match login {
-        Login::Certificate(name) => args.extend([
-            "--cert".into(),
-            files.arg(&format!("{name}.pem")),
-            "--key".into(),
-            files.arg(&format!("{name}.key")),
-        ]),
-        Login::Key(user, key) => args.extend(["-u".into(), user.into(), "-P".into(), key.into()]),
-        Login::Nothing => {}
-    }
-    args.extend(rest.iter().map(|a| a.to_string()));
-    args
+    mosquitto_args(port, &files.path("ca.pem"), login, Some(client_id), rest)
 }
 
 /// `mosquitto_pub` of one reading at QoS 1 (it ends once acknowledged).
@@ -175,7 +145,7 @@ async fn publish_with_cert(
     publish(
         port,
         files,
-        Login::Certificate(cert),
+        Login::Certificate(files.0.path(), cert),
         client_id,
         topic,
         extra,
@@ -372,7 +342,7 @@ async fn a_certificate_cannot_publish_or_subscribe_under_another_device() {
     let args = client_args(
         port,
         &files,
-        Login::Certificate("a"),
+        Login::Certificate(files.0.path(), "a"),
         &a,
         &["-d", "-V", "mqttv5", "-t", &commands, "-C", "1", "-W", "3"],
     );
@@ -409,7 +379,7 @@ impl Listener {
         let args = client_args(
             port,
             files,
-            Login::Certificate(cert),
+            Login::Certificate(files.0.path(), cert),
             device,
             &["-d", "-t", &topic],
         );

@@ -2,7 +2,7 @@
 //! and of the platform's TLS links (SMTP, PostgreSQL, MQTT): server certificates for
 //! 127.0.0.1/localhost (or any name), and client certificates.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use rustls::pki_types::pem::PemObject;
@@ -24,6 +24,51 @@ pub const SERVER_LOCALHOST: &str = "subjectAltName=IP:127.0.0.1,DNS:localhost\n\
 /// The extensions of a client certificate (its identity is the subject's CN).
 pub const CLIENT: &str = "basicConstraints=CA:FALSE\n\
      keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n";
+
+/// How a Mosquitto client (`mosquitto_pub`, `mosquitto_sub`) logs in over TLS.
+pub enum Login<'a> {
+    /// The certificate `{name}.pem` and key `{name}.key` in the folder.
+    Certificate(&'a Path, &'a str),
+    /// Username and password (an API key's id and the key).
+    Key(&'a str, &'a str),
+    Nothing,
+}
+
+/// Mosquitto client arguments: 127.0.0.1:`port` over TLS trusting `ca`, the login, the client id
+/// (`None`: the client picks one), then `rest`.
+pub fn mosquitto_args(
+    port: u16,
+    ca: &Path,
+    login: Login,
+    client_id: Option<&str>,
+    rest: &[&str],
+) -> Vec<String> {
+    let mut args = vec![
+        "-h".to_string(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string(),
+        "--cafile".into(),
+        ca.display().to_string(),
+    ];
+    if let Some(client_id) = client_id {
+        args.extend(["-i".into(), client_id.into()]);
+    }
+    match login {
+        Login::Certificate(dir, name) => args.extend([
+            "--cert".into(),
+            dir.join(format!("{name}.pem")).display().to_string(),
+            "--key".into(),
+            dir.join(format!("{name}.key")).display().to_string(),
+        ]),
+        Login::Key(user, password) => {
+            args.extend(["-u".into(), user.into(), "-P".into(), password.into()])
+        }
+        Login::Nothing => {}
+    }
+    args.extend(rest.iter().map(|a| a.to_string()));
+    args
+}
 
 /// A CA (`ca.pem`, `ca.key`, subject CN `insa test CA`) in a temporary directory, issuing
 /// certificates into it.
@@ -114,6 +159,11 @@ impl Pki {
             "keyUsage=critical,keyCertSign,cRLSign",
         ]);
         Some(pki)
+    }
+
+    /// The folder holding the files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
