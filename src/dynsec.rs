@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use insa_entities::api_keys;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -47,18 +47,14 @@ impl Dynsec {
     /// Connects (retrying in the background), gives the platform its role, and removes the
     /// clients of keys that expire from now on.
     pub fn start(config: DynsecConfig, db: DatabaseConnection) -> Self {
-        let mut options = MqttOptions::new(
+        let mut options = insa_actors::mqtt::broker_options(
             format!("{}-dynsec", config.client_id),
             config.host,
             config.port,
+            config.credentials.as_ref(),
+            config.tls.as_ref(),
         );
         options.set_keep_alive(Duration::from_secs(30));
-        if let Some((user, password)) = &config.credentials {
-            options.set_credentials(user.clone(), password.clone());
-        }
-        if let Some(tls) = config.tls {
-            options.set_transport(rumqttc::Transport::tls_with_config(tls));
-        }
         let (client, eventloop) = AsyncClient::new(options, 256);
         let dynsec = Self { client };
         let platform_user = config.credentials.map(|(user, _)| user);

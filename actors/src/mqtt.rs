@@ -140,6 +140,26 @@ pub fn start(pipeline: Pipeline, config: MqttIngestConfig) -> MqttIngest {
     start_with(pipeline, config, Arc::default())
 }
 
+/// Options for a connection of the platform's to the broker at `host:port` as `client_id`, with
+/// its credentials and TLS when it has them; each caller adds what its connection needs
+/// (keep-alive, session, acknowledgements).
+pub fn broker_options(
+    client_id: impl Into<String>,
+    host: impl Into<String>,
+    port: u16,
+    credentials: Option<&(String, String)>,
+    tls: Option<&rumqttc::TlsConfiguration>,
+) -> MqttOptions {
+    let mut options = MqttOptions::new(client_id, host, port);
+    if let Some((user, password)) = credentials {
+        options.set_credentials(user.clone(), password.clone());
+    }
+    if let Some(tls) = tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(tls.clone()));
+    }
+    options
+}
+
 /// Starts the subscriber with counters shared with another ingest path (the embedded broker's).
 ///
 /// Two connections: the ingest one (client id `mqtt.client_id`, persistent session, telemetry
@@ -151,18 +171,18 @@ pub fn start_with(
     stats: Arc<MqttStats>,
 ) -> MqttIngest {
     let options = |client_id: String, clean: bool| {
-        let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
+        let mut options = broker_options(
+            client_id,
+            config.host.clone(),
+            config.port,
+            config.credentials.as_ref(),
+            config.tls.as_ref(),
+        );
         options
             .set_keep_alive(KEEP_ALIVE)
             .set_clean_session(clean)
             .set_manual_acks(true)
             .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes);
-        if let Some((user, password)) = &config.credentials {
-            options.set_credentials(user.clone(), password.clone());
-        }
-        if let Some(tls) = &config.tls {
-            options.set_transport(rumqttc::Transport::tls_with_config(tls.clone()));
-        }
         options
     };
     let (client, status_loop) =

@@ -36,16 +36,16 @@ impl Commands {
         tls: Option<rumqttc::TlsConfiguration>,
         ack_timeout: Duration,
     ) -> Self {
-        let mut options = MqttOptions::new(client_id, host, port);
+        let mut options = insa_actors::mqtt::broker_options(
+            client_id,
+            host,
+            port,
+            credentials.as_ref(),
+            tls.as_ref(),
+        );
         options
             .set_keep_alive(Duration::from_secs(30))
             .set_clean_session(true);
-        if let Some((user, password)) = credentials {
-            options.set_credentials(user, password);
-        }
-        if let Some(tls) = tls {
-            options.set_transport(rumqttc::Transport::tls_with_config(tls));
-        }
         let (requests, inbox) = mpsc::channel(256);
         actix::spawn(drive(options, inbox, ack_timeout));
         Self {

@@ -153,12 +153,13 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
     let dynsec_ready = config.dynsec && credentials.is_some();
     // mqtts://: one TLS configuration for every connection to the broker (ingest, status,
     // commands, dynsec, the probe); a bad CA or client certificate file stops start-up here.
-    let tls = crate::client_tls::mqtt_client_config(config)?.map(rumqttc::TlsConfiguration::Rustls);
+    let broker_tls =
+        crate::client_tls::mqtt_client_config(config)?.map(rumqttc::TlsConfiguration::Rustls);
     let mut embedded_port = port;
     let external = match config.mode {
         MqttMode::External => true,
         MqttMode::Embedded => false,
-        _ => match probe::probe(&host, port, tls.as_ref()).await {
+        _ => match probe::probe(&host, port, broker_tls.as_ref()).await {
             probe::Answer::Nothing => false,
             answer => {
                 if dynsec_ready && answer == probe::Answer::RefusesAnonymous {
@@ -187,7 +188,7 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
         max_packet_bytes: settings.ingest.max_body_bytes,
         limits: settings.ingest.limits(),
         subscribe_telemetry: true,
-        tls: tls.clone(),
+        tls: broker_tls.clone(),
     };
     let commands_client_id = format!("{}-commands", config.client_id);
     let ack_timeout = std::time::Duration::from_secs(config.command_ack_timeout_secs);
@@ -195,7 +196,8 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
         let (device_auth, warning) = if config.dynsec {
             // Chosen by the operator; still, say so if the broker lets anyone in.
             let open = config.mode == MqttMode::External
-                && probe::probe(&host, port, tls.as_ref()).await == probe::Answer::AcceptsAnonymous;
+                && probe::probe(&host, port, broker_tls.as_ref()).await
+                    == probe::Answer::AcceptsAnonymous;
             let warning = open.then(|| {
                 let warning = "the external broker accepts anonymous logins: anyone may publish \
                                as any device (set allow_anonymous false)";
@@ -218,7 +220,7 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
                     port,
                     client_id: config.client_id.clone(),
                     credentials: credentials.clone(),
-                    tls: tls.clone(),
+                    tls: broker_tls.clone(),
                 },
                 platform.db.clone(),
             )
@@ -237,7 +239,7 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
                 port,
                 commands_client_id,
                 credentials,
-                tls,
+                broker_tls,
                 ack_timeout,
             ),
             ingest: insa_actors::mqtt::start(platform.pipeline.clone(), ingest),

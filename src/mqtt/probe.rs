@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rumqttc::{ConnectionError, Event, MqttOptions, Packet};
+use rumqttc::{ConnectionError, Event, Packet};
 
 /// How long the probe waits for a TCP connection and then for a CONNACK.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -42,11 +42,9 @@ pub async fn probe(host: &str, port: u16, tls: Option<&rumqttc::TlsConfiguration
         return Answer::Nothing;
     }
     let client_id = format!("insa-iiot-probe-{}", uuid::Uuid::new_v4().simple());
-    let mut options = MqttOptions::new(client_id, host, port);
+    // Anonymous: what the broker does with anyone.
+    let mut options = insa_actors::mqtt::broker_options(client_id, host, port, None, tls);
     options.set_keep_alive(Duration::from_secs(5));
-    if let Some(tls) = tls {
-        options.set_transport(rumqttc::Transport::tls_with_config(tls.clone()));
-    }
     let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 1);
     let answer = async {
         loop {
