@@ -222,7 +222,7 @@ impl PlatformCa {
         let cert = params
             .signed_by(&key, &self.issuer)
             .context("cannot issue the broker's certificate")?;
-        let provider = crate::tls::platform_provider();
+        let provider = crate::tls_files::platform_provider();
         let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
             .map_err(|err| anyhow::anyhow!("the broker's key: {err}"))?;
         rustls::sign::CertifiedKey::from_der(

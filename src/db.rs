@@ -29,7 +29,7 @@ pub enum DbError {
         source: DbErr,
     },
     #[error("database TLS: {0}")]
-    Tls(#[from] crate::client_tls::ClientTlsError),
+    Tls(#[from] crate::tls_files::TlsFileError),
     #[error("cannot migrate the database at {url}: {source}")]
     Migrate { url: String, source: DbErr },
 }
@@ -88,7 +88,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         // Read and checked once here (a bad file is named, not a TLS failure of each
         // connection); the pool (sea-orm's, and the sqlx pool taken from it for COPY) verifies
         // the server against it, with `effective_ssl_mode` (verify-full unless the url says).
-        let pem = crate::client_tls::database_ca(ca_file)?;
+        let pem = crate::tls_files::database_ca(ca_file)?;
         let mode = settings
             .effective_ssl_mode()
             .and_then(|mode| mode.parse::<sqlx::postgres::PgSslMode>().ok());

@@ -5,8 +5,8 @@
 //! - [`settings`]: layered settings, validated at start-up; [`redact`]: URLs without passwords
 //! - [`db`]: PostgreSQL / SQLite connection and migrations; [`private_files`]: owner-only files
 //! - [`tls`]: HTTPS: the server certificate (TLS 1.2+), re-read on SIGHUP or file change
-//! - [`client_tls`]: TLS of the outgoing links (SMTP, PostgreSQL, an external MQTT broker): the
-//!   CA files trusted and the broker client certificate, read at start-up
+//! - [`tls_files`]: PEM certificate and key files (read for HTTPS, MQTTS and the outgoing links),
+//!   and the TLS of the outgoing links (SMTP, PostgreSQL, an external broker), read at start-up
 //!
 //! The web layer (the only modules that know HTTP, with [`startup`], [`metrics`],
 //! [`telemetry_log`] and [`dashboard`]):
@@ -45,7 +45,6 @@ pub mod body;
 pub mod ca;
 pub mod certificates;
 pub mod cli;
-pub mod client_tls;
 pub mod dashboard;
 pub mod db;
 pub mod devices;
@@ -65,6 +64,7 @@ pub mod startup;
 pub mod state;
 pub mod telemetry_log;
 pub mod tls;
+pub mod tls_files;
 pub mod web;
 pub mod webhook_guard;
 

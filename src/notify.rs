@@ -275,7 +275,7 @@ pub fn smtp_transport(smtp: &SmtpSettings, timeout: Duration) -> anyhow::Result<
     let mut parameters = TlsParameters::builder(host.to_string());
     if let Some(ca_file) = &smtp.ca_file {
         parameters = parameters.certificate_store(CertificateStore::None);
-        for root in crate::client_tls::read_certificates("smtp.ca_file", ca_file)? {
+        for root in crate::tls_files::read_certificates("smtp.ca_file", ca_file)? {
             let root = Certificate::from_der(root.to_vec())
                 .map_err(|err| anyhow::anyhow!("smtp.ca_file: {err}"))?;
             parameters = parameters.add_root_certificate(root);

@@ -40,7 +40,7 @@ impl ReloadingCert {
         cert_file: &Path,
         key_file: &Path,
     ) -> anyhow::Result<Self> {
-        let provider = platform_provider();
+        let provider = crate::tls_files::platform_provider();
         let current = read_certified_key(settings, cert_file, key_file, &provider)?;
         Ok(Self {
             settings,
@@ -91,14 +91,6 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-/// The provider the platform installs ([`crate::install_crypto_provider`]): rustls on ring.
-pub(crate) fn platform_provider() -> Arc<CryptoProvider> {
-    crate::install_crypto_provider();
-    CryptoProvider::get_default()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
-}
-
 /// The HTTPS server configuration: TLS 1.2 and 1.3 only, no client certificates, the certificate
 /// from `cert`.
 pub fn server_config(cert: Arc<ReloadingCert>) -> anyhow::Result<ServerConfig> {
@@ -118,24 +110,16 @@ fn read_certified_key(
     key_file: &Path,
     provider: &CryptoProvider,
 ) -> anyhow::Result<CertifiedKey> {
-    let chain = crate::client_tls::read_certificates(cert_setting, cert_file)?;
-    let key = crate::client_tls::read_private_key(key_setting, key_file)?;
+    let chain = crate::tls_files::read_certificates(cert_setting, cert_file)?;
+    let key = crate::tls_files::read_private_key(key_setting, key_file)?;
     CertifiedKey::from_der(chain, key, provider).map_err(|err| {
         anyhow::anyhow!(
             "{key_setting}: {} is not a usable key for the certificate in {} ({})",
             key_file.display(),
             cert_file.display(),
-            key_error_kind(&err)
+            crate::tls_files::key_error_kind(&err)
         )
     })
-}
-
-/// What went wrong with a key, without anything taken from the key itself.
-pub(crate) fn key_error_kind(err: &rustls::Error) -> &'static str {
-    match err {
-        rustls::Error::InconsistentKeys(_) => "the key does not match the certificate",
-        _ => "unsupported or malformed key",
-    }
 }
 
 /// Re-reads the certificate on SIGHUP and whenever either file's modification time or length changes

@@ -154,7 +154,7 @@ pub async fn start(platform: Platform, settings: &Settings) -> anyhow::Result<Op
     // mqtts://: one TLS configuration for every connection to the broker (ingest, status,
     // commands, dynsec, the probe); a bad CA or client certificate file stops start-up here.
     let broker_tls =
-        crate::client_tls::mqtt_client_config(config)?.map(rumqttc::TlsConfiguration::Rustls);
+        crate::tls_files::mqtt_client_config(config)?.map(rumqttc::TlsConfiguration::Rustls);
     let mut embedded_port = port;
     let external = match config.mode {
         MqttMode::External => true,

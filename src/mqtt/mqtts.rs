@@ -119,7 +119,7 @@ pub fn server_config(
     ca: &CertificateDer<'static>,
     certificates: Arc<ActiveCertificates>,
 ) -> anyhow::Result<ServerConfig> {
-    let provider = crate::tls::platform_provider();
+    let provider = crate::tls_files::platform_provider();
     let mut roots = RootCertStore::empty();
     roots
         .add(ca.clone())

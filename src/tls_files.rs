@@ -1,6 +1,7 @@
-//! TLS on the platform's outgoing links: the CA files it trusts for the SMTP server, PostgreSQL and
-//! an external MQTT broker, and the client certificate it may present to the broker. Files are
-//! read at start-up, so a missing or malformed one stops the platform with an error naming its
+//! TLS files: PEM certificates and keys as every TLS part of the platform reads them (HTTPS and
+//! MQTTS certificates too, through [`crate::tls`]), and the outgoing links' own: the CA files it
+//! trusts for the SMTP server, PostgreSQL and an external MQTT broker, and the client
+//! certificate it may present to the broker. Files are read at start-up, so a missing or malformed one stops the platform with an error naming its
 //! setting and path; nothing read from a key file is ever put in a message.
 
 use std::path::Path;
@@ -8,13 +9,14 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::settings::MqttSettings;
 
 /// Why a TLS file of the outgoing links cannot be used; `key` is the setting that names it.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientTlsError {
+pub enum TlsFileError {
     #[error("{key}: cannot read {path}: {source}")]
     Read {
         key: &'static str,
@@ -47,12 +49,12 @@ pub enum ClientTlsError {
 pub fn read_certificates(
     key: &'static str,
     path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, ClientTlsError> {
+) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
     certificates_in(key, path, &read_file(key, path)?)
 }
 
-fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, ClientTlsError> {
-    std::fs::read(path).map_err(|source| ClientTlsError::Read {
+fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsFileError> {
+    std::fs::read(path).map_err(|source| TlsFileError::Read {
         key,
         path: path.display().to_string(),
         source,
@@ -64,22 +66,22 @@ fn certificates_in(
     key: &'static str,
     path: &Path,
     pem: &[u8],
-) -> Result<Vec<CertificateDer<'static>>, ClientTlsError> {
+) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
     let shown = path.display().to_string();
     let certificates = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| ClientTlsError::BadCertificate {
+        .map_err(|_| TlsFileError::BadCertificate {
             key,
             path: shown.clone(),
         })?;
     if certificates.is_empty() {
-        return Err(ClientTlsError::NoCertificate { key, path: shown });
+        return Err(TlsFileError::NoCertificate { key, path: shown });
     }
     Ok(certificates)
 }
 
 /// The trust anchors of a PEM CA file: each certificate must be one rustls can use.
-pub fn read_roots(key: &'static str, path: &Path) -> Result<RootCertStore, ClientTlsError> {
+pub fn read_roots(key: &'static str, path: &Path) -> Result<RootCertStore, TlsFileError> {
     roots_of(key, path, read_certificates(key, path)?)
 }
 
@@ -87,12 +89,12 @@ fn roots_of(
     key: &'static str,
     path: &Path,
     certificates: Vec<CertificateDer<'static>>,
-) -> Result<RootCertStore, ClientTlsError> {
+) -> Result<RootCertStore, TlsFileError> {
     let mut roots = RootCertStore::empty();
     for certificate in certificates {
         roots
             .add(certificate)
-            .map_err(|err| ClientTlsError::Unusable {
+            .map_err(|err| TlsFileError::Unusable {
                 key,
                 path: path.display().to_string(),
                 why: format!("not a usable CA certificate ({err})"),
@@ -105,14 +107,14 @@ fn roots_of(
 pub fn read_private_key(
     key: &'static str,
     path: &Path,
-) -> Result<PrivateKeyDer<'static>, ClientTlsError> {
+) -> Result<PrivateKeyDer<'static>, TlsFileError> {
     let shown = path.display().to_string();
-    let pem = std::fs::read(path).map_err(|source| ClientTlsError::Read {
+    let pem = std::fs::read(path).map_err(|source| TlsFileError::Read {
         key,
         path: shown.clone(),
         source,
     })?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| ClientTlsError::NoKey { key, path: shown })
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsFileError::NoKey { key, path: shown })
 }
 
 /// The TLS client configuration of every platform connection to the broker, for an `mqtts://`
@@ -121,7 +123,7 @@ pub fn read_private_key(
 /// client certificate of `mqtt.client_cert_file`/`client_key_file` when set.
 pub fn mqtt_client_config(
     settings: &MqttSettings,
-) -> Result<Option<Arc<ClientConfig>>, ClientTlsError> {
+) -> Result<Option<Arc<ClientConfig>>, TlsFileError> {
     if !settings.is_tls() {
         return Ok(None);
     }
@@ -129,9 +131,9 @@ pub fn mqtt_client_config(
         Some(path) => read_roots("mqtt.ca_file", path)?,
         None => RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     };
-    let builder = ClientConfig::builder_with_provider(crate::tls::platform_provider())
+    let builder = ClientConfig::builder_with_provider(platform_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|err| ClientTlsError::Unusable {
+        .map_err(|err| TlsFileError::Unusable {
             key: "mqtt.url",
             path: settings.url.clone(),
             why: format!("TLS 1.2 and 1.3 are not available ({err})"),
@@ -141,13 +143,13 @@ pub fn mqtt_client_config(
         (Some(cert_file), Some(key_file)) => {
             let chain = read_certificates("mqtt.client_cert_file", cert_file)?;
             let key = read_private_key("mqtt.client_key_file", key_file)?;
-            builder.with_client_auth_cert(chain, key).map_err(|err| {
-                ClientTlsError::KeyMismatch {
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|err| TlsFileError::KeyMismatch {
                     key_path: key_file.display().to_string(),
                     cert_path: cert_file.display().to_string(),
-                    why: crate::tls::key_error_kind(&err),
-                }
-            })?
+                    why: key_error_kind(&err),
+                })?
         }
         _ => builder.with_no_client_auth(),
     };
@@ -157,9 +159,25 @@ pub fn mqtt_client_config(
 /// `database.ca_file`, read once at start-up and checked (PEM certificates rustls can use), so a
 /// bad file is named instead of surfacing as a TLS failure of every connection: its PEM, which
 /// every connection of the pool verifies the server against.
-pub fn database_ca(path: &Path) -> Result<Vec<u8>, ClientTlsError> {
+pub fn database_ca(path: &Path) -> Result<Vec<u8>, TlsFileError> {
     const KEY: &str = "database.ca_file";
     let pem = read_file(KEY, path)?;
     roots_of(KEY, path, certificates_in(KEY, path, &pem)?)?;
     Ok(pem)
+}
+
+/// The provider the platform installs ([`crate::install_crypto_provider`]): rustls on ring.
+pub fn platform_provider() -> Arc<CryptoProvider> {
+    crate::install_crypto_provider();
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
+}
+
+/// What went wrong with a key, without anything taken from the key itself.
+pub fn key_error_kind(err: &rustls::Error) -> &'static str {
+    match err {
+        rustls::Error::InconsistentKeys(_) => "the key does not match the certificate",
+        _ => "unsupported or malformed key",
+    }
 }
