@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::settings::MqttSettings;
